@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the whole test suite. Exit 5 (pytest collected no tests) counts as failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --vllm || exit 1
+.venv/bin/python -m ruff check . || exit 1
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+status=$?
+if [ "$status" = 5 ]; then
+  echo "pytest collected no tests: failing on purpose" >&2
+  exit 1
+fi
+exit "$status"

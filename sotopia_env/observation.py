@@ -1,0 +1,132 @@
+"""What each agent may know, rendered as a text prompt, and the observation space that holds it.
+
+Partial observability: an agent sees the situation, its own character, goal and secrets, what the
+relationship lets it know of the partner, and the dialogue so far. Never the partner's goal or secret.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from functools import cache
+
+from gymnasium import spaces
+
+from .actions import Action, ActionType, text_charset
+from .scenarios import Character, Relationship, Scenario
+
+# The prompt is the situation, two profiles and up to max_turns x 2 utterances: bounded by the env's
+# limits, checked when the env is built (`prompt_chars_bound`).
+PROMPT_OVERHEAD_CHARS = 20_000
+
+
+def describe_self(character: Character) -> str:
+    parts = [f"You are {character.name}, {character.age}, {character.occupation} ({character.pronouns})."]
+    if character.personality:
+        parts.append(f"Personality: {character.personality}")
+    if character.values:
+        parts.append(f"Values: {', '.join(character.values)}.")
+    if character.decision_style:
+        parts.append(f"Decision style: {character.decision_style}")
+    if character.public_info:
+        parts.append(f"Background: {character.public_info}")
+    return "\n".join(parts)
+
+
+def describe_partner(partner: Character, relationship: Relationship) -> str:
+    """What the relationship lets an agent know about the other character (Sotopia's visibility rule)."""
+    if relationship is Relationship.stranger:
+        return f"The other person is {partner.first_name}, a stranger to you."
+    if relationship is Relationship.know_by_name:
+        return f"The other person is {partner.name}; you know them by name only."
+    text = (
+        f"The other person is {partner.name}, {partner.age}, {partner.occupation} ({partner.pronouns}); "
+        f"your relationship: {relationship.value.replace('_', ' ')}."
+    )
+    if relationship is not Relationship.acquaintance:
+        text += f"\nWhat you know of them: {partner.personality} {partner.public_info}".rstrip()
+    return text
+
+
+def prompt_header(scenario: Scenario, characters: Sequence[Character], seat: int) -> str:
+    """The part of an agent's prompt that stays fixed for the whole episode."""
+    me, partner = characters[seat], characters[1 - seat]
+    role = scenario.roles[seat]
+    lines = [f"Scenario: {scenario.situation}", "", describe_self(me), "", describe_partner(partner, scenario.relationship)]
+    secrets = [s for s in (me.secret, role.secret) if s]
+    if secrets:
+        lines += ["", "Your secret (do not reveal it unless it serves your goal): " + " ".join(secrets)]
+    lines += ["", f"Your goal: {role.goal}", "", "Conversation so far:\n"]
+    return "\n".join(lines)
+
+
+def history_line(index: int, speaker_name: str, action: Action) -> str:
+    return f"Turn {index}: {action.render(speaker_name)}"
+
+
+def prompt_footer(characters: Sequence[Character], seat: int, turn: int, max_turns: int, your_turn: bool) -> str:
+    if your_turn:
+        return f"\n\nIt is turn {turn} of {max_turns}. You are {characters[seat].name}; what do you do next?"
+    return f"\n\nIt is turn {turn} of {max_turns}. Wait for {characters[1 - seat].first_name}."
+
+
+def render_prompt(
+    scenario: Scenario,
+    characters: Sequence[Character],
+    seat: int,
+    history: Sequence[tuple[int, Action]],
+    turn: int,
+    max_turns: int,
+    your_turn: bool,
+) -> str:
+    """An agent's full prompt: header, the dialogue so far (speaker seat, action), and whose turn it is."""
+    lines = [history_line(i, characters[speaker].name, action) for i, (speaker, action) in enumerate(history)]
+    return (
+        prompt_header(scenario, characters, seat)
+        + ("\n".join(lines) if lines else "(nothing yet)")
+        + prompt_footer(characters, seat, turn, max_turns, your_turn)
+    )
+
+
+@cache
+def _text_space(max_length: int) -> spaces.Text:
+    return spaces.Text(max_length=max_length, min_length=0, charset=text_charset())
+
+
+def text_space(max_length: int) -> spaces.Text:
+    """A fresh `Text` space over the shared charset (building the charset index once, copying after)."""
+    space = copy.copy(_text_space(max_length))
+    space._np_random = None  # each copy gets its own generator when seeded
+    return space
+
+
+def observation_space(max_turns: int, max_utterance_chars: int, n_agents: int = 2) -> spaces.Dict:
+    max_history = max_turns * n_agents
+    prompt_chars = PROMPT_OVERHEAD_CHARS + max_history * (max_utterance_chars + 80)
+    return spaces.Dict(
+        {
+            "prompt": text_space(prompt_chars),
+            "turn": spaces.Discrete(max_turns + 1),
+            "seat": spaces.Discrete(n_agents),
+            "your_turn": spaces.Discrete(2),
+            "history": spaces.Sequence(
+                spaces.Dict(
+                    {
+                        "speaker": spaces.Discrete(n_agents),
+                        "action_type": spaces.Discrete(len(ActionType)),
+                        "argument": text_space(max_utterance_chars),
+                    }
+                )
+            ),
+        }
+    )
+
+
+def action_space(max_utterance_chars: int) -> spaces.Dict:
+    """The structured action; a plain string passed to `step` is shorthand for a `speak`."""
+    return spaces.Dict(
+        {
+            "action_type": spaces.Discrete(len(ActionType)),
+            "argument": text_space(max_utterance_chars),
+        }
+    )

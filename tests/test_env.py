@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import gymnasium
+import pytest
+from gymnasium.utils.env_checker import check_env
+from pettingzoo.test import parallel_api_test
+
+import sotopia_env
+from sotopia_env import (
+    Action,
+    ActionType,
+    RewardContext,
+    ScriptedPolicy,
+    SocialGymEnv,
+    SocialParallelEnv,
+    SocialVectorEnv,
+)
+from sotopia_env.episode import read_episodes
+
+SCENARIO = "neg-used-bike"
+PAIR = ("ben_kowalski", "amara_okafor")
+
+
+def start(env: SocialParallelEnv | None = None, **kwargs):
+    env = env or SocialParallelEnv(**kwargs)
+    obs, infos = env.reset(seed=0, options={"scenario": SCENARIO, "characters": PAIR})
+    return env, obs, infos
+
+
+def test_pettingzoo_parallel_api_test_passes_in_both_turn_modes():
+    parallel_api_test(SocialParallelEnv(strict_turns=False), num_cycles=60)
+    parallel_api_test(SocialParallelEnv(turn_mode="simultaneous"), num_cycles=60)
+
+
+def test_observations_and_sampled_actions_lie_in_their_spaces_through_an_episode():
+    env, obs, _ = start(max_turns=6)
+    text = "Ünïcödé — “quotes”, emoji 😀, tabs\tand\nnewlines, and a control \x07 char"
+    for turn in range(6):
+        for agent, o in obs.items():
+            assert env.observation_space(agent).contains(o), (agent, turn)
+        active = env.active_agents[0]
+        obs, *_ = env.step({active: text})
+    assert env.episode.end_reason == "turn_limit"
+    assert env.episode.turns[-1].repairs == ["replaced 1 unsupported character(s) with U+FFFD"]
+    assert all(env.action_space(a).contains(env.action_space(a).sample()) for a in env.possible_agents)
+
+
+def test_gymnasium_env_checker_passes_and_make_works():
+    env = gymnasium.make(sotopia_env.ENV_ID, max_turns=8)
+    check_env(env.unwrapped)
+    obs, _ = env.reset(seed=3)
+    obs, reward, terminated, truncated, info = env.step("I can do $90 if you deliver it.")
+    assert isinstance(reward, float) and not terminated and not truncated
+    assert obs["history"][0]["argument"] == "I can do $90 if you deliver it."
+    assert len(obs["history"]) == 2 and obs["history"][1]["speaker"] == 1  # the partner answered
+
+
+def test_each_agent_sees_its_own_goal_and_secret_never_the_partners():
+    env, obs, _ = start()
+    scenario = env.scenario
+    buyer_secret = scenario.roles[1].secret
+    assert buyer_secret and scenario.roles[0].goal in obs["agent_0"]["prompt"]
+    assert scenario.roles[1].goal not in obs["agent_0"]["prompt"]
+    assert buyer_secret not in obs["agent_0"]["prompt"]
+    assert buyer_secret in obs["agent_1"]["prompt"] and scenario.roles[1].goal in obs["agent_1"]["prompt"]
+    ben, amara = env.pair
+    assert ben.secret in obs["agent_0"]["prompt"] and ben.secret not in obs["agent_1"]["prompt"]
+    assert amara.secret not in obs["agent_0"]["prompt"]
+    # strangers: the partner's occupation is not revealed
+    assert amara.occupation not in obs["agent_0"]["prompt"]
+
+
+def test_round_robin_turns_and_structured_fields():
+    env, obs, _ = start()
+    assert obs["agent_0"]["your_turn"] == 1 and obs["agent_1"]["your_turn"] == 0
+    obs, rewards, term, trunc, infos = env.step({"agent_0": "Hi, it's $480."})
+    assert obs["agent_1"]["your_turn"] == 1 and obs["agent_1"]["turn"] == 1
+    assert obs["agent_1"]["history"] == ({"speaker": 0, "action_type": 0, "argument": "Hi, it's $480."},)
+    assert 'Ben Kowalski said: "Hi, it\'s $480."' in obs["agent_1"]["prompt"]
+    assert rewards == {"agent_0": 0.0, "agent_1": 0.0}  # no reward_fn: zero
+    assert infos["agent_1"]["active_agents"] == ["agent_1"]
+
+
+def test_reward_fn_scores_the_speaker_with_the_state_it_acted_on():
+    seen: list[RewardContext] = []
+
+    def reward(ctx: RewardContext) -> float:
+        seen.append(ctx)
+        return float(len(ctx.action.argument))
+
+    env, obs, _ = start(reward_fn=reward)
+    _, rewards, *_ = env.step({"agent_0": "12345"})
+    assert rewards == {"agent_0": 5.0, "agent_1": 0.0}
+    _, rewards, *_ = env.step({"agent_1": {"action_type": "non-verbal communication", "argument": "nods"}})
+    assert rewards == {"agent_0": 0.0, "agent_1": 4.0}
+    _, rewards, *_ = env.step({"agent_0": Action(ActionType.none)})
+    assert rewards["agent_0"] == 0.0 and len(seen) == 2  # 'none' is not scored
+    assert seen[1].prompt.endswith("what do you do next?") and "12345" in seen[1].prompt
+    assert [t.argument for t in seen[1].history] == ["12345"]
+    assert env.episode.turns[1].reward == 4.0
+
+
+def test_leave_terminates_and_episode_info_is_reported():
+    env, *_ = start(judge=lambda ep: {a: {"goal": 7.0} for a in ep.agents})
+    env.step({"agent_0": "Hello"})
+    obs, rewards, term, trunc, infos = env.step({"agent_1": {"action_type": "leave", "argument": "ignored"}})
+    assert term == {"agent_0": True, "agent_1": True} and trunc == {"agent_0": False, "agent_1": False}
+    assert env.agents == []
+    assert infos["agent_0"]["episode"]["end_reason"] == "leave"
+    assert infos["agent_1"]["episode"]["judge_scores"] == {"goal": 7.0}
+    assert env.episode.judge_scores["agent_0"] == {"goal": 7.0}
+
+
+def test_silence_terminates_and_turn_limit_truncates():
+    env, *_ = start(max_silent_turns=2)
+    env.step({"agent_0": Action(ActionType.none)})
+    _, _, term, trunc, _ = env.step({"agent_1": Action(ActionType.none)})
+    assert all(term.values()) and not any(trunc.values()) and env.episode.end_reason == "silence"
+    env, *_ = start(max_turns=3)
+    for agent in ("agent_0", "agent_1", "agent_0"):
+        _, _, term, trunc, _ = env.step({agent: "words"})
+    assert all(trunc.values()) and not any(term.values()) and env.episode.end_reason == "turn_limit"
+
+
+def test_simultaneous_mode_takes_both_actions_each_step():
+    env, obs, _ = start(turn_mode="simultaneous")
+    assert obs["agent_0"]["your_turn"] == obs["agent_1"]["your_turn"] == 1
+    obs, *_ = env.step({"agent_0": "A", "agent_1": "B"})
+    assert [h["argument"] for h in obs["agent_0"]["history"]] == ["A", "B"]
+    with pytest.raises(ValueError, match=r"no action for \['agent_1'\]"):
+        env.step({"agent_0": "only me"})
+
+
+@pytest.mark.parametrize(
+    ("actions", "error", "match"),
+    [
+        ({"mia": "hi"}, ValueError, r"unknown agent\(s\) \['mia'\]"),
+        ({"agent_1": "hi"}, ValueError, "agent 'agent_1' acted out of turn; it is 'agent_0's turn"),
+        ({"agent_0": 42}, TypeError, "agent 'agent_0': an action must be a string"),
+        ({"agent_0": "x" * 2001}, ValueError, "2001 characters is over the limit of 2000"),
+        ({"agent_0": {"action_type": "shout", "argument": "HEY"}}, ValueError, "unknown action type 'shout'"),
+        ({"agent_0": {"action_type": 9}}, ValueError, "out of range"),
+        ({"agent_0": {"argument": "no type"}}, ValueError, "needs 'action_type'"),
+        ({"agent_0": {"action_type": "speak", "argument": 5}}, TypeError, "argument must be a string"),
+        ({}, ValueError, r"no action for \['agent_0'\]"),
+        (["agent_0", "hi"], TypeError, "dict of agent -> action"),
+    ],
+)
+def test_bad_step_input_raises_a_clear_error_and_loses_nothing(actions, error, match):
+    env, *_ = start()
+    env.step({"agent_0": "first words"})
+    env.step({"agent_1": "reply"})
+    before = env.episode.model_copy(deep=True)
+    with pytest.raises(error, match=match):
+        env.step(actions)
+    assert env.episode.turns == before.turns
+    obs, *_ = env.step({"agent_0": "still fine"})  # the episode goes on
+    assert len(obs["agent_0"]["history"]) == 3
+
+
+def test_step_after_the_end_and_before_reset_raise():
+    env = SocialParallelEnv()
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step({"agent_0": "hi"})
+    env, *_ = start()
+    env.step({"agent_0": {"action_type": "leave"}})
+    with pytest.raises(RuntimeError, match="episode is over; call reset"):
+        env.step({"agent_1": "hi"})
+    gym_env = SocialGymEnv()
+    gym_env.reset(seed=0)
+    gym_env.step({"action_type": "leave", "argument": ""})
+    with pytest.raises(RuntimeError, match="episode is over"):
+        gym_env.step("hello?")
+
+
+def test_reset_options_are_checked():
+    env = SocialParallelEnv()
+    with pytest.raises(ValueError, match="unknown scenario 'nope'"):
+        env.reset(options={"scenario": "nope"})
+    with pytest.raises(ValueError, match="unknown character 'ghost'"):
+        env.reset(options={"scenario": SCENARIO, "characters": ("ghost", "amara_okafor")})
+    with pytest.raises(ValueError, match="cannot talk to itself"):
+        env.reset(options={"scenario": SCENARIO, "characters": ("amara_okafor", "amara_okafor")})
+
+
+def test_same_seed_same_episode_setup():
+    a, b = SocialParallelEnv(), SocialParallelEnv()
+    assert a.reset(seed=11)[0] == b.reset(seed=11)[0]
+
+
+def test_a_failing_judge_is_recorded_and_the_episode_still_written(tmp_path):
+    def judge(episode):
+        raise RuntimeError("judge server down")
+
+    path = tmp_path / "episodes.jsonl"
+    env, *_ = start(judge=judge, episodes_path=path)
+    env.step({"agent_0": {"action_type": "leave"}})
+    [episode] = read_episodes(path)
+    assert episode.judge_failures == ["RuntimeError: judge server down"] and episode.end_reason == "leave"
+
+
+def test_gym_env_learner_in_second_seat_gets_partner_opening():
+    env = SocialGymEnv(partner=ScriptedPolicy(["Opening line."]), learner_seat=1)
+    obs, info = env.reset(seed=0)
+    assert obs["seat"] == 1 and obs["your_turn"] == 1 and obs["history"][0]["argument"] == "Opening line."
+    obs, reward, terminated, truncated, info = env.step("My reply.")
+    assert terminated and info["episode"]["end_reason"] == "leave"  # partner ran out of lines and left
+
+
+def test_vector_env_batches_partner_calls_and_autoresets_next_step():
+    calls: list[int] = []
+
+    class CountingPartner(ScriptedPolicy):
+        def act_batch(self, observations):
+            calls.append(len(observations))
+            return [self.act(o) for o in observations]
+
+    venv = SocialVectorEnv(3, partner=CountingPartner(["one", "two"]), max_turns=20)
+    obs, _ = venv.reset(seed=5)
+    assert len(obs["prompt"]) == 3 and venv.observation_space.contains(obs)
+    _, _, term, _, infos = venv.step(["a", "b", "c"])
+    assert calls == [3] and not term.any()
+    _, _, term, _, infos = venv.step(["a", "b", "c"])
+    assert not term.any() and calls == [3, 3]
+    _, _, term, _, infos = venv.step(["a", "b", "c"])
+    assert term.all() and calls == [3, 3, 3]  # out of lines: the partner left, in one batched call
+    assert all(ep.end_reason == "leave" for ep in venv.episodes)
+    obs, rewards, term, trunc, _ = venv.step(["ignored"] * 3)  # next-step autoreset
+    assert not term.any() and all(len(h) == 0 for h in obs["history"])
+    venv.step(venv.action_space.sample())

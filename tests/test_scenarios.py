@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from sotopia_env.scenarios import (
+    CATEGORIES,
+    ScenarioFileError,
+    hard_pairings,
+    is_hard,
+    library_characters,
+    library_scenarios,
+    load_characters,
+    load_scenarios,
+    split,
+)
+
+
+def test_library_has_sixty_scenarios_over_every_category_and_forty_characters():
+    scenarios = library_scenarios()
+    assert len(scenarios) >= 60
+    counts = Counter(s.category for s in scenarios.values())
+    assert set(counts) == set(CATEGORIES)
+    assert len(library_characters()) >= 40
+
+
+def test_hard_split_follows_the_documented_rule_and_has_ten_pairings_each():
+    hard = split("hard")
+    assert len(hard) >= 14
+    for s in hard:
+        assert "conflict" in s.tags and ("asymmetry" in s.tags or any(r.secret for r in s.roles))
+    easy = [s for s in library_scenarios().values() if not is_hard(s)]
+    assert easy and all("conflict" not in s.tags or ("asymmetry" not in s.tags and not any(r.secret for r in s.roles)) for s in easy)
+    pairings = hard_pairings()
+    assert set(pairings) == {s.id for s in hard}
+    chars = library_characters()
+    for pairs in pairings.values():
+        assert len(pairs) == 10 and len(set(pairs)) == 10
+        assert all(a in chars and b in chars and a != b for a, b in pairs)
+
+
+def test_unknown_split_names_the_choices():
+    with pytest.raises(ValueError, match="unknown split 'impossible'.*hard"):
+        split("impossible")
+
+
+def _write(tmp_path, name, records):
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+GOOD = {
+    "id": "s1", "situation": "Two people meet.", "relationship": "friend",
+    "roles": [{"goal": "Say hi."}, {"goal": "Say bye.", "secret": "Tired."}], "category": "negotiation",
+}
+
+
+def test_bad_scenario_field_error_names_file_record_and_field(tmp_path):
+    bad = dict(GOOD, id="s2", relationship="pen_pal")
+    path = _write(tmp_path, "mine.jsonl", [GOOD, bad])
+    with pytest.raises(ScenarioFileError) as err:
+        load_scenarios(path)
+    message = str(err.value)
+    assert "mine.jsonl" in message and "line 2" in message and "'s2'" in message and "relationship" in message
+
+
+def test_missing_goal_and_wrong_role_count_are_reported(tmp_path):
+    path = _write(tmp_path, "a.jsonl", [dict(GOOD, roles=[{"goal": "only one"}])])
+    with pytest.raises(ScenarioFileError, match="roles"):
+        load_scenarios(path)
+    path = _write(tmp_path, "b.jsonl", [dict(GOOD, roles=[{"secret": "x"}, {"goal": "g"}])])
+    with pytest.raises(ScenarioFileError, match=r"roles\.0\.goal"):
+        load_scenarios(path)
+
+
+def test_duplicate_ids_across_files_are_rejected(tmp_path):
+    a = _write(tmp_path, "a.jsonl", [GOOD])
+    b = _write(tmp_path, "b.jsonl", [GOOD])
+    with pytest.raises(ScenarioFileError, match="duplicate id 's1'.*a.jsonl"):
+        load_scenarios(a, b)
+
+
+def test_malformed_json_reports_the_line(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n{not json\n")
+    with pytest.raises(ScenarioFileError, match="broken.jsonl: line 2: not valid JSON"):
+        load_scenarios(path)
+
+
+def test_character_validation_names_the_field(tmp_path):
+    path = tmp_path / "chars.json"
+    path.write_text(json.dumps([{"id": "x", "name": "X", "age": 12, "occupation": "o", "pronouns": "p", "personality": "q"}]))
+    with pytest.raises(ScenarioFileError, match=r"chars.json: record 0 \(id 'x'\): field 'age'"):
+        load_characters(path)
+    path.write_text(json.dumps([{"id": "x", "name": "X", "age": 30, "occupation": "o", "pronouns": "p", "personality": "q", "colour": "red"}]))
+    with pytest.raises(ScenarioFileError, match="field 'colour'"):
+        load_characters(path)
