@@ -45,6 +45,7 @@ class ActionType(IntEnum):
 
 
 SPEECH_TYPES = (ActionType.speak, ActionType.non_verbal, ActionType.action)
+SOTOPIA_NAMES = {t: t.sotopia_name for t in ActionType}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from . import observation as obs_lib
-from .actions import Action, ActionType, parse_action
+from .actions import SOTOPIA_NAMES, Action, ActionType, parse_action
 from .episode import Episode, Turn, write_episode
 from .scenarios import Character, Scenario, hard_pairings, library_characters, library_scenarios, split
 
@@ -141,11 +141,13 @@ class SocialParallelEnv(ParallelEnv):
     @property
     def active_agents(self) -> list[str]:
         """Agents expected to act this step."""
-        if not self.agents:
-            return []
+        return list(self._active) if self.agents else []
+
+    def _update_active(self) -> None:
         if self.turn_mode == "simultaneous":
-            return list(self.agents)
-        return [self.possible_agents[self._turn % 2]]
+            self._active = list(self.possible_agents)
+        else:
+            self._active = [self.possible_agents[self._turn % 2]]
 
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
@@ -166,12 +168,14 @@ class SocialParallelEnv(ParallelEnv):
         self._pair = pair
         self.agents = list(self.possible_agents)
         self._turn = 0
+        self._update_active()
         self._silent = 0
         # The dialogue as the agents perceive it, kept in the three forms observations need, appended
         # per action so a step costs the same at turn 19 as at turn 1.
         self._history: list[tuple[int, Action]] = []
         self._history_lines: list[str] = []
         self._history_obs: list[dict[str, Any]] = []
+        self._dialogue = "(nothing yet)"
         self._headers = {a: obs_lib.prompt_header(scenario, pair, i) for i, a in enumerate(self.possible_agents)}
         self._rendered_upto = 0
         for agent in self.agents:
@@ -197,7 +201,7 @@ class SocialParallelEnv(ParallelEnv):
         unknown = [a for a in actions if a not in self.agents]
         if unknown:
             raise ValueError(f"unknown agent(s) {unknown}; the agents in this episode are {self.agents}")
-        active = self.active_agents
+        active = self._active
         parsed: dict[str, tuple[Action, list[str]]] = {}
         for agent, raw in actions.items():
             action, repairs = parse_action(agent, raw, self.max_utterance_chars)
@@ -215,7 +219,7 @@ class SocialParallelEnv(ParallelEnv):
 
         rewards = dict.fromkeys(self.agents, 0.0)
         prompts = {agent: self._prompt(agent) for agent in parsed} if self.reward_fn else {}
-        history_before = tuple(self._episode.turns)
+        history_before = tuple(self._episode.turns) if self.reward_fn is not None else ()
         spoke = False
         left = False
         for agent, (action, repairs) in parsed.items():
@@ -234,7 +238,7 @@ class SocialParallelEnv(ParallelEnv):
             self._episode.turns.append(
                 Turn(
                     index=self._turn, agent=agent, character=self._pair[seat].name,
-                    action_type=action.action_type.sotopia_name, argument=action.argument,
+                    action_type=SOTOPIA_NAMES[action.action_type], argument=action.argument,
                     reward=reward, repairs=repairs,
                 )
             )
@@ -243,7 +247,10 @@ class SocialParallelEnv(ParallelEnv):
                 self._history_lines.append(obs_lib.history_line(len(self._history_lines), self._pair[seat].name, action))
                 self._history_obs.append({"speaker": seat, "action_type": int(action.action_type), "argument": action.argument})
 
+        if self._history_lines:
+            self._dialogue = "\n".join(self._history_lines)
         self._turn += 1
+        self._update_active()
         self._silent = 0 if spoke else self._silent + 1
         end_reason = ""
         if left:
@@ -334,19 +341,19 @@ class SocialParallelEnv(ParallelEnv):
 
     def _prompt(self, agent: str, active: list[str] | None = None) -> str:
         seat = 0 if agent == "agent_0" else 1
-        your_turn = agent in (self.active_agents if active is None else active)
-        dialogue = "\n".join(self._history_lines) if self._history_lines else "(nothing yet)"
+        your_turn = agent in (self._active if active is None else active)
+        dialogue = self._dialogue
         footer = obs_lib.prompt_footer(self._pair, seat, self._turn, self.max_turns, your_turn)
         return self._headers[agent] + dialogue + footer
 
     def _observe(self, agent: str) -> dict[str, Any]:
-        active = self.active_agents
+        active = self._active if self.agents else []
         return {
             "prompt": self._prompt(agent, active),
             "turn": self._turn,
             "seat": 0 if agent == "agent_0" else 1,
             "your_turn": int(agent in active),
-            "history": tuple(dict(h) for h in self._history_obs),  # fresh dicts: callers may keep or edit them
+            "history": tuple(map(dict.copy, self._history_obs)),  # fresh dicts: callers may keep or edit them
         }
 
     def _info(self, agent: str, repairs: list[str] | None = None) -> dict[str, Any]:
