@@ -54,6 +54,7 @@ class Action:
 
     action_type: ActionType
     argument: str = ""
+    repairs: tuple[str, ...] = ()  # what the agent fixed in its model's output; the env records it
 
     @property
     def is_speech(self) -> bool:
@@ -110,8 +111,10 @@ def parse_action(agent: str, raw: Any, max_chars: int) -> tuple[Action, list[str
 
     Raises ValueError/TypeError with a message naming the agent when the input cannot be used.
     """
+    notes: list[str] = []
     if isinstance(raw, Action):
         action_type, argument = raw.action_type, raw.argument
+        notes += raw.repairs
     elif isinstance(raw, str):
         action_type, argument = ActionType.speak, raw
     elif isinstance(raw, dict):
@@ -140,7 +143,6 @@ def parse_action(agent: str, raw: Any, max_chars: int) -> tuple[Action, list[str
             f"agent {agent!r}: utterance of {len(argument)} characters is over the limit of {max_chars}; "
             "shorten it or raise max_utterance_chars"
         )
-    notes: list[str] = []
     argument, replaced = sanitize_text(argument)
     if replaced:
         notes.append(f"replaced {replaced} unsupported character(s) with U+FFFD")

@@ -2,3 +2,33 @@
 benchmarks). Kept here so `sotopia-env --help` needs no torch; each mirrors its config dataclass."""
 
 from __future__ import annotations
+
+import argparse
+
+from .cli import external
+
+
+def _generation(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens per utterance (default 64)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+
+
+@external("episode", "agents.cli", "episode_command", "play one scenario between two policies, printing the dialogue")
+def _episode(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", default=None, help="scenario id (default: drawn from the library with --seed)")
+    p.add_argument("--characters", default=None, help="two character ids, comma-separated (default: a pairing)")
+    p.add_argument("--agent0", default="embedded", help="policy spec for the first seat (default: embedded)")
+    p.add_argument("--agent1", default="embedded", help="policy spec for the second seat (default: embedded)")
+    p.add_argument("--max-turns", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/episodes.jsonl", help="episodes file to append to")
+    _generation(p)
+
+
+@external("serve", "agents.cli", "serve_command", "start vLLM's OpenAI-compatible server on a model (default: embedded)")
+def _serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="embedded", help="model path or id (default: the embedded model)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-name", default=None, help="model name clients use (default: smollm2 for the embedded model)")

@@ -1,12 +1,51 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# vLLM in-process without its engine-core subprocess: simpler under pytest, same code path otherwise.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    """The embedded model converted to safetensors (once per machine; cached)."""
+    from agents.models import embedded_model_dir
+
+    return embedded_model_dir()
+
+
+@pytest.fixture(scope="session")
+def transformers_engine(embedded_dir):
+    from agents.transformers_engine import TransformersEngine
+
+    return TransformersEngine("embedded", batch_size=16)
+
+
+def make_random_lora(base_dir: Path, out_dir: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) A and B for the embedded model, saved with peft."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def random_loras(embedded_dir, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("loras")
+    return make_random_lora(embedded_dir, root / "a", 1), make_random_lora(embedded_dir, root / "b", 2)

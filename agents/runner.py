@@ -1,0 +1,100 @@
+"""Run many episodes between two policies, generation batched across episodes, resumable.
+
+Each `EpisodeJob` has a deterministic id (scenario, characters, seat order, seed), which becomes the
+episode's id. Finished episodes are appended to the output file as they finish; a rerun skips ids that
+are already there, so an interrupted run resumes without losing or repeating an episode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sotopia_env import Episode, Policy, SocialParallelEnv
+from sotopia_env.episode import episode_ids
+from sotopia_env.policy import act_batch
+from sotopia_env.scenarios import Scenario, hard_pairings, library_characters
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    scenario: str
+    characters: tuple[str, str]
+    seed: int = 0
+    tag: str = ""  # distinguishes repeats of the same setting (e.g. a run name)
+
+    @property
+    def id(self) -> str:
+        base = f"{self.scenario}|{self.characters[0]}|{self.characters[1]}|{self.seed}"
+        return f"{base}|{self.tag}" if self.tag else base
+
+
+def jobs_for(
+    scenarios: Sequence[Scenario], pairs_per_scenario: int = 1, episodes_per_pair: int = 1, both_seats: bool = False, seed: int = 0
+) -> list[EpisodeJob]:
+    """Jobs over scenarios x character pairings (the hard pairings where a scenario has them)."""
+    import random
+
+    rng = random.Random(seed)
+    chars = sorted(library_characters())
+    jobs = []
+    for s in scenarios:
+        pairs = list(hard_pairings().get(s.id, ()))[:pairs_per_scenario]
+        while len(pairs) < pairs_per_scenario:
+            pair = tuple(rng.sample(chars, 2))
+            if pair not in pairs:
+                pairs.append(pair)  # type: ignore[arg-type]
+        for a, b in pairs:
+            orders = [(a, b), (b, a)] if both_seats else [(a, b)]
+            for order in orders:
+                for k in range(episodes_per_pair):
+                    jobs.append(EpisodeJob(s.id, order, seed + k))
+    return jobs
+
+
+def run_episodes(
+    jobs: Iterable[EpisodeJob],
+    policies: tuple[Policy, Policy],
+    out_path: str | Path,
+    batch_size: int = 8,
+    env_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    render: bool = False,
+) -> list[Episode]:
+    """Play the jobs not yet in `out_path`, `batch_size` episodes at a time; returns the new episodes.
+
+    Within a batch, each round asks each seat's policy once for all episodes where that seat is to act.
+    """
+    from tqdm import tqdm
+
+    done = episode_ids(out_path)
+    todo = [j for j in jobs if j.id not in done]
+    models = {f"agent_{i}": getattr(p, "model_name", type(p).__name__) for i, p in enumerate(policies)}
+    kwargs = {"agent_models": models, **(env_kwargs or {})}
+    finished: list[Episode] = []
+    bar = tqdm(total=len(todo), desc="episodes", unit="ep", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        envs = [SocialParallelEnv(episodes_path=out_path, render_mode="human" if render else None, **kwargs) for _ in batch]
+        observations = []
+        for env, job in zip(envs, batch):
+            obs, _ = env.reset(seed=job.seed, options={"scenario": job.scenario, "characters": job.characters})
+            env.episode.id = job.id
+            observations.append(obs)
+        while any(env.agents for env in envs):
+            actions: list[dict[str, Any]] = [{} for _ in envs]
+            for seat, policy in enumerate(policies):
+                agent = f"agent_{seat}"
+                waiting = [i for i, env in enumerate(envs) if agent in env.active_agents]
+                for i, action in zip(waiting, act_batch(policy, [observations[i][agent] for i in waiting])):
+                    actions[i][agent] = action
+            for i, env in enumerate(envs):
+                if env.agents:
+                    observations[i] = env.step(actions[i])[0]
+                    if not env.agents:  # written to out_path by the env as it ended
+                        finished.append(env.episode)
+                        bar.update(1)
+    bar.close()
+    return finished

