@@ -23,6 +23,10 @@ class SamplingParams:
     seed: int | None = None
     logprobs: bool = False
     stop: tuple[str, ...] = ()
+    # Constrain the output to JSON matching this schema where the backend can (vLLM in-process and vLLM
+    # servers: guided decoding; OpenAI: json_schema response format). The transformers engine cannot, so
+    # callers must still validate what comes back.
+    json_schema: dict | None = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.n < 1:

@@ -110,6 +110,11 @@ class OpenAIEngine:
                 kwargs["logprobs"] = True
             if params.stop:
                 kwargs["stop"] = list(params.stop)
+            if params.json_schema:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": params.json_schema, "strict": True},
+                }
             if extra:
                 kwargs["extra_body"] = extra
             async with limit:

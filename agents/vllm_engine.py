@@ -71,6 +71,7 @@ class VLLMEngine:
 
     def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
         from vllm import SamplingParams as VLLMSampling
+        from vllm.sampling_params import StructuredOutputsParams
 
         check_conversations(conversations)
         def sampling_for(i: int) -> VLLMSampling:
@@ -84,6 +85,7 @@ class VLLMEngine:
                 seed=None if params.seed is None else params.seed + i * params.n,
                 logprobs=0 if params.logprobs else None,  # 0: just the sampled token's logprob
                 stop=list(params.stop) or None,
+                structured_outputs=StructuredOutputsParams(json=params.json_schema) if params.json_schema else None,
             )
 
         sampling = [sampling_for(i) for i in range(len(conversations))]

@@ -87,6 +87,42 @@ def external(name: str, module: str, func: str, helptext: str) -> Callable:
     return register
 
 
+def add_dataclass_args(parser: argparse.ArgumentParser, module: str, name: str) -> None:
+    """One --flag per field of a config dataclass (the CLI mirrors the config one to one).
+
+    Reads the dataclass's source for names, types and defaults without importing torch: the module is
+    only parsed, not imported, so `sotopia-env --help` stays fast.
+    """
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"cannot find {module}")
+    from pathlib import Path
+
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+    for item in cls.body:
+        if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+            continue
+        field_name, annotation = item.target.id, ast.unparse(item.annotation)
+        default = ast.literal_eval(item.value) if item.value is not None else None
+        flag = "--" + field_name.replace("_", "-")
+        if annotation == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            continue
+        kind = int if annotation.startswith("int") else float if annotation.startswith("float") else str
+        parser.add_argument(flag, type=kind, default=default, required=item.value is None,
+                            help=f"{annotation} (default: {default})")
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace):  # noqa: ANN201
+    from dataclasses import fields
+
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from . import cli_args  # noqa: F401 - registers the other packages' subcommands
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import external
+from .cli import add_dataclass_args, external
 
 
 def _generation(p: argparse.ArgumentParser) -> None:
@@ -32,3 +32,20 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-name", default=None, help="model name clients use (default: smollm2 for the embedded model)")
+
+
+@external("label", "rewards.cli", "label_command", "episodes -> per-utterance reward data set (judge + attribution), resumable")
+def _label(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--episodes", required=True, help="episodes JSONL")
+    p.add_argument("--out", required=True, help="reward data set JSONL (also writes OUT.raw.jsonl and OUT.stats.json)")
+    p.add_argument("--judge", default="embedded", help="policy-style spec of the judge model (default: embedded; use a strong model)")
+    p.add_argument("--method", default="direct", help="direct, scaled, singular, uniform or discounting")
+    p.add_argument("--dims", default="goal,relationship,knowledge", help="dimensions to aggregate")
+    p.add_argument("--weights", default=None, help="comma-separated weights, one per dimension (default: equal)")
+    p.add_argument("--gamma", type=float, default=0.9, help="discount for the discounting method")
+    p.add_argument("--batch-size", type=int, default=8)
+
+
+@external("train-rm", "trainers.cli", "train_rm_command", "train the reward model on a labelled data set (MSE, LoRA, early stopping)")
+def _train_rm(p: argparse.ArgumentParser) -> None:
+    add_dataclass_args(p, "trainers.reward_model", "RMTrainConfig")

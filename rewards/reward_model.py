@@ -1,0 +1,163 @@
+"""`RewardModel`: a sequence-regression head plus LoRA over the policy's own (dialogue state, utterance) text.
+
+The input is the chat the policy sees (`agents.llm_agent.build_messages`) with the utterance as the
+assistant's reply, tokenized with the chat template; when too long, the history is cut from the left so the
+utterance and the latest turns stay. The model is `AutoModelForSequenceClassification(num_labels=1)` with a
+peft LoRA adapter (the score head trained in full). Saved next to it: its config and the label
+normaliser's statistics, which inference needs to read scores on the training scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.llm_agent import build_messages
+from agents.models import default_device, resolve_model
+
+from .attribution import Normalizer
+
+
+@dataclass
+class RewardModelConfig:
+    base: str = "embedded"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_layers: int | None = None  # LoRA on the top N transformer layers only (None: all layers)
+    max_length: int = 512  # tokens per (state, utterance); the history is cut from the left
+
+
+class RewardModel:
+    def __init__(self, model: Any, tokenizer: Any, config: RewardModelConfig, normalizer: Normalizer | None = None) -> None:
+        self.model, self.tokenizer, self.config, self.normalizer = model, tokenizer, config, normalizer
+        self.device = str(next(model.parameters()).device)
+        self._cache: OrderedDict[str, float] = OrderedDict()
+        self.cache_size = 100_000
+
+    # --- construction -----------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, config: RewardModelConfig | None = None, device: str | None = None) -> RewardModel:
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        config = config or RewardModelConfig()
+        path = resolve_model(config.base)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        n_layers = model.config.num_hidden_layers
+        layers = list(range(n_layers - config.lora_layers, n_layers)) if config.lora_layers else None
+        lora = LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, task_type="SEQ_CLS",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], layers_to_transform=layers,
+        )
+        model = get_peft_model(model, lora).to(device or default_device())
+        return cls(model, tokenizer, config)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> RewardModel:
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        if not (path / "rm_config.json").exists():
+            raise FileNotFoundError(f"{path} is not a saved reward model (no rm_config.json); train one with sotopia-env train-rm")
+        config = RewardModelConfig(**json.loads((path / "rm_config.json").read_text()))
+        base = resolve_model(config.base)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model = PeftModel.from_pretrained(model, path).to(device or default_device()).eval()
+        normalizer = None
+        if (path / "normalizer.json").exists():
+            normalizer = Normalizer.from_json(json.loads((path / "normalizer.json").read_text()))
+        return cls(model, tokenizer, config, normalizer)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        (path / "rm_config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        if self.normalizer is not None:
+            (path / "normalizer.json").write_text(json.dumps(self.normalizer.to_json(), indent=1))
+
+    # --- inputs -------------------------------------------------------------------------------------
+
+    def encode(self, prompts: Sequence[str | list[dict[str, str]]], utterances: Sequence[str]) -> list[list[int]]:
+        """Token ids of (state, utterance) pairs; a state is an observation prompt or a chat message list."""
+        out = []
+        for prompt, utterance in zip(prompts, utterances):
+            messages = build_messages({"prompt": prompt}) if isinstance(prompt, str) else list(prompt)
+            ids = self.tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": utterance}], tokenize=True)
+            if hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            out.append(list(ids)[-self.config.max_length :])
+        return out
+
+    def forward(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Scores [B] for token id lists (gradients flow when called outside no_grad)."""
+        batch = self.tokenizer.pad({"input_ids": [list(x) for x in ids]}, return_tensors="pt", padding_side="right").to(self.device)
+        return self.model(**batch).logits.squeeze(-1)
+
+    # --- scoring --------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[str | list[dict[str, str]]], utterances: Sequence[str], batch_size: int = 16) -> list[float]:
+        """Batched scores, longest-first to pad little, with an LRU cache of earlier (state, utterance) pairs."""
+        if len(prompts) != len(utterances):
+            raise ValueError(f"got {len(prompts)} states but {len(utterances)} utterances")
+        keys = [hashlib.sha1(json.dumps([p, u]).encode()).hexdigest() for p, u in zip(prompts, utterances)]
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        if todo:
+            was_training = self.model.training
+            self.model.eval()
+            ids = self.encode([prompts[i] for i in todo], [utterances[i] for i in todo])
+            order = sorted(range(len(todo)), key=lambda j: -len(ids[j]))
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                values = self.forward([ids[j] for j in chunk]).float().tolist()
+                for j, v in zip(chunk, values):
+                    self._cache[keys[todo[j]]] = v
+            self.model.train(was_training)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return [self._cache[k] for k in keys]
+
+    def clear_cache(self) -> None:
+        """Call after changing the weights (training) so stale scores are not served."""
+        self._cache.clear()
+
+    # --- wrappers -------------------------------------------------------------------------------------
+
+    def as_env_reward(self):  # noqa: ANN201 - an UtteranceReward
+        """The env's per-utterance reward function: scores (the prompt the speaker saw, what it said)."""
+
+        def reward(context) -> float:  # noqa: ANN001 - sotopia_env.RewardContext
+            return self.score([context.prompt], [context.action.argument])[0]
+
+        return reward
+
+    def as_trl_reward(self):  # noqa: ANN201
+        """A TRL-style reward function `(prompts, completions, **kwargs) -> list[float]`.
+
+        Prompts may be strings (observation prompts) or chat message lists; completions strings or
+        [{"role": "assistant", "content": ...}] lists, as TRL passes them for conversational data.
+        """
+
+        def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+            texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+            return self.score(prompts, texts)
+
+        reward.__name__ = "sotopia_reward_model"
+        return reward

@@ -1,0 +1,113 @@
+"""The learned reward model: learning is shown on a synthetic label, plus scoring, wrappers and resume."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from rewards.reward_model import RewardModel, RewardModelConfig
+from sotopia_env import SocialParallelEnv
+from trainers.reward_model import RMTrainConfig, load_rows, pearson, split_rows, train_reward_model
+
+QUESTIONS = ["Could you lower the price a bit?", "What do you need from me?", "Would Friday work for you?",
+             "How about we split it?", "Why is that important to you?", "Can you tell me more?",
+             "Is that your final offer?", "Do you have time tomorrow?"]
+STATEMENTS = ["I think that is fair.", "That works for me.", "I cannot do that.", "Let me think about it.",
+              "I will bring it tomorrow.", "This is my best offer.", "I understand your point.", "We should meet halfway."]
+
+
+def synthetic_rows(n_episodes: int, seed: int = 0) -> list[dict]:
+    """Label = 10 when the utterance asks the partner a question, else 0: a known function of the text."""
+    rng = random.Random(seed)
+    rows = []
+    for ep in range(n_episodes):
+        for k in range(4):
+            asks = rng.random() < 0.5
+            text = rng.choice(QUESTIONS if asks else STATEMENTS)
+            if rng.random() < 0.5:
+                text = rng.choice(["Well, ", "Okay. ", "Hmm, ", "Listen, "]) + text[0].lower() + text[1:]
+            rows.append({"episode_id": f"e{ep}", "prompt": f"Scenario: a talk.\nTurn {k}: they spoke.",
+                         "utterance": text, "label": 10.0 if asks else 0.0})
+    return rows
+
+
+def write_rows(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_reward_model_learns_a_known_function_of_the_text(embedded_dir, tmp_path):
+    data = tmp_path / "synthetic.jsonl"
+    write_rows(data, synthetic_rows(60))
+    cfg = RMTrainConfig(data=str(data), out=str(tmp_path / "rm"), epochs=4, batch_size=8, lr=1e-3,
+                        max_length=48, lora_layers=6, eval_every=24, seed=0)
+    summary = train_reward_model(cfg, progress=False)
+    assert summary["heldout_pearson"] >= 0.8, summary
+    # The saved best model reproduces the held-out correlation on fresh questions it never saw.
+    rm = RewardModel.load(tmp_path / "rm" / "best")
+    fresh = ["Would you take $400 for it?", "Where should we meet?", "I am happy with that.", "That is too expensive."]
+    scores = rm.score(["Scenario: a talk.\nTurn 1: they spoke."] * 4, fresh)
+    assert min(scores[:2]) > max(scores[2:])
+    metrics = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
+    assert any("heldout_mse" in m for m in metrics) and (tmp_path / "rm" / "checkpoint" / "state.json").exists()
+
+
+def test_training_resumes_from_its_checkpoint(embedded_dir, tmp_path):
+    data = tmp_path / "d.jsonl"
+    write_rows(data, synthetic_rows(10))
+    out = tmp_path / "rm"
+    base = dict(data=str(data), out=str(out), batch_size=8, max_length=32, lora_layers=2, eval_every=2, seed=1)
+    first = train_reward_model(RMTrainConfig(epochs=1, **base), progress=False)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == first["steps"] == 4
+    second = train_reward_model(RMTrainConfig(epochs=2, **base), progress=False)
+    assert second["steps"] == 8  # continued from step 4, not from 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def test_split_is_by_episode_and_bad_data_is_reported(tmp_path):
+    rows = synthetic_rows(10)
+    train, held = split_rows(rows, 0.2, seed=0)
+    assert {r["episode_id"] for r in train}.isdisjoint({r["episode_id"] for r in held}) and len(held) == 8
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"prompt": "p", "utterance": "u"}) + "\n")
+    with pytest.raises(ValueError, match="no rows with a 'label'"):
+        load_rows(empty)
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def small_rm(embedded_dir):
+    return RewardModel.create(RewardModelConfig(max_length=256))
+
+
+def test_batched_scores_equal_one_at_a_time_and_are_cached(small_rm):
+    prompts = ["Scenario: a.\nTurn 0: hi.", "Scenario: b, much longer context here.\nTurn 0: hello there."] * 3
+    utterances = ["Yes.", "Could we talk about the price of the bike?", "No.", "Sure, why not?", "Fine", "Okay then."]
+    batched = small_rm.score(prompts, utterances, batch_size=4)
+    small_rm.clear_cache()
+    single = [small_rm.score([p], [u])[0] for p, u in zip(prompts, utterances)]
+    assert batched == pytest.approx(single, abs=1e-4)
+    assert small_rm.score(prompts[:1], utterances[:1]) == [single[0]]  # served from the cache
+
+
+def test_long_history_is_cut_from_the_left(small_rm):
+    long_prompt = "Scenario: x.\n" + "\n".join(f"Turn {i}: blah blah blah." for i in range(300))
+    [ids] = small_rm.encode([long_prompt], ["My final answer."])
+    assert len(ids) == 256
+    assert "My final answer." in small_rm.tokenizer.decode(ids)
+
+
+def test_wrappers_env_reward_and_trl_style(small_rm):
+    env = SocialParallelEnv(reward_fn=small_rm.as_env_reward())
+    obs, _ = env.reset(seed=0, options={"scenario": "neg-used-bike"})
+    _, rewards, *_ = env.step({"agent_0": "Would you take $400?"})
+    assert rewards["agent_0"] == pytest.approx(small_rm.score([obs["agent_0"]["prompt"]], ["Would you take $400?"])[0])
+    trl_reward = small_rm.as_trl_reward()
+    conversational = trl_reward(prompts=[[{"role": "user", "content": obs["agent_0"]["prompt"]}]],
+                                completions=[[{"role": "assistant", "content": "Would you take $400?"}]])
+    plain = trl_reward(prompts=[obs["agent_0"]["prompt"]], completions=["Would you take $400?"])
+    assert len(conversational) == len(plain) == 1 and isinstance(plain[0], float)
+    assert plain == pytest.approx([rewards["agent_0"]])

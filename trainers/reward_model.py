@@ -1,0 +1,173 @@
+"""Train the reward model: MSE on (dialogue state, utterance) -> scalar label, LoRA, early stopping.
+
+    sotopia-env train-rm --data runs/labels.jsonl --out runs/rm
+
+The data is `sotopia-env label`'s output (any JSONL with `prompt`, `utterance` and `label` works). A
+held-out split (by episode, so turns of one dialogue never straddle it) is scored every `eval_every`
+steps; the best adapter by held-out MSE is kept in OUT/best and training stops after `patience`
+evaluations without improvement. OUT/checkpoint holds the latest adapter, optimizer, step and data order,
+so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rewards.attribution import Normalizer
+from rewards.reward_model import RewardModel, RewardModelConfig
+from sotopia_env.episode import append_jsonl, iter_jsonl
+
+
+@dataclass
+class RMTrainConfig:
+    data: str = "runs/labels.jsonl"
+    out: str = "runs/rm"
+    base: str = "embedded"
+    epochs: int = 3
+    batch_size: int = 8
+    lr: float = 3e-4
+    heldout_fraction: float = 0.2
+    eval_every: int = 20  # steps
+    patience: int = 3  # evaluations without held-out improvement before stopping
+    max_length: int = 256
+    lora_r: int = 8
+    lora_layers: int | None = None
+    seed: int = 0
+    max_minutes: float | None = None  # stop (keeping the best so far) after this long
+
+
+def load_rows(path: str | Path) -> list[dict[str, Any]]:
+    rows = [r for r in iter_jsonl(path) if r.get("label") is not None]
+    if not rows:
+        raise ValueError(f"{path}: no rows with a 'label'; produce them with sotopia-env label")
+    for i, r in enumerate(rows):
+        if not isinstance(r.get("prompt"), (str, list)) or not isinstance(r.get("utterance"), str):
+            raise ValueError(f"{path}: row {i + 1} needs 'prompt' and 'utterance'")
+    return rows
+
+
+def split_rows(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    groups = sorted({r.get("episode_id", str(i)) for i, r in enumerate(rows)})
+    random.Random(seed).shuffle(groups)
+    n_held = max(1, round(len(groups) * fraction)) if len(groups) > 1 else 0
+    held = set(groups[:n_held])
+    train = [r for i, r in enumerate(rows) if r.get("episode_id", str(i)) not in held]
+    heldout = [r for i, r in enumerate(rows) if r.get("episode_id", str(i)) in held]
+    return train, heldout
+
+
+def evaluate(rm: RewardModel, rows: list[dict[str, Any]]) -> dict[str, float]:
+    rm.clear_cache()
+    preds = rm.score([r["prompt"] for r in rows], [r["utterance"] for r in rows], batch_size=16)
+    labels = [float(r["label"]) for r in rows]
+    mse = sum((p - y) ** 2 for p, y in zip(preds, labels)) / len(rows)
+    return {"mse": mse, "pearson": pearson(preds, labels)}
+
+
+def pearson(xs: list[float], ys: list[float]) -> float:
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sx = math.sqrt(sum((x - mx) ** 2 for x in xs))
+    sy = math.sqrt(sum((y - my) ** 2 for y in ys))
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sx * sy) if sx and sy else 0.0
+
+
+def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_rows(cfg.data)
+    train, heldout = split_rows(rows, cfg.heldout_fraction, cfg.seed)
+    if not heldout:
+        raise ValueError("need at least two episodes in the data for a held-out split")
+    rm_config = RewardModelConfig(base=cfg.base, lora_r=cfg.lora_r, lora_layers=cfg.lora_layers, max_length=cfg.max_length)
+    rm = RewardModel.create(rm_config)
+    stats_path = Path(cfg.data).with_suffix(".stats.json")
+    if stats_path.exists():  # the labeller's normaliser travels with the model
+        rm.normalizer = Normalizer.from_json(json.loads(stats_path.read_text()))
+    params = [p for p in rm.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / max(1, total)))
+
+    # Resume: adapter weights, optimizer, schedule, step and best metric from the last checkpoint.
+    ckpt = out / "checkpoint"
+    state = {"step": 0, "best_mse": float("inf"), "bad_evals": 0}
+    if (ckpt / "state.json").exists():
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(rm.model, load_file(ckpt / "adapter_model.safetensors"))
+        extra = torch.load(ckpt / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(extra["optimizer"])
+        schedule.load_state_dict(extra["schedule"])
+        state = json.loads((ckpt / "state.json").read_text())
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    metrics_path = out / "metrics.jsonl"
+    encoded = rm.encode([r["prompt"] for r in train], [r["utterance"] for r in train])
+    labels = torch.tensor([float(r["label"]) for r in train])
+    started = time.monotonic()
+    bar = tqdm(total=total, initial=state["step"], desc="train-rm", unit="step", disable=not progress)
+    stop = ""
+    rm.model.train()
+    while state["step"] < total and not stop:
+        epoch, within = divmod(state["step"], steps_per_epoch)
+        order = list(range(len(train)))
+        random.Random(cfg.seed + epoch).shuffle(order)  # same order after a resume
+        idx = order[within * cfg.batch_size : (within + 1) * cfg.batch_size]
+        pred = rm.forward([encoded[i] for i in idx])
+        loss = torch.nn.functional.mse_loss(pred, labels[idx].to(pred.device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        record: dict[str, Any] = {"step": state["step"], "loss": loss.item(), "lr": schedule.get_last_lr()[0]}
+        if state["step"] % cfg.eval_every == 0 or state["step"] == total:
+            held = evaluate(rm, heldout)
+            rm.model.train()
+            record.update({"heldout_mse": held["mse"], "heldout_pearson": held["pearson"]})
+            if held["mse"] < state["best_mse"]:
+                state.update(best_mse=held["mse"], best_pearson=held["pearson"], best_step=state["step"], bad_evals=0)
+                rm.save(out / "best")
+            else:
+                state["bad_evals"] += 1
+                if state["bad_evals"] >= cfg.patience:
+                    stop = f"no held-out improvement in {cfg.patience} evaluations"
+            _checkpoint(rm, optimizer, schedule, state, ckpt)
+        if cfg.max_minutes is not None and time.monotonic() - started > 60 * cfg.max_minutes:
+            stop = stop or f"time limit of {cfg.max_minutes} minutes"
+            _checkpoint(rm, optimizer, schedule, state, ckpt)
+        append_jsonl(metrics_path, record)
+    bar.close()
+    summary = {"steps": state["step"], "best_step": state.get("best_step"), "heldout_mse": state["best_mse"],
+               "heldout_pearson": state.get("best_pearson"), "train_rows": len(train), "heldout_rows": len(heldout),
+               "stopped": stop or "completed", "model": str(out / "best")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _checkpoint(rm: RewardModel, optimizer: Any, schedule: Any, state: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    rm.model.save_pretrained(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    tmp.rename(path)
