@@ -49,3 +49,42 @@ def _label(p: argparse.ArgumentParser) -> None:
 @external("train-rm", "trainers.cli", "train_rm_command", "train the reward model on a labelled data set (MSE, LoRA, early stopping)")
 def _train_rm(p: argparse.ArgumentParser) -> None:
     add_dataclass_args(p, "trainers.reward_model", "RMTrainConfig")
+
+
+@external("collect", "trainers.cli", "collect_command", "run many episodes (policy vs partner, self-play, expert), batched and resumable")
+def _collect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default="embedded", help="policy spec for the first seat (default: embedded)")
+    p.add_argument("--partner", default=None, help="policy spec for the second seat (default: same as --policy: self-play)")
+    p.add_argument("--split", default="all", help="scenario split (default: all)")
+    p.add_argument("--scenarios", type=int, default=None, help="use only the first N scenarios of the split")
+    p.add_argument("--pairs-per-scenario", type=int, default=1)
+    p.add_argument("--episodes-per-pair", type=int, default=1)
+    p.add_argument("--both-seats", action="store_true", help="also play each pairing with the seats swapped")
+    p.add_argument("--max-turns", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=8, help="episodes played together (one generate call per seat per round)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/episodes.jsonl")
+    _generation(p)
+
+
+@external("judge", "trainers.cli", "judge_command", "score episodes with the Sotopia-EVAL judge (cached, resumable)")
+def _judge(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--episodes", required=True)
+    p.add_argument("--out", required=True, help="judged episodes JSONL")
+    p.add_argument("--judge", default="vllm:embedded", help="judge model spec (default: vllm:embedded; use a strong model)")
+    p.add_argument("--batch-size", type=int, default=16)
+
+
+@external("bc", "trainers.cli", "bc_command", "behaviour cloning / self-reinforcement (--top-fraction) from episodes")
+def _bc(p: argparse.ArgumentParser) -> None:
+    add_dataclass_args(p, "trainers.bc", "BCConfig")
+
+
+@external("grpo", "trainers.cli", "grpo_command", "GRPO against a reward model (LoRA; transformers or vLLM rollouts)")
+def _grpo(p: argparse.ArgumentParser) -> None:
+    add_dataclass_args(p, "trainers.grpo", "GRPOConfig")
+
+
+@external("pipeline", "trainers.cli", "pipeline_command", "the main job: collect, judge, label, train RM, BC, GRPO, report")
+def _pipeline(p: argparse.ArgumentParser) -> None:
+    add_dataclass_args(p, "trainers.pipeline", "PipelineConfig")

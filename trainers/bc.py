@@ -1,0 +1,153 @@
+"""Behaviour cloning from episodes, and Sotopia-π's self-reinforcement (filtered behaviour cloning).
+
+    sotopia-env bc --episodes runs/expert.jsonl --out runs/bc
+    sotopia-env bc --episodes runs/self_play.jsonl --top-fraction 0.2 --out runs/sr     (self-reinforcement)
+
+Each example is one turn of a kept agent: the chat the policy saw (the replayed observation) and, as the
+assistant reply, what the agent did, written the way `LLMAgent` expects to read it (plain text for speech,
+JSON for other actions). The loss covers the reply tokens only. Self-reinforcement keeps, per scenario,
+the top `top_fraction` of (episode, agent) pairs by the judge's goal score, then trains the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.llm_agent import build_messages
+from sotopia_env import Episode, read_episodes
+from sotopia_env.actions import ActionType
+from sotopia_env.replay import utterance_states
+
+
+@dataclass
+class BCConfig:
+    episodes: str = "runs/episodes.jsonl"
+    out: str = "runs/bc"
+    base: str = "embedded"
+    agents: str = "all"  # whose turns to learn from: all, agent_0 or agent_1
+    top_fraction: float | None = None  # self-reinforcement: keep the top fraction per scenario by goal (Sotopia-π: 0.2)
+    epochs: int = 2
+    batch_size: int = 8
+    lr: float = 2e-4
+    max_length: int = 512
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_layers: int | None = None
+    seed: int = 0
+    save_every: int = 50  # steps
+
+
+def select_top(episodes: Sequence[Episode], fraction: float) -> list[tuple[Episode, str]]:
+    """Per scenario, the (episode, agent) pairs whose judge goal score is in the top `fraction` (at least one)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1], not {fraction}")
+    by_scenario: dict[str, list[tuple[float, Episode, str]]] = {}
+    for ep in episodes:
+        for agent in ep.agents:
+            goal = ep.judge_scores.get(agent, {}).get("goal")
+            if goal is not None:
+                by_scenario.setdefault(ep.scenario.id, []).append((goal, ep, agent))
+    if not by_scenario:
+        raise ValueError("no episode has judge goal scores; judge them first (sotopia-env judge)")
+    kept = []
+    for pairs in by_scenario.values():
+        pairs.sort(key=lambda x: (-x[0], x[1].id, x[2]))
+        kept += [(ep, agent) for _, ep, agent in pairs[: max(1, math.ceil(fraction * len(pairs)))]]
+    return kept
+
+
+def reply_text(action_type: str, argument: str) -> str:
+    """What the agent's model should have written for this action (LLMAgent's reply format)."""
+    kind = ActionType.parse(action_type)
+    if kind is ActionType.speak:
+        return argument
+    return json.dumps({"action_type": kind.sotopia_name, "argument": argument})
+
+
+def examples(pairs: Sequence[tuple[Episode, str]]) -> list[tuple[list[dict[str, str]], str]]:
+    out = []
+    for ep, agent in pairs:
+        for state in utterance_states(ep):
+            if state.agent == agent:
+                out.append((build_messages({"prompt": state.prompt}), reply_text(state.action.action_type.sotopia_name, state.action.argument)))
+    return out
+
+
+def tokenize_example(tokenizer: Any, messages: list[dict[str, str]], reply: str, max_length: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels) with labels -100 on the prompt; the prompt is cut from the left to fit."""
+    prompt = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    full = list(tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": reply}], tokenize=True))
+    if full[: len(prompt)] != prompt:
+        raise ValueError("the chat template does not extend the prompt with the reply; cannot mask the prompt")
+    target = full[len(prompt) :][: max_length // 2]
+    prompt = prompt[-(max_length - len(target)) :]
+    return prompt + target, [-100] * len(prompt) + target
+
+
+def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from sotopia_env.episode import append_jsonl
+    from trainers.grpo import GRPOConfig, _checkpoint, _resume, load_policy
+
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    episodes = read_episodes(cfg.episodes)
+    if cfg.top_fraction is not None:
+        pairs = select_top(episodes, cfg.top_fraction)
+    else:
+        seats = ("agent_0", "agent_1") if cfg.agents == "all" else (cfg.agents,)
+        pairs = [(ep, a) for ep in episodes for a in ep.agents if a in seats]
+    data = examples(pairs)
+    if not data:
+        raise ValueError(f"{cfg.episodes}: no turns to learn from")
+    model, tokenizer = load_policy(GRPOConfig(base=cfg.base, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_layers=cfg.lora_layers))
+    encoded = [tokenize_example(tokenizer, m, r, cfg.max_length) for m, r in data]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / max(1, total)))
+    step = _resume(out / "checkpoint", model, optimizer, schedule)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    bar = tqdm(total=total, initial=step, desc="bc", unit="step", disable=not progress)
+    model.train()
+    last_loss = float("nan")
+    while step < total:
+        epoch, within = divmod(step, steps_per_epoch)
+        order = list(range(len(encoded)))
+        random.Random(cfg.seed + epoch).shuffle(order)  # same order after a resume
+        batch = [encoded[i] for i in order[within * cfg.batch_size : (within + 1) * cfg.batch_size]]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
+        labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in batch], device=device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        last_loss = loss.item()
+        append_jsonl(out / "metrics.jsonl", {"step": step, "loss": last_loss, "lr": schedule.get_last_lr()[0]})
+        bar.update(1)
+        bar.set_postfix(loss=f"{last_loss:.3f}")
+        if step % cfg.save_every == 0 or step == total:
+            _checkpoint(out / "checkpoint", model, optimizer, schedule, step)
+    bar.close()
+    model.save_pretrained(out / "adapter")
+    summary = {"examples": len(encoded), "pairs": len(pairs), "steps": step, "final_loss": last_loss, "adapter": str(out / "adapter")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

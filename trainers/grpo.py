@@ -1,0 +1,334 @@
+"""GRPO for social dialogue: sample G utterances per dialogue state, score them with the reward model,
+update a LoRA policy with a clipped, group-relative policy gradient and a KL penalty to the base model.
+
+    sotopia-env grpo --reward-model runs/rm/best --episodes runs/episodes.jsonl --steps 50
+
+Reads top to bottom: config; prompts; then one step = sample -> score -> advantages -> loss -> adapter sync.
+Prompts are dialogue states: Sotopia-RL's single-turn mode takes the states of recorded episodes
+(`--episodes`); without episodes, states come from rolling the env with the current policy against a
+scripted partner. The reference policy is the base model with the adapter disabled (no second copy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class GRPOConfig:
+    reward_model: str = "runs/rm/best"  # a saved RewardModel folder
+    episodes: str | None = None  # dialogue states from these episodes; None: roll the env online
+    split: str = "all"  # scenarios for online states
+    out: str = "runs/grpo"
+    base: str = "embedded"
+    init_adapter: str | None = None  # start from this LoRA (e.g. behaviour cloning's)
+    engine: str = "transformers"  # rollout engine: transformers (shares the live weights) or vllm
+    steps: int = 20
+    prompts_per_step: int = 4  # B dialogue states per step
+    group_size: int = 4  # G samples per state
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    max_prompt_tokens: int = 512  # dialogue history cut from the left beyond this
+    lr: float = 5e-5
+    warmup_steps: int = 2
+    updates_per_batch: int = 1  # >1 reuses each batch: the clipped ratio then matters
+    micro_batch: int = 8  # sequences per forward/backward (gradient accumulation across them)
+    clip_eps: float = 0.2
+    kl_coef: float = 0.04
+    max_grad_norm: float = 1.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_layers: int | None = None  # LoRA on the top N layers only (None: all)
+    heldout_states: int = 16  # states kept out of training, for the before/after reward
+    eval_samples: int = 2  # samples per held-out state in evaluations
+    save_every: int = 10
+    seed: int = 0
+    tensorboard: bool = True
+
+
+# --- prompts -------------------------------------------------------------------------------------
+
+
+def states_from_episodes(path: str) -> list[str]:
+    from sotopia_env import read_episodes
+    from sotopia_env.replay import utterance_states
+
+    return [s.prompt for ep in read_episodes(path) for s in utterance_states(ep)]
+
+
+def states_online(count: int, split_name: str, seed: int) -> list[str]:
+    """States met by playing a few turns against a scripted partner (the policy's own turns are also scripted
+    here: only the states matter, and this keeps prompt collection model-free and fast)."""
+    from sotopia_env import ScriptedPolicy, SocialParallelEnv, split
+
+    rng = random.Random(seed)
+    scenarios = split(split_name)
+    partner = ScriptedPolicy(["Hello. What brings you here?", "I see. What do you suggest?", "Hmm, tell me more."])
+    openers = ["Hi, thanks for meeting me.", "I wanted to talk about something.", "Good to see you."]
+    env = SocialParallelEnv(scenarios=scenarios, max_turns=20)
+    states = []
+    while len(states) < count:
+        obs, _ = env.reset(seed=rng.randrange(1 << 30))
+        for _ in range(rng.randrange(0, 3)):  # 0-2 exchanges before the state we keep
+            obs, *_ = env.step({"agent_0": rng.choice(openers)})
+            obs, *_ = env.step({"agent_1": partner.act(obs["agent_1"])})
+        states.append(obs["agent_0"]["prompt"])
+    return states
+
+
+# --- the policy ----------------------------------------------------------------------------------
+
+
+def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agents.models import default_device, default_dtype, resolve_model
+
+    device = default_device()
+    path = resolve_model(cfg.base)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, default_dtype(device))).to(device)
+    if cfg.init_adapter:
+        model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
+    else:
+        n = model.config.num_hidden_layers
+        layers = list(range(n - cfg.lora_layers, n)) if cfg.lora_layers else None
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], layers_to_transform=layers)
+        model = get_peft_model(model, lora)
+    return model, tokenizer
+
+
+def sequence_logprobs(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> list[torch.Tensor]:
+    """Per-token log-probabilities of each completion given its prompt: a list of [len(completion)] tensors."""
+    seqs = [p + c for p, c in zip(prompts, completions)]
+    width = max(map(len, seqs))
+    device = next(model.parameters()).device
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, device=device)
+        mask[i, : len(s)] = 1
+    logits = model(input_ids=ids, attention_mask=mask).logits  # [N, T, V]
+    out = []
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        step_logits = logits[i, len(p) - 1 : len(p) - 1 + len(c)].float()  # position t predicts token t+1
+        out.append(step_logits.log_softmax(-1).gather(-1, torch.tensor(c, device=device)[:, None]).squeeze(-1))
+    return out
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from agents.engine import SamplingParams
+    from agents.llm_agent import build_messages, parse_reply
+    from agents.transformers_engine import TransformersEngine
+    from rewards.reward_model import RewardModel
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+
+    # Prompts: a fixed, seeded split into training and held-out states.
+    states = states_from_episodes(cfg.episodes) if cfg.episodes else states_online(
+        cfg.heldout_states + cfg.prompts_per_step * min(cfg.steps, 64), cfg.split, cfg.seed)
+    random.Random(cfg.seed).shuffle(states)
+    heldout, train_states = states[: cfg.heldout_states], states[cfg.heldout_states :]
+    if len(train_states) < cfg.prompts_per_step:
+        raise ValueError(f"only {len(train_states)} training states; need at least prompts_per_step={cfg.prompts_per_step}")
+
+    model, tokenizer = load_policy(cfg)
+    rm = RewardModel.load(cfg.reward_model)
+    engine: Any = TransformersEngine.from_model(model, tokenizer, model_name=f"grpo:{cfg.base}",
+                                                batch_size=cfg.prompts_per_step * cfg.group_size,
+                                                max_prompt_tokens=cfg.max_prompt_tokens)
+    vllm_engine = None
+    if cfg.engine == "vllm":  # rollouts on vLLM; the adapter is pushed after every update
+        from agents.vllm_engine import VLLMEngine
+
+        vllm_engine = VLLMEngine(cfg.base)
+    elif cfg.engine != "transformers":
+        raise ValueError(f"engine must be 'transformers' or 'vllm', not {cfg.engine!r}")
+    rollout = vllm_engine or engine
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    start_step = _resume(out / "checkpoint", model, optimizer, schedule)
+    writer = _tensorboard(out) if cfg.tensorboard else None
+    metrics_path = out / "metrics.jsonl"
+    sampling = SamplingParams(n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0)
+
+    def evaluate(tag: str) -> float:
+        params_eval = SamplingParams(n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + 10_000)
+        samples = rollout.generate([build_messages({"prompt": s}) for s in heldout], params_eval)
+        texts = [parse_reply(x.text).argument for group in samples for x in group]
+        rewards = rm.score([s for s in heldout for _ in range(cfg.eval_samples)], texts)
+        mean = sum(rewards) / len(rewards)
+        (out / f"eval_{tag}.json").write_text(json.dumps({"mean_reward": mean, "samples": texts[:20]}, indent=1))
+        return mean
+
+    summary: dict[str, Any] = {"heldout_reward_before": evaluate("before") if start_step == 0 else
+                               json.loads((out / "eval_before.json").read_text())["mean_reward"]}
+    bar = tqdm(total=cfg.steps, initial=start_step, desc="grpo", unit="step", disable=not progress)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for step in range(start_step, cfg.steps):
+        # 1. Sample G utterances for each of B states. The data order depends only on (seed, step): a resumed
+        #    run sees the same prompts and sampling seeds as an uninterrupted one.
+        order_rng = random.Random(cfg.seed * 1_000_003 + step)
+        batch_states = order_rng.sample(train_states, cfg.prompts_per_step)
+        t0 = time.perf_counter()
+        convs = [build_messages({"prompt": s}) for s in batch_states]
+        model.eval()
+        groups = rollout.generate(convs, SamplingParams(**{**asdict(sampling), "seed": cfg.seed + step}))
+        t1 = time.perf_counter()
+
+        # 2. Score each utterance as the env would see it (the parsed reply) with the reward model.
+        texts = [parse_reply(x.text).argument for g in groups for x in g]
+        rewards = torch.tensor(rm.score([s for s in batch_states for _ in range(cfg.group_size)], texts))
+        t2 = time.perf_counter()
+
+        # 3. Group-relative advantages: each sample against the other samples of its state.
+        grouped = rewards.view(cfg.prompts_per_step, cfg.group_size)
+        advantages = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).flatten()
+
+        # 4. Clipped surrogate with per-token ratios, KL to the reference (adapter disabled), LoRA update.
+        prompt_ids = engine.encode(convs)
+        prompts = [prompt_ids[i // cfg.group_size] for i in range(len(texts))]
+        completions = [_completion_ids(x, tokenizer) for g in groups for x in g]
+        model.train()
+        with torch.no_grad(), model.disable_adapter():
+            ref_lp = [lp for i in range(0, len(texts), cfg.micro_batch)
+                      for lp in sequence_logprobs(model, prompts[i : i + cfg.micro_batch], completions[i : i + cfg.micro_batch], pad_id)]
+        old_lp: list[torch.Tensor] | None = None
+        stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
+        for _ in range(cfg.updates_per_batch):
+            optimizer.zero_grad(set_to_none=True)
+            new_old = []
+            for i in range(0, len(texts), cfg.micro_batch):
+                sl = slice(i, i + cfg.micro_batch)
+                logps = sequence_logprobs(model, prompts[sl], completions[sl], pad_id)
+                losses, kls, clips = [], [], []
+                for j, lp in enumerate(logps):
+                    k = i + j
+                    old = lp.detach() if old_lp is None else old_lp[k]
+                    ratio = torch.exp(lp - old)
+                    surrogate = torch.min(ratio * advantages[k], ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * advantages[k])
+                    delta = ref_lp[k] - lp
+                    kl = torch.exp(delta) - delta - 1  # k3 estimator, >= 0 per token
+                    losses.append(-(surrogate - cfg.kl_coef * kl).mean())  # mean over this sequence's tokens
+                    kls.append(kl.mean().item())
+                    clips.append(((ratio - 1).abs() > cfg.clip_eps).float().mean().item())
+                    new_old.append(lp.detach())
+                loss = torch.stack(losses).sum() / len(texts)  # mean over all sequences of the step
+                loss.backward()
+                stats["loss"] += loss.item() / cfg.updates_per_batch
+                stats["kl"] += sum(kls) / len(texts) / cfg.updates_per_batch
+                stats["clip_frac"] += sum(clips) / len(texts) / cfg.updates_per_batch
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
+            optimizer.step()
+            if old_lp is None:
+                old_lp = new_old  # the sampling policy's log-probs, for the ratios of later updates
+        schedule.step()
+        t3 = time.perf_counter()
+
+        # 5. Adapter sync: the transformers engine already holds the live weights; vLLM gets a new version.
+        if vllm_engine is not None:
+            adapter_dir = out / "adapters" / f"step-{step + 1}"
+            model.save_pretrained(adapter_dir)
+            vllm_engine.load_adapter(str(adapter_dir))
+        t4 = time.perf_counter()
+
+        new_tokens = sum(len(c) for c in completions)
+        record = {
+            "step": step + 1, "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+            "kl": stats["kl"], "clip_frac": stats["clip_frac"], "loss": stats["loss"], "grad_norm": grad_norm,
+            "lr": schedule.get_last_lr()[0], "new_tokens": new_tokens, "gen_tokens_per_s": new_tokens / max(t1 - t0, 1e-9),
+            "time_generate": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2, "time_sync": t4 - t3,
+        }
+        _log(metrics_path, writer, record)
+        bar.update(1)
+        bar.set_postfix(reward=f"{record['reward_mean']:.2f}", kl=f"{record['kl']:.3f}")
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            _checkpoint(out / "checkpoint", model, optimizer, schedule, step + 1)
+    bar.close()
+    model.save_pretrained(out / "adapter")
+    summary["heldout_reward_after"] = evaluate("after")
+    summary["steps"] = cfg.steps
+    summary["adapter"] = str(out / "adapter")
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    summary["final_kl"] = records[-1]["kl"] if records else 0.0
+    summary["max_kl"] = max((r["kl"] for r in records), default=0.0)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if writer is not None:
+        writer.close()
+    return summary
+
+
+def _completion_ids(sample: Any, tokenizer: Any) -> list[int]:
+    """The sampled tokens, ending with EOS when the sample stopped by itself (so stopping is learned too)."""
+    ids = list(sample.token_ids)
+    while ids and ids[-1] in (tokenizer.eos_token_id, tokenizer.pad_token_id):  # vLLM keeps the EOS; we add it back
+        ids.pop()
+    if sample.finish_reason == "stop":
+        ids.append(tokenizer.eos_token_id)
+    return ids or [tokenizer.eos_token_id]
+
+
+def _log(path: Path, writer: Any, record: dict[str, Any]) -> None:
+    from sotopia_env.episode import append_jsonl
+
+    append_jsonl(path, record)
+    if writer is not None:
+        for key, value in record.items():
+            if key != "step":
+                writer.add_scalar(f"grpo/{key}", value, record["step"])
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any, step: int) -> None:
+    import shutil
+
+    tmp = path.with_name(path.name + ".tmp")
+    model.save_pretrained(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step,
+                "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def _resume(path: Path, model: Any, optimizer: Any, schedule: Any) -> int:
+    if not (path / "trainer_state.pt").exists():
+        return 0
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+    state = torch.load(path / "trainer_state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])

@@ -1,0 +1,129 @@
+"""The whole Sotopia-RL loop in miniature, on the embedded model: the project's main job.
+
+    sotopia-env pipeline [--out runs/pipeline]
+
+collect (self-play) -> judge (Sotopia-EVAL) -> attribute and label -> train the reward model ->
+behaviour-clone the better half (self-reinforcement) -> GRPO from the BC adapter -> report the held-out
+reward-model score before and after GRPO. Every stage writes into OUT and is skipped on a rerun when its
+output is already there, so an interrupted pipeline resumes at the stage it was in (and the stages resume
+inside, too). The defaults fit a 2-core CPU in about 15 minutes; they are far too small for real results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class PipelineConfig:
+    out: str = "runs/pipeline"
+    split: str = "hard"
+    scenarios: int = 4  # scenarios of the split to collect on
+    episodes_per_scenario: int = 2  # both seat orders of one pairing
+    max_turns: int = 6
+    max_new_tokens: int = 40
+    judge: str = "vllm:embedded"  # judge model spec; guided JSON needs vLLM or an OpenAI-compatible server
+    attribution: str = "direct"
+    rm_epochs: int = 3
+    rm_max_length: int = 192
+    bc_top_fraction: float = 0.5
+    grpo_steps: int = 8
+    grpo_group_size: int = 4
+    grpo_prompts_per_step: int = 4
+    seed: int = 0
+
+
+def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
+    from agents.engine import SamplingParams
+    from agents.runner import jobs_for, run_episodes
+    from agents.spec import make_engine, make_policies, parse_spec
+    from rewards.attribution import AttributionConfig
+    from rewards.judge import Judge
+    from rewards.labeling import label_episodes
+    from sotopia_env import read_episodes, split
+    from sotopia_env.episode import write_episode
+    from trainers.bc import BCConfig, train_bc
+    from trainers.grpo import GRPOConfig, train_grpo
+    from trainers.reward_model import RMTrainConfig, train_reward_model
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    timings: dict[str, float] = {}
+
+    def stage(name: str) -> None:
+        timings[name] = time.monotonic()
+        print(f"\n== {name}", flush=True)
+
+    # 1. Collect: the embedded model plays itself on the first scenarios of the split, both seat orders.
+    stage("collect")
+    episodes_path = out / "episodes.jsonl"
+    jobs = jobs_for(split(cfg.split)[: cfg.scenarios], pairs_per_scenario=1,
+                    episodes_per_pair=max(1, cfg.episodes_per_scenario // 2), both_seats=cfg.episodes_per_scenario > 1, seed=cfg.seed)
+    policy = make_policies(["embedded"], SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.8, seed=cfg.seed))[0]
+    run_episodes(jobs, (policy, policy), episodes_path, batch_size=len(jobs), env_kwargs={"max_turns": cfg.max_turns}, progress=progress)
+
+    # 2. Judge every episode (cached), keeping a judged copy of the file.
+    stage("judge")
+    judged_path = out / "episodes.judged.jsonl"
+    judge = None
+    if not judged_path.exists():
+        judge = Judge(make_engine(parse_spec(cfg.judge)), cache_path=out / "judge_cache.jsonl")
+        tmp = judged_path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        for episode in judge.judge_episodes(read_episodes(episodes_path)):
+            write_episode(tmp, episode)
+        tmp.rename(judged_path)
+    judged = read_episodes(judged_path)
+    n_failed = sum(1 for e in judged for a in e.agents if a not in e.judge_scores)
+
+    # 3. Attribute the episode scores to utterances and build the reward data set.
+    stage("label")
+    labels_path = out / "labels.jsonl"
+    if not labels_path.exists():
+        if judge is None and cfg.attribution in ("direct", "scaled", "singular"):
+            judge = Judge(make_engine(parse_spec(cfg.judge)), cache_path=out / "judge_cache.jsonl")
+        label_episodes(judged_path, labels_path, judge, AttributionConfig(method=cfg.attribution), progress=progress)
+    if judge is not None:
+        del judge  # free the judge engine before training
+    n_rows = sum(1 for _ in labels_path.open())
+
+    # 4. Reward model.
+    stage("train-rm")
+    rm_dir = out / "rm"
+    if not (rm_dir / "summary.json").exists():
+        train_reward_model(RMTrainConfig(data=str(labels_path), out=str(rm_dir), epochs=cfg.rm_epochs, batch_size=8,
+                                         lr=5e-4, max_length=cfg.rm_max_length, lora_layers=6, eval_every=5, seed=cfg.seed), progress=progress)
+    rm_summary = json.loads((rm_dir / "summary.json").read_text())
+
+    # 5. Self-reinforcement: behaviour-clone the better (episode, agent) pairs by judge goal score.
+    stage("bc")
+    bc_dir = out / "bc"
+    if not (bc_dir / "summary.json").exists():
+        train_bc(BCConfig(episodes=str(judged_path), out=str(bc_dir), top_fraction=cfg.bc_top_fraction, epochs=1,
+                          batch_size=4, max_length=384, lora_layers=8, seed=cfg.seed), progress=progress)
+
+    # 6. GRPO from the BC adapter against the reward model, on the collected dialogue states.
+    stage("grpo")
+    grpo_dir = out / "grpo"
+    if not (grpo_dir / "summary.json").exists():
+        train_grpo(GRPOConfig(reward_model=str(rm_dir / "best"), episodes=str(episodes_path), out=str(grpo_dir),
+                              init_adapter=str(bc_dir / "adapter"), steps=cfg.grpo_steps, group_size=cfg.grpo_group_size,
+                              prompts_per_step=cfg.grpo_prompts_per_step, max_new_tokens=24, max_prompt_tokens=256,
+                              lr=1e-4, heldout_states=8, eval_samples=2, save_every=4, seed=cfg.seed), progress=progress)
+    grpo = json.loads((grpo_dir / "summary.json").read_text())
+    timings["end"] = time.monotonic()
+    names = list(timings)
+    report = {
+        "episodes": len(judged), "judge_failures": n_failed, "labelled_utterances": n_rows,
+        "rm_heldout_mse": rm_summary["heldout_mse"], "rm_heldout_pearson": rm_summary["heldout_pearson"],
+        "heldout_reward_before_grpo": grpo["heldout_reward_before"], "heldout_reward_after_grpo": grpo["heldout_reward_after"],
+        "grpo_max_kl": grpo["max_kl"],
+        "stage_seconds": {n: round(timings[names[i + 1]] - timings[n], 1) for i, n in enumerate(names[:-1])},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report
