@@ -84,3 +84,11 @@ def default_device() -> str:
 def default_dtype(device: str) -> str:
     """float32 on CPU (bfloat16 matmuls are ~3x slower there), bfloat16 on GPU."""
     return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def chat_token_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:  # noqa: ANN001
+    """Token ids of a chat rendered with the tokenizer's template (some versions return a BatchEncoding)."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .engine import Messages, Sample, SamplingParams, check_conversations, truncate_at_stop
-from .models import EMBEDDED_NAME, default_device, default_dtype, resolve_model
+from .models import EMBEDDED_NAME, chat_token_ids, default_device, default_dtype, resolve_model
 
 
 class TransformersEngine:
@@ -70,10 +70,7 @@ class TransformersEngine:
         """Chat-template token ids per conversation, history cut from the left to fit max_prompt_tokens."""
         out = []
         for conv in conversations:
-            ids = self.tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)
-            if hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding
-                ids = ids["input_ids"]
-            out.append(list(ids)[-self.max_prompt_tokens :])
+            out.append(chat_token_ids(self.tokenizer, conv, add_generation_prompt=True)[-self.max_prompt_tokens :])
         return out
 
     @torch.inference_mode()

@@ -69,6 +69,11 @@ class VLLMEngine:
         self.lora_request = LoRARequest(f"adapter-v{self.adapter_version}", self.adapter_version, str(path))
         self.model_name = f"{self.model_name.split('+')[0]}+{path}"
 
+    def clear_adapter(self) -> None:
+        """Back to the base model for later generations."""
+        self.lora_request = None
+        self.model_name = self.model_name.split("+")[0]
+
     def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
         from vllm import SamplingParams as VLLMSampling
         from vllm.sampling_params import StructuredOutputsParams

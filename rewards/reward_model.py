@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from agents.llm_agent import build_messages
-from agents.models import default_device, resolve_model
+from agents.models import chat_token_ids, default_device, resolve_model
 
 from .attribution import Normalizer
 
@@ -99,10 +99,8 @@ class RewardModel:
         out = []
         for prompt, utterance in zip(prompts, utterances):
             messages = build_messages({"prompt": prompt}) if isinstance(prompt, str) else list(prompt)
-            ids = self.tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": utterance}], tokenize=True)
-            if hasattr(ids, "keys"):
-                ids = ids["input_ids"]
-            out.append(list(ids)[-self.config.max_length :])
+            ids = chat_token_ids(self.tokenizer, messages + [{"role": "assistant", "content": utterance}])
+            out.append(ids[-self.config.max_length :])
         return out
 
     def forward(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -94,7 +94,9 @@ def test_vllm_lora_hot_swap_changes_outputs(vllm_engine, random_loras):
         name_1 = vllm_engine.lora_request.lora_name
         vllm_engine.load_adapter(str(random_loras[1]))
         second = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]
+        name_2 = vllm_engine.lora_request.lora_name
     finally:
-        vllm_engine.lora_request = None  # the engine is shared by the session: back to the base model
+        vllm_engine.clear_adapter()  # the engine is shared by the session: back to the base model
     assert first != base and second != first
-    assert vllm_engine.lora_request.lora_name != name_1  # a new name per version
+    assert name_2 != name_1  # a new name per version
+    assert vllm_engine.model_name == "SmolLM2-135M-Instruct"

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from agents.llm_agent import build_messages
+from agents.models import chat_token_ids
 from sotopia_env import Episode, read_episodes
 from sotopia_env.actions import ActionType
 from sotopia_env.replay import utterance_states
@@ -83,8 +84,8 @@ def examples(pairs: Sequence[tuple[Episode, str]]) -> list[tuple[list[dict[str, 
 
 def tokenize_example(tokenizer: Any, messages: list[dict[str, str]], reply: str, max_length: int) -> tuple[list[int], list[int]]:
     """(input ids, labels) with labels -100 on the prompt; the prompt is cut from the left to fit."""
-    prompt = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-    full = list(tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": reply}], tokenize=True))
+    prompt = chat_token_ids(tokenizer, messages, add_generation_prompt=True)
+    full = chat_token_ids(tokenizer, messages + [{"role": "assistant", "content": reply}])
     if full[: len(prompt)] != prompt:
         raise ValueError("the chat template does not extend the prompt with the reply; cannot mask the prompt")
     target = full[len(prompt) :][: max_length // 2]

@@ -145,7 +145,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
 
     # Prompts: a fixed, seeded split into training and held-out states.
     states = states_from_episodes(cfg.episodes) if cfg.episodes else states_online(
-        cfg.heldout_states + cfg.prompts_per_step * min(cfg.steps, 64), cfg.split, cfg.seed)
+        cfg.heldout_states + cfg.prompts_per_step * 64, cfg.split, cfg.seed)  # not tied to steps: resume sees the same pool
     random.Random(cfg.seed).shuffle(states)
     heldout, train_states = states[: cfg.heldout_states], states[cfg.heldout_states :]
     if len(train_states) < cfg.prompts_per_step:
