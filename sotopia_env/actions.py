@@ -77,7 +77,6 @@ class Action:
         return f"{speaker} did nothing."
 
 
-NONE_ACTION = Action(ActionType.none)
 REPLACEMENT_CHAR = "\ufffd"
 
 

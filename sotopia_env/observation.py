@@ -70,24 +70,6 @@ def prompt_footer(characters: Sequence[Character], seat: int, turn: int, max_tur
     return f"\n\nIt is turn {turn} of {max_turns}. Wait for {characters[1 - seat].first_name}."
 
 
-def render_prompt(
-    scenario: Scenario,
-    characters: Sequence[Character],
-    seat: int,
-    history: Sequence[tuple[int, Action]],
-    turn: int,
-    max_turns: int,
-    your_turn: bool,
-) -> str:
-    """An agent's full prompt: header, the dialogue so far (speaker seat, action), and whose turn it is."""
-    lines = [history_line(i, characters[speaker].name, action) for i, (speaker, action) in enumerate(history)]
-    return (
-        prompt_header(scenario, characters, seat)
-        + ("\n".join(lines) if lines else "(nothing yet)")
-        + prompt_footer(characters, seat, turn, max_turns, your_turn)
-    )
-
-
 @cache
 def _text_space(max_length: int) -> spaces.Text:
     return spaces.Text(max_length=max_length, min_length=0, charset=text_charset())

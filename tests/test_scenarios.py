@@ -14,6 +14,7 @@ from sotopia_env.scenarios import (
     library_scenarios,
     load_characters,
     load_scenarios,
+    make_pairings,
     split,
 )
 
@@ -98,3 +99,9 @@ def test_character_validation_names_the_field(tmp_path):
     path.write_text(json.dumps([{"id": "x", "name": "X", "age": 30, "occupation": "o", "pronouns": "p", "personality": "q", "colour": "red"}]))
     with pytest.raises(ScenarioFileError, match="field 'colour'"):
         load_characters(path)
+
+
+def test_shipped_pairings_are_reproducible_from_their_seed():
+    hard = [s.id for s in split("hard")]
+    rebuilt = make_pairings(hard, sorted(library_characters()), 10, seed=2026)
+    assert {k: tuple(map(tuple, v)) for k, v in rebuilt.items()} == hard_pairings()
