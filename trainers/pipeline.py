@@ -114,7 +114,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
         train_grpo(GRPOConfig(reward_model=str(rm_dir / "best"), episodes=str(episodes_path), out=str(grpo_dir),
                               init_adapter=str(bc_dir / "adapter"), steps=cfg.grpo_steps, group_size=cfg.grpo_group_size,
                               prompts_per_step=cfg.grpo_prompts_per_step, max_new_tokens=24, max_prompt_tokens=256,
-                              lr=1e-4, heldout_states=8, eval_samples=2, save_every=4, seed=cfg.seed), progress=progress)
+                              lr=1e-3, heldout_states=8, eval_samples=2, save_every=4, seed=cfg.seed), progress=progress)
     grpo = json.loads((grpo_dir / "summary.json").read_text())
     timings["end"] = time.monotonic()
     names = list(timings)
