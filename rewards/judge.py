@@ -118,17 +118,18 @@ class Judge:
 
     def judge_episodes(self, episodes: Sequence[Episode]) -> list[Episode]:
         """Judged copies of the episodes; an agent that could not be judged is named in `judge_failures`."""
-        requests = [
-            Request(self.cache_key(ep, agent), judge_messages(ep, agent), judge_schema(), validate_answer)
+        schema = judge_schema()
+        requests = {
+            (ep.id, agent): Request(self.cache_key(ep, agent), judge_messages(ep, agent), schema, validate_answer)
             for ep in episodes
             for agent in ep.agents
-        ]
-        outcomes = ask_json(self.engine, requests, self.cache, self.max_attempts, self.max_new_tokens)
+        }
+        outcomes = ask_json(self.engine, list(requests.values()), self.cache, self.max_attempts, self.max_new_tokens)
         judged = []
         for ep in episodes:
             scores, reasoning, failures = {}, {}, []
             for agent in ep.agents:
-                outcome = outcomes[self.cache_key(ep, agent)]
+                outcome = outcomes[requests[(ep.id, agent)].key]
                 if outcome.error:
                     failures.append(f"judge {self.model_name} on {agent}: {outcome.error} (after {outcome.attempts} attempts)")
                     continue
