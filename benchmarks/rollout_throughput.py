@@ -2,6 +2,10 @@
 
     python -m benchmarks.rollout_throughput [--states 32] [--n 1] [--max-new-tokens 64] [--engines transformers,vllm]
 
+Engines: transformers (plain `generate`, dynamic KV cache), transformers-static (static KV cache, which
+transformers compiles with CUDA graphs on a GPU), transformers-continuous (continuous batching with a
+paged cache, `generate_batch`), vllm. The transformers rows compare the ways to make that path fast.
+
 The states are real observations: hard scenarios with two scripted opening turns, rendered through the
 LLM agent's chat format (the same prompts GRPO samples from). Each engine generates once to warm up, then
 `--repeats` timed passes; the best pass counts. Engine start-up is reported separately. Runs on CPU
@@ -67,10 +71,11 @@ def main() -> None:
     rows = {}
     for name in args.engines.split(","):
         start = time.perf_counter()
-        if name == "transformers":
+        if name.startswith("transformers"):
             from agents.transformers_engine import TransformersEngine
 
-            engine = TransformersEngine("embedded", batch_size=args.states * args.n)
+            mode = name.partition("-")[2] or "generate"
+            engine = TransformersEngine("embedded", batch_size=args.states * args.n, mode=mode)
         elif name == "vllm":
             from agents.vllm_engine import VLLMEngine
 
@@ -78,11 +83,15 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown engine {name!r}")
         startup = time.perf_counter() - start
-        rows[name] = {"startup_s": startup, **measure(engine, states, params, args.repeats)}
+        try:
+            rows[name] = {"startup_s": startup, **measure(engine, states, params, args.repeats)}
+        except Exception as exc:  # one failing engine must not hide the others' rows
+            rows[name] = {"startup_s": startup, "error": f"{type(exc).__name__}: {exc}"[:300], "tokens_per_s": 0.0, "new_tokens": 0, "seconds": 0.0}
+        print(name, rows[name], flush=True)
         del engine
     print(f"machine: {machine}; {args.states} dialogue states x n={args.n}, up to {args.max_new_tokens} new tokens, embedded SmolLM2-135M")
     for name, r in rows.items():
-        print(f"{name:13s} {r['tokens_per_s']:8.1f} new tokens/s  ({r['new_tokens']} tokens in {r['seconds']:.1f}s; start-up {r['startup_s']:.0f}s)")
+        print(f"{name:24s} {r['tokens_per_s']:8.1f} new tokens/s  ({r['new_tokens']} tokens in {r['seconds']:.1f}s; start-up {r['startup_s']:.0f}s)")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 

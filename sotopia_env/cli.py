@@ -87,7 +87,7 @@ def external(name: str, module: str, func: str, helptext: str) -> Callable:
     return register
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, module: str, name: str) -> None:
+def add_dataclass_args(parser: argparse.ArgumentParser, module: str, name: str, skip: Sequence[str] = ()) -> None:
     """One --flag per field of a config dataclass (the CLI mirrors the config one to one).
 
     Reads the dataclass's source for names, types and defaults without importing torch: the module is
@@ -101,20 +101,25 @@ def add_dataclass_args(parser: argparse.ArgumentParser, module: str, name: str) 
         raise ImportError(f"cannot find {module}")
     from pathlib import Path
 
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    source = Path(spec.origin).read_text(encoding="utf-8")
+    lines = source.splitlines()
+    tree = ast.parse(source)
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
     for item in cls.body:
         if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
             continue
         field_name, annotation = item.target.id, ast.unparse(item.annotation)
+        if field_name in skip:  # the caller adds its own argument for this field
+            continue
         default = ast.literal_eval(item.value) if item.value is not None else None
         flag = "--" + field_name.replace("_", "-")
         if annotation == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
             continue
         kind = int if annotation.startswith("int") else float if annotation.startswith("float") else str
+        comment = lines[item.lineno - 1].partition("  # ")[2].strip()  # the field's comment is its help
         parser.add_argument(flag, type=kind, default=default, required=item.value is None,
-                            help=f"{annotation} (default: {default})")
+                            help=f"{comment + '; ' if comment else ''}{annotation} (default: {default})")
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace):  # noqa: ANN201

@@ -88,3 +88,9 @@ def _grpo(p: argparse.ArgumentParser) -> None:
 @external("pipeline", "trainers.cli", "pipeline_command", "the main job: collect, judge, label, train RM, BC, GRPO, report")
 def _pipeline(p: argparse.ArgumentParser) -> None:
     add_dataclass_args(p, "trainers.pipeline", "PipelineConfig")
+
+
+@external("benchmark", "benchmarks.cli", "benchmark_command", "benchmark policies on the hard tasks: play, judge, report (resumable)")
+def _benchmark(p: argparse.ArgumentParser) -> None:
+    p.add_argument("policies", nargs="+", help="policy specs to benchmark; the first is the baseline of the paired comparisons")
+    add_dataclass_args(p, "benchmarks.hard_tasks", "BenchmarkConfig", skip=("policies",))

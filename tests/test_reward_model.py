@@ -1,4 +1,7 @@
-"""The learned reward model: learning is shown on a synthetic label, plus scoring, wrappers and resume."""
+"""The learned reward model: learning is shown on a synthetic label, plus scoring, wrappers and resume.
+
+The known preference (10 for an utterance that asks the partner a question, else 0) is also the target of
+the GRPO learning test here: the reward model trained once on it (module fixture) drives GRPO."""
 
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ STATEMENTS = ["I think that is fair.", "That works for me.", "I cannot do that."
               "I will bring it tomorrow.", "This is my best offer.", "I understand your point.", "We should meet halfway."]
 
 
-def synthetic_rows(n_episodes: int, seed: int = 0) -> list[dict]:
-    """Label = 10 when the utterance asks the partner a question, else 0: a known function of the text."""
+def synthetic_rows(n_episodes: int, seed: int = 0, prompts: list[str] | None = None) -> list[dict]:
+    """Label = 10 when the utterance asks the partner a question, else 0: a known function of the text.
+    Prompts: the given dialogue states in turn, or a short placeholder."""
     rng = random.Random(seed)
     rows = []
     for ep in range(n_episodes):
@@ -28,7 +32,8 @@ def synthetic_rows(n_episodes: int, seed: int = 0) -> list[dict]:
             text = rng.choice(QUESTIONS if asks else STATEMENTS)
             if rng.random() < 0.5:
                 text = rng.choice(["Well, ", "Okay. ", "Hmm, ", "Listen, "]) + text[0].lower() + text[1:]
-            rows.append({"episode_id": f"e{ep}", "prompt": f"Scenario: a talk.\nTurn {k}: they spoke.",
+            prompt = prompts[(4 * ep + k) % len(prompts)] if prompts else f"Scenario: a talk.\nTurn {k}: they spoke."
+            rows.append({"episode_id": f"e{ep}", "prompt": prompt,
                          "utterance": text, "label": 10.0 if asks else 0.0})
     return rows
 
@@ -37,20 +42,42 @@ def write_rows(path, rows) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_reward_model_learns_a_known_function_of_the_text(embedded_dir, tmp_path):
-    data = tmp_path / "synthetic.jsonl"
-    write_rows(data, synthetic_rows(60))
-    cfg = RMTrainConfig(data=str(data), out=str(tmp_path / "rm"), epochs=4, batch_size=8, lr=1e-3,
+@pytest.fixture(scope="module")
+def question_rm(embedded_dir, tmp_path_factory):
+    """A reward model trained on the synthetic question preference, with real dialogue states as prompts."""
+    from trainers.grpo import states_online
+
+    tmp = tmp_path_factory.mktemp("question_rm")
+    write_rows(tmp / "synthetic.jsonl", synthetic_rows(60, prompts=states_online(40, "all", 1)))
+    cfg = RMTrainConfig(data=str(tmp / "synthetic.jsonl"), out=str(tmp / "rm"), epochs=4, batch_size=8, lr=1e-3,
                         max_length=48, lora_layers=6, eval_every=24, seed=0)
-    summary = train_reward_model(cfg, progress=False)
+    return train_reward_model(cfg, progress=False), tmp / "rm"
+
+
+def test_reward_model_learns_a_known_function_of_the_text(question_rm):
+    summary, out = question_rm
     assert summary["heldout_pearson"] >= 0.8, summary
-    # The saved best model reproduces the held-out correlation on fresh questions it never saw.
-    rm = RewardModel.load(tmp_path / "rm" / "best")
+    # The saved best model ranks fresh utterances it never saw the way the rule does.
+    rm = RewardModel.load(out / "best")
     fresh = ["Would you take $400 for it?", "Where should we meet?", "I am happy with that.", "That is too expensive."]
     scores = rm.score(["Scenario: a talk.\nTurn 1: they spoke."] * 4, fresh)
     assert min(scores[:2]) > max(scores[2:])
-    metrics = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
-    assert any("heldout_mse" in m for m in metrics) and (tmp_path / "rm" / "checkpoint" / "state.json").exists()
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("heldout_mse" in m for m in metrics) and (out / "checkpoint" / "state.json").exists()
+
+
+def test_grpo_raises_the_learned_reward_on_held_out_states(question_rm, tmp_path):
+    """GRPO on the embedded model, rewarded by the question RM: the held-out mean reward (states never
+    trained on) must rise clearly above the starting policy's, with the KL to the base staying bounded."""
+    from trainers.grpo import GRPOConfig, train_grpo
+
+    cfg = GRPOConfig(reward_model=str(question_rm[1] / "best"), out=str(tmp_path / "grpo"), steps=16, prompts_per_step=4,
+                     group_size=4, max_new_tokens=24, max_prompt_tokens=128, lr=1.5e-3, lora_layers=8, heldout_states=8,
+                     eval_samples=4, seed=0, tensorboard=False)
+    summary = train_grpo(cfg, progress=False)
+    before, after = summary["heldout_reward_before"], summary["heldout_reward_after"]
+    assert after >= before + 1.0, summary  # labels are 0 / 10: +1 is a tenth of the scale, on unseen states
+    assert 0 < summary["max_kl"] < 0.5, summary
 
 
 def test_training_resumes_from_its_checkpoint(embedded_dir, tmp_path):

@@ -75,3 +75,36 @@ def test_grpo_steps_log_metrics_and_resume(embedded_dir, tmp_path):
         assert r["kl"] >= 0 and 0 <= r["clip_frac"] <= 1 and r["new_tokens"] > 0
         assert {"time_generate", "time_score", "time_update", "reward_std"} <= set(r)
     assert "heldout_reward_before" in summary and "heldout_reward_after" in summary
+
+
+def test_grouped_logprobs_equal_the_plain_per_sequence_ones_values_and_gradients(embedded_dir):
+    """The shared-prompt path (each prompt run once, its KV cache repeated G times) must give the same
+    log-probs and the same LoRA gradients as running every prompt + completion on its own."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trainers.grpo import grouped_logprobs, sequence_logprobs
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    prompts = [[1, 504, 3458, 314, 253, 1345, 30, 2], [1, 9519, 17, 2]]  # unequal lengths: left padding matters
+    groups = [[[198, 504], [2867, 30, 4932, 11, 2]], [[28, 2], [1345, 3458, 504]]]
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(fn):
+        model.zero_grad()
+        lps = fn()
+        torch.stack([lp.sum() * (i + 1) for i, lp in enumerate(lps)]).sum().backward()
+        return [lp.detach() for lp in lps], [p.grad.clone() for p in params]
+
+    plain, plain_grads = run(lambda: sequence_logprobs(model, [p for p in prompts for _ in range(2)], [c for g in groups for c in g], 0))
+    shared, shared_grads = run(lambda: grouped_logprobs(model, prompts, groups, 0))
+    assert [len(x) for x in shared] == [2, 5, 2, 3]
+    for a, b in zip(plain, shared):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
+    for a, b in zip(plain_grads, shared_grads):  # float32 summation order differs: compare as vectors
+        assert (a - b).norm() <= 1e-3 * a.norm()
+    with pytest.raises(ValueError, match="same number of completions"):
+        grouped_logprobs(model, prompts, [[[1]], [[1], [2]]], 0)

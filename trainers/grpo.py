@@ -26,11 +26,13 @@ import torch
 class GRPOConfig:
     reward_model: str = "runs/rm/best"  # a saved RewardModel folder
     episodes: str | None = None  # dialogue states from these episodes; None: roll the env online
+    prompts: str | None = None  # or: a JSONL file of {"prompt": <observation prompt>} records
     split: str = "all"  # scenarios for online states
     out: str = "runs/grpo"
     base: str = "embedded"
     init_adapter: str | None = None  # start from this LoRA (e.g. behaviour cloning's)
     engine: str = "transformers"  # rollout engine: transformers (shares the live weights) or vllm
+    rollout_mode: str = "auto"  # transformers engine: generate, static or continuous; auto: static on a GPU, else generate
     steps: int = 20
     prompts_per_step: int = 4  # B dialogue states per step
     group_size: int = 4  # G samples per state
@@ -40,7 +42,8 @@ class GRPOConfig:
     lr: float = 5e-5
     warmup_steps: int = 2
     updates_per_batch: int = 1  # >1 reuses each batch: the clipped ratio then matters
-    micro_batch: int = 8  # sequences per forward/backward (gradient accumulation across them)
+    micro_batch: int = 8  # sequences per forward/backward (gradient accumulation across them); whole groups
+    shared_prompt: bool = True  # run each state's prompt once per group (grouped_logprobs); False: once per sample
     clip_eps: float = 0.2
     kl_coef: float = 0.04
     max_grad_norm: float = 1.0
@@ -109,7 +112,10 @@ def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
 
 
 def sequence_logprobs(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> list[torch.Tensor]:
-    """Per-token log-probabilities of each completion given its prompt: a list of [len(completion)] tensors."""
+    """Per-token log-probabilities of each completion given its prompt: a list of [len(completion)] tensors.
+
+    The plain way: every (prompt + completion) is one sequence. `grouped_logprobs` gives the same numbers
+    running each shared prompt once; this one stays as its reference (tests compare the two)."""
     seqs = [p + c for p, c in zip(prompts, completions)]
     width = max(map(len, seqs))
     device = next(model.parameters()).device
@@ -126,6 +132,59 @@ def sequence_logprobs(model: Any, prompts: list[list[int]], completions: list[li
     return out
 
 
+def grouped_logprobs(model: Any, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int) -> list[torch.Tensor]:
+    """Per-token log-probabilities of G completions per prompt, running each prompt through the model once.
+
+    GRPO samples G completions of one dialogue state, and the state (hundreds of tokens) is much longer
+    than a completion (tens). The prompts go through the model once, left-padded, filling a KV cache; the
+    cache is repeated G times and the completions run on top of it. Gradients flow through the shared
+    cache into the prompt's pass, so the result, values and gradients, equals `sequence_logprobs` on the
+    concatenated sequences while the prompt tokens cost 1/G of the work. Returns one tensor per
+    completion, in group order."""
+    device = next(model.parameters()).device
+    g = len(groups[0])
+    if any(len(group) != g for group in groups):
+        raise ValueError("every prompt needs the same number of completions")
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, device=device)
+        mask[i, width - len(p) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    head = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = head.past_key_values
+    cache.batch_repeat_interleave(g)
+
+    completions = [c for group in groups for c in group]
+    length = max(map(len, completions))
+    cids = torch.full((len(completions), length), pad_id, dtype=torch.long, device=device)
+    cmask = torch.zeros_like(cids)
+    for i, c in enumerate(completions):
+        cids[i, : len(c)] = torch.tensor(c, device=device)
+        cmask[i, : len(c)] = 1
+    cpositions = positions[:, -1:].repeat_interleave(g, 0) + 1 + torch.arange(length, device=device)
+    tail = model(input_ids=cids, attention_mask=torch.cat([mask.repeat_interleave(g, 0), cmask], 1),
+                 position_ids=cpositions, past_key_values=cache, use_cache=True)
+    # Token 0 of a completion is predicted by the prompt's last position, token t by completion position t-1.
+    logits = torch.cat([head.logits[:, -1:].repeat_interleave(g, 0), tail.logits[:, :-1]], 1)
+    out = []
+    for i, c in enumerate(completions):
+        step = logits[i, : len(c)].float().log_softmax(-1)
+        out.append(step.gather(-1, torch.tensor(c, device=device)[:, None]).squeeze(-1))
+    return out
+
+
+def group_logprobs(model: Any, prompt_ids: list[list[int]], completions: list[list[int]], states: range, cfg: GRPOConfig,
+                   pad_id: int) -> list[torch.Tensor]:
+    """Log-probs of the completions of `states` (G consecutive completions per state), the shared-prompt
+    way or the plain way as the config says."""
+    groups = [completions[k * cfg.group_size : (k + 1) * cfg.group_size] for k in states]
+    if cfg.shared_prompt:
+        return grouped_logprobs(model, [prompt_ids[k] for k in states], groups, pad_id)
+    return sequence_logprobs(model, [prompt_ids[k] for k in states for _ in range(cfg.group_size)], [c for g in groups for c in g], pad_id)
+
+
 # --- training ------------------------------------------------------------------------------------
 
 
@@ -136,6 +195,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
     from agents.llm_agent import build_messages, parse_reply
     from agents.transformers_engine import TransformersEngine
     from rewards.reward_model import RewardModel
+    from sotopia_env.episode import iter_jsonl
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -144,8 +204,14 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
     # Prompts: a fixed, seeded split into training and held-out states.
-    states = states_from_episodes(cfg.episodes) if cfg.episodes else states_online(
-        cfg.heldout_states + cfg.prompts_per_step * 64, cfg.split, cfg.seed)  # not tied to steps: resume sees the same pool
+    if cfg.prompts:
+        if not Path(cfg.prompts).is_file():
+            raise FileNotFoundError(f"--prompts {cfg.prompts}: no such file")
+        states = [r["prompt"] for r in iter_jsonl(cfg.prompts)]
+    elif cfg.episodes:
+        states = states_from_episodes(cfg.episodes)
+    else:  # the pool size is not tied to steps, so a resumed run sees the same pool
+        states = states_online(cfg.heldout_states + cfg.prompts_per_step * 64, cfg.split, cfg.seed)
     random.Random(cfg.seed).shuffle(states)
     heldout, train_states = states[: cfg.heldout_states], states[cfg.heldout_states :]
     if len(train_states) < cfg.prompts_per_step:
@@ -153,9 +219,10 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
 
     model, tokenizer = load_policy(cfg)
     rm = RewardModel.load(cfg.reward_model)
+    mode = cfg.rollout_mode if cfg.rollout_mode != "auto" else ("static" if next(model.parameters()).is_cuda else "generate")
     engine: Any = TransformersEngine.from_model(model, tokenizer, model_name=f"grpo:{cfg.base}",
                                                 batch_size=cfg.prompts_per_step * cfg.group_size,
-                                                max_prompt_tokens=cfg.max_prompt_tokens)
+                                                max_prompt_tokens=cfg.max_prompt_tokens, mode=mode)
     vllm_engine = None
     if cfg.engine == "vllm":  # rollouts on vLLM; the adapter is pushed after every update
         from agents.vllm_engine import VLLMEngine
@@ -208,31 +275,31 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
         advantages = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).flatten()
 
         # 4. Clipped surrogate with per-token ratios, KL to the reference (adapter disabled), LoRA update.
+        #    Micro-batches hold whole groups, so a shared prompt runs once per micro-batch (grouped_logprobs).
         prompt_ids = engine.encode(convs)
-        prompts = [prompt_ids[i // cfg.group_size] for i in range(len(texts))]
         completions = [_completion_ids(x, tokenizer) for g in groups for x in g]
+        per_micro = max(1, cfg.micro_batch // cfg.group_size)
+        micro = [range(i, min(i + per_micro, cfg.prompts_per_step)) for i in range(0, cfg.prompts_per_step, per_micro)]
+
         model.train()
         with torch.no_grad(), model.disable_adapter():
-            ref_lp = [lp for i in range(0, len(texts), cfg.micro_batch)
-                      for lp in sequence_logprobs(model, prompts[i : i + cfg.micro_batch], completions[i : i + cfg.micro_batch], pad_id)]
+            ref_lp = [lp for states in micro for lp in group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)]
         old_lp: list[torch.Tensor] | None = None
         stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
         for _ in range(cfg.updates_per_batch):
             optimizer.zero_grad(set_to_none=True)
             new_old = []
-            for i in range(0, len(texts), cfg.micro_batch):
-                sl = slice(i, i + cfg.micro_batch)
-                logps = sequence_logprobs(model, prompts[sl], completions[sl], pad_id)
+            for states in micro:
                 losses, kls, clips = [], [], []
-                for j, lp in enumerate(logps):
-                    k = i + j
+                for j, lp in enumerate(group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)):
+                    k = states[0] * cfg.group_size + j
                     old = lp.detach() if old_lp is None else old_lp[k]
                     ratio = torch.exp(lp - old)
                     surrogate = torch.min(ratio * advantages[k], ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * advantages[k])
                     delta = ref_lp[k] - lp
-                    kl = torch.exp(delta) - delta - 1  # k3 estimator, >= 0 per token
+                    kl = torch.expm1(delta) - delta  # k3 estimator, >= 0 per token (up to rounding)
                     losses.append(-(surrogate - cfg.kl_coef * kl).mean())  # mean over this sequence's tokens
-                    kls.append(kl.mean().item())
+                    kls.append(max(0.0, kl.mean().item()))
                     clips.append(((ratio - 1).abs() > cfg.clip_eps).float().mean().item())
                     new_old.append(lp.detach())
                 loss = torch.stack(losses).sum() / len(texts)  # mean over all sequences of the step

