@@ -127,7 +127,7 @@ def test_benchmark_end_to_end_and_resume_after_a_kill_gives_the_same_report(tmp_
     from rewards.judge import Judge
 
     def config(name: str) -> BenchmarkConfig:
-        return BenchmarkConfig(policies=["embedded", SCRIPTED], partner=SCRIPTED, scenarios=1, pairings=1, max_turns=4,
+        return BenchmarkConfig(policies=["embedded"], partner=SCRIPTED, scenarios=1, pairings=1, max_turns=4,
                                max_new_tokens=32, concurrency=1, resamples=500, out=str(tmp_path / name), leaderboard=None)
 
     a = run(config("a"), judge=Judge(vllm_engine, cache_path=tmp_path / "a" / "judge_cache.jsonl"), progress=False)
@@ -138,7 +138,7 @@ def test_benchmark_end_to_end_and_resume_after_a_kill_gives_the_same_report(tmp_
 
     cfg_b = config("b")
     episodes_b = policy_dir(Path(cfg_b.out), "embedded") / "episodes.jsonl"
-    cmd = [str(Path(sys.executable).parent / "sotopia-env"), "benchmark", "embedded", SCRIPTED, "--partner", SCRIPTED, "--scenarios", "1",
+    cmd = [str(Path(sys.executable).parent / "sotopia-env"), "benchmark", "embedded", "--partner", SCRIPTED, "--scenarios", "1",
            "--pairings", "1", "--max-turns", "4", "--max-new-tokens", "32", "--concurrency", "1", "--resamples", "500",
            "--out", cfg_b.out, "--leaderboard", ""]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -47,6 +47,18 @@ def test_transformers_engine_greedy_logprobs_match_a_forward_pass(transformers_e
     assert torch.allclose(expected, torch.tensor(sample.logprobs), atol=1e-3)
 
 
+def test_transformers_engine_static_cache_mode_gives_the_plain_greedy_tokens(embedded_dir, transformers_engine):
+    """The static-KV-cache mode (the GPU fast path) must produce what plain `generate` produces."""
+    from agents.transformers_engine import TransformersEngine
+
+    static = TransformersEngine.from_model(transformers_engine.model, transformers_engine.tokenizer, "embedded", mode="static")
+    params = SamplingParams(max_new_tokens=8, temperature=0)
+    plain = [[s.token_ids for s in r] for r in transformers_engine.generate(CONVERSATIONS, params)]
+    assert [[s.token_ids for s in r] for r in static.generate(CONVERSATIONS, params)] == plain
+    with pytest.raises(ValueError, match="mode must be one of"):
+        TransformersEngine.from_model(transformers_engine.model, transformers_engine.tokenizer, "embedded", mode="fast")
+
+
 def test_transformers_engine_adapter_changes_outputs(embedded_dir, random_loras):
     from agents.transformers_engine import TransformersEngine
 

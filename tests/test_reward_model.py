@@ -78,6 +78,9 @@ def test_grpo_raises_the_learned_reward_on_held_out_states(question_rm, tmp_path
     before, after = summary["heldout_reward_before"], summary["heldout_reward_after"]
     assert after >= before + 1.0, summary  # labels are 0 / 10: +1 is a tenth of the scale, on unseen states
     assert 0 < summary["max_kl"] < 0.5, summary
+    # The behaviour behind the number: more of the held-out samples ask a question than before.
+    asked = {t: sum("?" in x for x in json.loads((tmp_path / "grpo" / f"eval_{t}.json").read_text())["samples"]) for t in ("before", "after")}
+    assert asked["after"] > asked["before"], asked
 
 
 def test_training_resumes_from_its_checkpoint(embedded_dir, tmp_path):

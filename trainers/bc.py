@@ -97,7 +97,8 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     from sotopia_env.episode import append_jsonl
-    from trainers.grpo import GRPOConfig, _checkpoint, _resume, load_policy
+    from trainers.checkpoint import load_checkpoint, save_checkpoint
+    from trainers.grpo import GRPOConfig, load_policy
 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -119,7 +120,7 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / max(1, total)))
-    step = _resume(out / "checkpoint", model, optimizer, schedule)
+    step = (load_checkpoint(out / "checkpoint", model, optimizer, schedule) or {"step": 0})["step"]
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     bar = tqdm(total=total, initial=step, desc="bc", unit="step", disable=not progress)
@@ -146,7 +147,7 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.3f}")
         if step % cfg.save_every == 0 or step == total:
-            _checkpoint(out / "checkpoint", model, optimizer, schedule, step)
+            save_checkpoint(out / "checkpoint", model, optimizer, schedule, {"step": step})
     bar.close()
     model.save_pretrained(out / "adapter")
     summary = {"examples": len(encoded), "pairs": len(pairs), "steps": step, "final_loss": last_loss, "adapter": str(out / "adapter")}

@@ -196,6 +196,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
     from agents.transformers_engine import TransformersEngine
     from rewards.reward_model import RewardModel
     from sotopia_env.episode import iter_jsonl
+    from trainers.checkpoint import load_checkpoint, save_checkpoint
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -236,7 +237,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
-    start_step = _resume(out / "checkpoint", model, optimizer, schedule)
+    start_step = (load_checkpoint(out / "checkpoint", model, optimizer, schedule) or {"step": 0})["step"]
     writer = _tensorboard(out) if cfg.tensorboard else None
     metrics_path = out / "metrics.jsonl"
     sampling = SamplingParams(n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0)
@@ -332,7 +333,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
         bar.update(1)
         bar.set_postfix(reward=f"{record['reward_mean']:.2f}", kl=f"{record['kl']:.3f}")
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            _checkpoint(out / "checkpoint", model, optimizer, schedule, step + 1)
+            save_checkpoint(out / "checkpoint", model, optimizer, schedule, {"step": step + 1})
     bar.close()
     model.save_pretrained(out / "adapter")
     summary["heldout_reward_after"] = evaluate("after")
@@ -373,29 +374,3 @@ def _tensorboard(out: Path) -> Any:
     except ImportError:
         return None
     return SummaryWriter(str(out / "tensorboard"))
-
-
-def _checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any, step: int) -> None:
-    import shutil
-
-    tmp = path.with_name(path.name + ".tmp")
-    model.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step,
-                "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-
-
-def _resume(path: Path, model: Any, optimizer: Any, schedule: Any) -> int:
-    if not (path / "trainer_state.pt").exists():
-        return 0
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
-    state = torch.load(path / "trainer_state.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["step"])

@@ -24,6 +24,7 @@ import torch
 from rewards.attribution import Normalizer
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env.episode import append_jsonl, iter_jsonl
+from trainers.checkpoint import load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -103,16 +104,7 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
 
     # Resume: adapter weights, optimizer, schedule, step and best metric from the last checkpoint.
     ckpt = out / "checkpoint"
-    state = {"step": 0, "best_mse": float("inf"), "bad_evals": 0}
-    if (ckpt / "state.json").exists():
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(rm.model, load_file(ckpt / "adapter_model.safetensors"))
-        extra = torch.load(ckpt / "optimizer.pt", weights_only=True)
-        optimizer.load_state_dict(extra["optimizer"])
-        schedule.load_state_dict(extra["schedule"])
-        state = json.loads((ckpt / "state.json").read_text())
+    state = load_checkpoint(ckpt, rm.model, optimizer, schedule) or {"step": 0, "best_mse": float("inf"), "bad_evals": 0}
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     metrics_path = out / "metrics.jsonl"
     encoded = rm.encode([r["prompt"] for r in train], [r["utterance"] for r in train])
@@ -148,10 +140,10 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
                 state["bad_evals"] += 1
                 if state["bad_evals"] >= cfg.patience:
                     stop = f"no held-out improvement in {cfg.patience} evaluations"
-            _checkpoint(rm, optimizer, schedule, state, ckpt)
+            save_checkpoint(ckpt, rm.model, optimizer, schedule, state)
         if cfg.max_minutes is not None and time.monotonic() - started > 60 * cfg.max_minutes:
             stop = stop or f"time limit of {cfg.max_minutes} minutes"
-            _checkpoint(rm, optimizer, schedule, state, ckpt)
+            save_checkpoint(ckpt, rm.model, optimizer, schedule, state)
         append_jsonl(metrics_path, record)
     bar.close()
     summary = {"steps": state["step"], "best_step": state.get("best_step"), "heldout_mse": state["best_mse"],
@@ -159,15 +151,3 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
                "stopped": stop or "completed", "model": str(out / "best")}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _checkpoint(rm: RewardModel, optimizer: Any, schedule: Any, state: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    rm.model.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state))
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    tmp.rename(path)
