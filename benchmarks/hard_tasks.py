@@ -317,7 +317,7 @@ def provenance(cfg: BenchmarkConfig, judge_model: str) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "judge_model": judge_model, "judge_prompt_version": PROMPT_VERSION,
         "agent_prompt_sha256": hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:16],
         "protocol_sha256": hashlib.sha256(json.dumps({k: asdict(cfg)[k] for k in PROTOCOL}, sort_keys=True).encode()).hexdigest()[:16],
