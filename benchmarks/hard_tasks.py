@@ -108,7 +108,10 @@ class BenchmarkResult:
 # --- the plan ------------------------------------------------------------------------------------
 
 
-def load_pool(cfg: BenchmarkConfig) -> tuple[dict, dict, dict[str, list[tuple[str, str]]]]:
+Pool = tuple[dict, dict, dict[str, list[tuple[str, str]]]]  # scenarios, characters, pairings by scenario id
+
+
+def load_pool(cfg: BenchmarkConfig) -> Pool:
     """Scenarios, characters and pairings: the shipped library, or an imported one (`cfg.library`)."""
     from sotopia_env.scenarios import (
         hard_pairings,
@@ -130,11 +133,11 @@ def load_pool(cfg: BenchmarkConfig) -> tuple[dict, dict, dict[str, list[tuple[st
         {k: [tuple(p) for p in v] for k, v in raw.items()}
 
 
-def plan(cfg: BenchmarkConfig) -> list[Cell]:
+def plan(cfg: BenchmarkConfig, pool: Pool | None = None) -> list[Cell]:
     """Every cell of the benchmark, in a fixed order. Scenarios without listed pairings get seeded ones."""
     from sotopia_env.scenarios import make_pairings, split
 
-    scenarios, characters, pairings = load_pool(cfg)
+    scenarios, characters, pairings = pool or load_pool(cfg)
     chosen = split(cfg.split, scenarios)
     if cfg.scenarios is not None:
         chosen = chosen[: cfg.scenarios]
@@ -174,8 +177,9 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
         raise ValueError(f"policies repeat: {cfg.policies}")
     out = Path(cfg.out)
     _pin_protocol(cfg, out)
-    cells = plan(cfg)
-    episodes = {spec: _play(cfg, spec, cells, out, progress) for spec in cfg.policies}
+    pool = load_pool(cfg)
+    cells = plan(cfg, pool)
+    episodes = {spec: _play(cfg, spec, cells, out, progress, pool) for spec in cfg.policies}
 
     own_engine = judge is None
     if own_engine:
@@ -198,6 +202,8 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
 
 
 def _pin_protocol(cfg: BenchmarkConfig, out: Path) -> None:
+    from sotopia_env.episode import write_text_atomic
+
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
     current = asdict(cfg)
@@ -207,12 +213,10 @@ def _pin_protocol(cfg: BenchmarkConfig, out: Path) -> None:
         if changed:
             raise ValueError(f"{out} holds a benchmark run with another protocol ({'; '.join(changed)}); use a new --out")
         current["policies"] = list(dict.fromkeys(before.get("policies", []) + cfg.policies))  # remember every policy run here
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(current, indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(current, indent=1))
 
 
-def _play(cfg: BenchmarkConfig, spec: str, cells: list[Cell], out: Path, progress: bool) -> dict[str, Any]:
+def _play(cfg: BenchmarkConfig, spec: str, cells: list[Cell], out: Path, progress: bool, pool: Pool | None = None) -> dict[str, Any]:
     """The policy's episodes by cell key, playing the missing ones (seat 0 cells, then seat 1 cells)."""
     from agents.engine import SamplingParams
     from agents.runner import EpisodeJob, run_episodes
@@ -222,7 +226,7 @@ def _play(cfg: BenchmarkConfig, spec: str, cells: list[Cell], out: Path, progres
     folder = policy_dir(out, spec)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "episodes.jsonl"
-    scenarios, characters, _ = load_pool(cfg)
+    scenarios, characters, _ = pool or load_pool(cfg)
     jobs = {c.key: EpisodeJob(c.scenario, c.characters, cfg.seed + c.repeat, tag=f"seat{c.seat}") for c in cells}
     done = {e.id for e in read_episodes(path)}
     todo = [c for c in cells if jobs[c.key].id not in done]
@@ -246,14 +250,8 @@ def _judge(judge: Any, episodes: dict[str, Any], batch: int, progress: bool) -> 
     from tqdm import tqdm
 
     keys = list(episodes)
-    judged: dict[str, Any] = {}
-    with tqdm(total=len(keys), desc="judge", unit="ep", disable=not progress) as bar:
-        for start in range(0, len(keys), batch):
-            chunk = keys[start : start + batch]
-            for key, episode in zip(chunk, judge.judge_episodes([episodes[k] for k in chunk])):
-                judged[key] = episode
-            bar.update(len(chunk))
-    return judged
+    judged = judge.judge_in_batches([episodes[k] for k in keys], batch)
+    return dict(zip(keys, tqdm(judged, total=len(keys), desc="judge", unit="ep", disable=not progress)))
 
 
 # --- aggregation ---------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sotopia_env.episode import write_jsonl_atomic, write_text_atomic
+
 from .hard_tasks import BenchmarkResult
 from .stats import Estimate
 
@@ -21,14 +23,14 @@ def write_report(result: BenchmarkResult, out: Path) -> dict[str, Path]:
         "scenarios_csv": out / "scenarios.csv", "comparisons_csv": out / "comparisons.csv",
         "dimensions_png": out / "dimensions.png", "scenarios_png": out / "scenarios.png",
     }
-    _write(paths["json"], json.dumps(_clean(result.to_dict()), indent=1))
-    _write(paths["markdown"], markdown(result))
+    write_text_atomic(paths["json"], json.dumps(_clean(result.to_dict()), indent=1))
+    write_text_atomic(paths["markdown"], markdown(result))
     dims = list(result.policies[0].dimensions)
-    _write(paths["dimensions_csv"], _csv(["policy", "dimension", "mean", "ci_low", "ci_high", "n"],
+    write_text_atomic(paths["dimensions_csv"], _csv(["policy", "dimension", "mean", "ci_low", "ci_high", "n"],
                                          [[p.spec, d, e.mean, e.low, e.high, e.n] for p in result.policies for d, e in p.dimensions.items()]))
-    _write(paths["scenarios_csv"], _csv(["policy", "scenario", "overall", "goal", "n"],
+    write_text_atomic(paths["scenarios_csv"], _csv(["policy", "scenario", "overall", "goal", "n"],
                                         [[p.spec, s, v["overall"], v["goal"], v["n"]] for p in result.policies for s, v in p.scenarios.items()]))
-    _write(paths["comparisons_csv"], _csv(["policy", "baseline", "dimension", "difference", "ci_low", "ci_high", "pairs"],
+    write_text_atomic(paths["comparisons_csv"], _csv(["policy", "baseline", "dimension", "difference", "ci_low", "ci_high", "pairs"],
                                           [[c.policy, c.baseline, d, e.mean, e.low, e.high, e.n] for c in result.comparisons
                                            for d, e in c.differences.items()]))
     plot_dimensions(result, dims, paths["dimensions_png"])
@@ -159,8 +161,7 @@ def write_leaderboard(result: BenchmarkResult, path: Path) -> None:
             "split": result.config["split"], "partner": result.config["partner"], "judge_model": prov["judge_model"],
             "protocol_sha256": prov["protocol_sha256"], "out": result.config["out"], "date": prov["date"],
         }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, "".join(json.dumps(_clean(e)) + "\n" for e in entries.values()))
+    write_jsonl_atomic(path, (_clean(e) for e in entries.values()))
     lines = ["# Leaderboard", "", "Entries with the same protocol (split, partner, judge, sampling, seeds) are comparable.", ""]
     for protocol in sorted({e["protocol_sha256"] for e in entries.values()}):
         rows = sorted((e for e in entries.values() if e["protocol_sha256"] == protocol), key=lambda e: -_num(e["overall"]))
@@ -171,7 +172,7 @@ def write_leaderboard(result: BenchmarkResult, path: Path) -> None:
             lines.append(f"| {rank} | `{e['policy']}` | {_num(e['overall']):.2f} [{_num(e['overall_ci'][0]):.2f}, {_num(e['overall_ci'][1]):.2f}] | "
                          f"{_num(e['goal']):.2f} [{_num(e['goal_ci'][0]):.2f}, {_num(e['goal_ci'][1]):.2f}] | {e['judged']}/{e['planned']} | {e['date']} |")
         lines.append("")
-    _write(path.with_suffix(".md"), "\n".join(lines))
+    write_text_atomic(path.with_suffix(".md"), "\n".join(lines))
 
 
 def _num(value: Any) -> float:
@@ -195,12 +196,6 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buf.getvalue()
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _save_figure(fig: Any, path: Path) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from agents.engine import Engine, Messages
@@ -141,6 +141,12 @@ class Judge:
                 "judge_failures": failures, "meta": {**ep.meta, "judge_prompt_version": PROMPT_VERSION},
             }))
         return judged
+
+    def judge_in_batches(self, episodes: Sequence[Episode], batch_size: int) -> Iterator[Episode]:
+        """Judged copies in input order, `batch_size` episodes per engine call, yielded as each batch ends
+        (callers write them as they come, so an interrupted run keeps what was judged)."""
+        for start in range(0, len(episodes), batch_size):
+            yield from self.judge_episodes(episodes[start : start + batch_size])
 
     def __call__(self, episode: Episode) -> dict[str, dict[str, float]]:
         [judged] = self.judge_episodes([episode])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sotopia_env import Episode, read_episodes
-from sotopia_env.episode import append_jsonl, iter_jsonl
+from sotopia_env.episode import append_jsonl, iter_jsonl, write_jsonl_atomic
 
 from .attribution import AttributionConfig, Attributor, Normalizer, UtteranceLabel
 from .judge import Judge
@@ -63,11 +63,7 @@ def label_episodes(
     all_failures = [f for rec in iter_jsonl(raw_path) for f in rec.get("failures", [])]
     normalizer = Normalizer.fit(rows, config)
     normalizer.apply(rows)
-    tmp = out.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
-    tmp.replace(out)
+    write_jsonl_atomic(out, (asdict(r) for r in rows))
     stats = {**normalizer.to_json(), "method": config.method, "gamma": config.gamma}
     out.with_suffix(".stats.json").write_text(json.dumps(stats, indent=1))
     return {"episodes": len(episodes), "labelled_now": len(todo), "rows": len(rows), "failures": all_failures}

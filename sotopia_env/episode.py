@@ -106,10 +106,30 @@ def _cut_partial_tail(fd: int) -> None:
     os.ftruncate(fd, 0)
 
 
+def jsonl_line(record: BaseModel | dict[str, Any]) -> str:
+    """One record as one JSONL line (a pydantic model is dumped in JSON mode)."""
+    payload = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
+    return json.dumps(payload, ensure_ascii=False) + "\n"
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace a file's whole content: written to a temporary name beside it, then renamed over it, so
+    a reader or a crash never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_jsonl_atomic(path: str | Path, records: Iterable[BaseModel | dict[str, Any]]) -> None:
+    """A whole JSONL file at once (see `write_text_atomic`); `append_jsonl` adds to one line by line."""
+    write_text_atomic(path, "".join(jsonl_line(r) for r in records))
+
+
 def append_jsonl(path: str | Path, record: BaseModel | dict[str, Any]) -> None:
     """Append one record as one line, atomically with respect to other writers and crashes."""
-    payload = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
-    line = (json.dumps(payload, ensure_ascii=False) + "\n").encode("utf-8")
+    line = jsonl_line(record).encode("utf-8")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

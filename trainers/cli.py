@@ -44,10 +44,9 @@ def judge_command(args: argparse.Namespace) -> int:
     todo = [e for e in read_episodes(args.episodes) if e.id not in done]
     judge = Judge(make_engine(parse_spec(args.judge)), cache_path=out.parent / "judge_cache.jsonl")
     failed = 0
-    for start in range(0, len(todo), args.batch_size):
-        for episode in judge.judge_episodes(todo[start : start + args.batch_size]):
-            failed += bool(episode.judge_failures)
-            write_episode(out, episode)
+    for episode in judge.judge_in_batches(todo, args.batch_size):
+        failed += bool(episode.judge_failures)
+        write_episode(out, episode)
     print(f"judged {len(todo)} episode(s) ({failed} with failures, recorded in judge_failures) -> {out}")
     return 0
 

@@ -45,7 +45,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     from rewards.judge import Judge
     from rewards.labeling import label_episodes
     from sotopia_env import read_episodes, split
-    from sotopia_env.episode import write_episode
+    from sotopia_env.episode import write_jsonl_atomic
     from trainers.bc import BCConfig, train_bc
     from trainers.grpo import GRPOConfig, train_grpo
     from trainers.reward_model import RMTrainConfig, train_reward_model
@@ -73,11 +73,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     judge = None
     if not judged_path.exists():
         judge = Judge(make_engine(parse_spec(cfg.judge)), cache_path=out / "judge_cache.jsonl")
-        tmp = judged_path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        for episode in judge.judge_episodes(read_episodes(episodes_path)):
-            write_episode(tmp, episode)
-        tmp.rename(judged_path)
+        write_jsonl_atomic(judged_path, judge.judge_episodes(read_episodes(episodes_path)))
     judged = read_episodes(judged_path)
     n_failed = sum(1 for e in judged for a in e.agents if a not in e.judge_scores)
 
