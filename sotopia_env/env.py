@@ -4,6 +4,11 @@ Two seats, `agent_0` and `agent_1`, filled each episode by two characters. Round
 (`agent_0` opens), or simultaneous. Every perceivable action (speak, non-verbal communication, action)
 is scored by `reward_fn` for its speaker; an optional `judge` scores the finished episode, and its
 scores land in `info[agent]["episode"]` and in the `Episode` record.
+
+Turns follow PettingZoo's parallel contract: every live agent may send an action each step. In
+round-robin the waiting agent's action is ignored, as Sotopia does, and `info[agent]["ignored_action"]`
+says so; `observation["your_turn"]` and `observation["action_type_mask"]` say who may act. With
+`strict_turns=True` an out-of-turn action raises instead, for code that wants to catch its own mistakes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from .episode import Episode, Turn, write_episode
 from .scenarios import Character, Scenario, hard_pairings, library_characters, library_scenarios, split
 
 TurnMode = Literal["round-robin", "simultaneous"]
+
+# The settings that shape what agents observe and may do; recorded in each episode's `meta` so that a
+# replay (`replay.utterance_states`) rebuilds the env the episode was played in.
+RECORDED_SETTINGS = ("turn_mode", "max_turns", "max_silent_turns", "max_utterance_chars", "strict_turns")
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ class SocialParallelEnv(ParallelEnv):
         max_utterance_chars: int = 2000,
         reward_fn: UtteranceReward | Callable[[RewardContext], float] | None = None,
         judge: EpisodeJudge | Callable[[Episode], Mapping[str, Mapping[str, float]]] | None = None,
-        strict_turns: bool = True,
+        strict_turns: bool = False,
         episodes_path: str | Path | None = None,
         agent_models: Mapping[str, str] | None = None,
         render_mode: str | None = None,
@@ -75,8 +84,9 @@ class SocialParallelEnv(ParallelEnv):
             category) of the shipped library, or None for the whole library.
         characters: the pool of characters (default: the shipped library).
         max_silent_turns: the episode ends after this many consecutive steps in which nobody spoke.
-        strict_turns: in round-robin mode, a non-`none` action from the agent whose turn it is not
-            raises ValueError; with False it is ignored (Sotopia's masking behaviour).
+        strict_turns: in round-robin mode, an action other than `none` from the agent whose turn it is
+            not is ignored and reported in its info as `ignored_action` (Sotopia's masking, and what
+            PettingZoo callers that send every live agent's action need); True raises ValueError instead.
         episodes_path: when set, each finished episode is appended to this JSONL file.
         """
         if turn_mode not in ("round-robin", "simultaneous"):
@@ -164,7 +174,7 @@ class SocialParallelEnv(ParallelEnv):
             agents=tuple(self.possible_agents),  # type: ignore[arg-type]
             agent_models=self.agent_models,
             seed=seed,
-            meta={"max_turns": self.max_turns, "turn_mode": self.turn_mode, "max_silent_turns": self.max_silent_turns},
+            meta={name: getattr(self, name) for name in RECORDED_SETTINGS},
         )
         self._pair = pair
         self.agents = list(self.possible_agents)
@@ -176,7 +186,7 @@ class SocialParallelEnv(ParallelEnv):
         self._history: list[tuple[int, Action]] = []
         self._history_lines: list[str] = []
         self._history_obs: list[dict[str, Any]] = []
-        self._dialogue = "(nothing yet)"
+        self._dialogue = obs_lib.NO_DIALOGUE
         self._headers = {a: obs_lib.prompt_header(scenario, pair, i) for i, a in enumerate(self.possible_agents)}
         self._rendered_upto = 0
         for agent in self.agents:
@@ -204,14 +214,17 @@ class SocialParallelEnv(ParallelEnv):
             raise ValueError(f"unknown agent(s) {unknown}; the agents in this episode are {self.agents}")
         active = self._active
         parsed: dict[str, tuple[Action, list[str]]] = {}
+        ignored: set[str] = set()
         for agent, raw in actions.items():
             action, repairs = parse_action(agent, raw, self.max_utterance_chars)
             if agent not in active:
-                if action.action_type is not ActionType.none and self.strict_turns:
-                    raise ValueError(
-                        f"agent '{agent}' acted out of turn; it is '{active[0]}'s turn "
-                        "(send only the active agent's action, or a 'none' action)"
-                    )
+                if action.action_type is not ActionType.none:
+                    if self.strict_turns:
+                        raise ValueError(
+                            f"agent '{agent}' acted out of turn; it is '{active[0]}'s turn (send only the active "
+                            "agent's action or a 'none' action, or build the env with strict_turns=False)"
+                        )
+                    ignored.add(agent)
                 continue
             parsed[agent] = (action, repairs)
         missing = [a for a in active if a not in parsed]
@@ -261,14 +274,16 @@ class SocialParallelEnv(ParallelEnv):
         elif self._turn >= self.max_turns:
             end_reason = "turn_limit"
         done_terminal = end_reason in ("leave", "silence")
-        terminations = {a: done_terminal for a in self.agents}
-        truncations = {a: end_reason == "turn_limit" for a in self.agents}
+        live = self.agents
+        terminations = {a: done_terminal for a in live}
+        truncations = {a: end_reason == "turn_limit" for a in live}
         if end_reason:
             self._finish(end_reason)
-        observations = {a: self._observe(a) for a in self.agents}
-        infos = {a: self._info(a, repairs=parsed[a][1] if a in parsed else []) for a in self.agents}
-        if end_reason:
+            # Cleared before the last observations are made, so they give nobody a turn.
             self.agents = []
+            self._active = []
+        observations = {a: self._observe(a) for a in live}
+        infos = {a: self._info(a, parsed[a][1] if a in parsed else [], a in ignored) for a in live}
         if self.render_mode == "human":
             print(self.render(), end="")
         return observations, rewards, terminations, truncations, infos
@@ -340,30 +355,33 @@ class SocialParallelEnv(ParallelEnv):
             a, b = self._rng.sample(sorted(self.characters), 2)
         return self.characters[a], self.characters[b]
 
-    def _prompt(self, agent: str, active: list[str] | None = None) -> str:
+    def _prompt(self, agent: str) -> str:
         seat = 0 if agent == "agent_0" else 1
-        your_turn = agent in (self._active if active is None else active)
-        dialogue = self._dialogue
-        footer = obs_lib.prompt_footer(self._pair, seat, self._turn, self.max_turns, your_turn)
-        return self._headers[agent] + dialogue + footer
+        footer = obs_lib.prompt_footer(
+            self._pair, seat, self._turn, self.max_turns, agent in self._active, ended=not self.agents
+        )
+        return self._headers[agent] + self._dialogue + footer
 
     def _observe(self, agent: str) -> dict[str, Any]:
-        active = self._active if self.agents else []
+        your_turn = agent in self._active
+        mask = obs_lib.MASK_ANY if your_turn else obs_lib.MASK_WAIT if self.agents else obs_lib.MASK_ENDED
         return {
-            "prompt": self._prompt(agent, active),
+            "prompt": self._prompt(agent),
             "turn": self._turn,
             "seat": 0 if agent == "agent_0" else 1,
-            "your_turn": int(agent in active),
+            "your_turn": int(your_turn),
+            "action_type_mask": mask.copy(),  # a copy: callers may keep or edit it
             "history": tuple(map(dict.copy, self._history_obs)),  # fresh dicts: callers may keep or edit them
         }
 
-    def _info(self, agent: str, repairs: list[str] | None = None) -> dict[str, Any]:
+    def _info(self, agent: str, repairs: list[str] | None = None, ignored_action: bool = False) -> dict[str, Any]:
         seat = self.possible_agents.index(agent)
         info: dict[str, Any] = {
             "character": self._pair[seat].id,
             "scenario": self._episode.scenario.id,
             "active_agents": self.active_agents,
             "repairs": list(repairs or []),
+            "ignored_action": ignored_action,  # an out-of-turn action this step that had no effect
         }
         episode = self._episode
         if episode.end_reason:

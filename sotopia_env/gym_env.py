@@ -4,6 +4,11 @@ One learning agent holds a seat; the partner is a `Policy` inside the env. `step
 learner's action, then the partner's turns, until it is the learner's turn again or the episode ends.
 The vector env does this for many episodes at once and calls the partner once per round for all of
 them (`act_batch`), so an LLM partner generates in batches too.
+
+An episode the partner ends before the learner's first move (learner in seat 1, partner leaves or the
+limits run out at once) gives the learner nothing to act on, and gymnasium has no zero-length episode:
+`reset`, and the vector env's autoreset, start a fresh one instead, at most `max_restarts` times, then
+raise. The skipped episodes are still recorded (`episodes_path`); `info["restarts"]` counts them.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class _Match:
     def start(self, learner: str, seed: int | None, options: dict[str, Any] | None) -> None:
         self.learner = learner
         obs, infos = self.env.reset(seed=seed, options=options)
+        self.reward = 0.0
         self._take(obs, {}, {}, {}, infos)
 
     def needs_partner(self) -> bool:
@@ -90,6 +96,34 @@ def _run_round(matches: Sequence[_Match], learner_actions: Sequence[Any] | None,
             m.play({m.partner: action})
 
 
+def _start_episodes(
+    starts: Sequence[tuple[_Match, str, int | None]], options: dict[str, Any] | None, partner: Policy, max_restarts: int
+) -> None:
+    """Reset each (match, learner seat, seed) and play the partner's opening moves, batched across matches.
+
+    A match the partner ended before its learner could act is started again (the seed is used for the
+    first try only: later tries continue its draws); after `max_restarts` restarts this raises."""
+    pending = list(starts)
+    restarts = dict.fromkeys(map(id, (m for m, _, _ in starts)), 0)
+    for attempt in range(max_restarts + 1):
+        for m, learner, seed in pending:
+            m.start(learner, seed if attempt == 0 else None, options)
+        _run_round([m for m, _, _ in pending], None, partner)
+        for m, _, _ in pending:
+            m.info["restarts"] = restarts[id(m)]
+        pending = [p for p in pending if not p[0].live]
+        if not pending:
+            return
+        for m, _, _ in pending:
+            restarts[id(m)] += 1
+    m, learner, _ = pending[0]
+    raise RuntimeError(
+        f"the partner ({type(partner).__name__}) ended {max_restarts + 1} episodes in a row before the learner in "
+        f"{learner} could act (last end: {m.env.episode.end_reason!r}); give the partner a policy that "
+        "opens the dialogue, put the learner in seat 0, or raise max_restarts"
+    )
+
+
 def _learner_seat(choice: int | str, rng: np.random.Generator) -> str:
     if choice == "random":
         return f"agent_{int(rng.integers(2))}"
@@ -98,30 +132,50 @@ def _learner_seat(choice: int | str, rng: np.random.Generator) -> str:
     raise ValueError(f"learner_seat must be 0, 1 or 'random', not {choice!r}")
 
 
+def _check_learner_can_act(learner_seat: int | str, max_restarts: int, env: SocialParallelEnv) -> None:
+    _learner_seat(learner_seat, np.random.default_rng(0))
+    if max_restarts < 0:
+        raise ValueError(f"max_restarts must be at least 0, not {max_restarts}")
+    if learner_seat != 0 and env.turn_mode == "round-robin" and env.max_turns < 2:
+        raise ValueError(
+            f"with max_turns={env.max_turns} the learner in seat 1 never gets a turn in round-robin; "
+            "raise max_turns or use learner_seat=0"
+        )
+
+
 class SocialGymEnv(gymnasium.Env):
     """One learner against a partner policy. `env.step("I can do $90 if you deliver it.")`.
 
-    Keyword arguments other than `partner` and `learner_seat` go to `SocialParallelEnv`. The reward of a
-    step is the learner's utterance reward; `info["episode"]` holds the episode summary at the end.
+    Keyword arguments other than `partner`, `learner_seat` and `max_restarts` go to `SocialParallelEnv`.
+    The reward of a step is the learner's utterance reward; `info["episode"]` holds the episode summary
+    at the end.
+
+    `reset` always returns an episode the learner can act in. When the partner ends an episode before
+    the learner's first move (learner in seat 1), that episode is recorded and a fresh one started, up to
+    `max_restarts` times (then RuntimeError); `info["restarts"]` says how many were skipped.
     """
 
     metadata = {"render_modes": ["human", "ansi"], "render_fps": 1}
 
-    def __init__(self, partner: Policy | None = None, learner_seat: int | str = 0, **env_kwargs: Any) -> None:
+    def __init__(
+        self, partner: Policy | None = None, learner_seat: int | str = 0, max_restarts: int = 10, **env_kwargs: Any
+    ) -> None:
         self.partner = partner if partner is not None else ScriptedPolicy(DEFAULT_PARTNER_LINES)
         self.learner_seat = learner_seat
-        _learner_seat(learner_seat, np.random.default_rng(0))  # validate early
+        self.max_restarts = max_restarts
         self.parallel_env = SocialParallelEnv(**env_kwargs)
+        _check_learner_can_act(learner_seat, max_restarts, self.parallel_env)
         self.render_mode = self.parallel_env.render_mode
-        self.observation_space = obs_lib.observation_space(self.parallel_env.max_turns, self.parallel_env.max_utterance_chars)
+        self.observation_space = obs_lib.observation_space(
+            self.parallel_env.max_turns, self.parallel_env.max_utterance_chars
+        )
         self.action_space = obs_lib.action_space(self.parallel_env.max_utterance_chars)
         self._match = _Match(self.parallel_env)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         learner = _learner_seat(self.learner_seat, self.np_random)
-        self._match.start(learner, seed, options)
-        _run_round([self._match], None, self.partner)
+        _start_episodes([(self._match, learner, seed)], options, self.partner, self.max_restarts)
         return self._match.obs, self._match.info
 
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
@@ -150,18 +204,31 @@ class SocialVectorEnv(VectorEnv):
     that `action_space.sample()` returns. The partner acts for all sub-envs that wait on it in one
     `act_batch` call per round. A sub-env that ended is reset on the following `step`, which ignores
     its action, as gymnasium's NEXT_STEP autoreset mode specifies.
+
+    Like `SocialGymEnv.reset`, `reset` and the autoreset never hand back an episode the partner ended
+    before the learner's first move: a fresh one is started (at most `max_restarts` times per sub-env,
+    then RuntimeError), so every observation after a reset is live; `info["restarts"]` counts the skips.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int, partner: Policy | None = None, learner_seat: int | str = 0, **env_kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        partner: Policy | None = None,
+        learner_seat: int | str = 0,
+        max_restarts: int = 10,
+        **env_kwargs: Any,
+    ) -> None:
         if num_envs < 1:
             raise ValueError("num_envs must be at least 1")
         self.num_envs = num_envs
         self.partner = partner if partner is not None else ScriptedPolicy(DEFAULT_PARTNER_LINES)
         self.learner_seat = learner_seat
+        self.max_restarts = max_restarts
         self.envs = [SocialParallelEnv(**env_kwargs) for _ in range(num_envs)]
         first = self.envs[0]
+        _check_learner_can_act(learner_seat, max_restarts, first)
         self.single_observation_space = obs_lib.observation_space(first.max_turns, first.max_utterance_chars)
         self.single_action_space = obs_lib.action_space(first.max_utterance_chars)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -171,7 +238,9 @@ class SocialVectorEnv(VectorEnv):
         self._rng = np.random.default_rng()
         self._seeds: list[int | None] = [None] * num_envs
 
-    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+    def reset(
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict]:
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
         elif isinstance(seed, int):
@@ -181,9 +250,8 @@ class SocialVectorEnv(VectorEnv):
             if len(seed) != self.num_envs:
                 raise ValueError(f"got {len(seed)} seeds for {self.num_envs} envs")
             seeds = list(seed)
-        for m, s in zip(self._matches, seeds):
-            m.start(_learner_seat(self.learner_seat, self._rng), s, options)
-        _run_round(self._matches, None, self.partner)
+        starts = [(m, _learner_seat(self.learner_seat, self._rng), s) for m, s in zip(self._matches, seeds)]
+        _start_episodes(starts, options, self.partner, self.max_restarts)
         self._needs_reset[:] = False
         return self._batch_obs(), self._batch_infos()
 
@@ -194,14 +262,11 @@ class SocialVectorEnv(VectorEnv):
         if len(actions) != self.num_envs:
             raise ValueError(f"got {len(actions)} actions for {self.num_envs} envs")
         resetting = [m for m, r in zip(self._matches, self._needs_reset) if r]
-        for m in resetting:
-            m.start(_learner_seat(self.learner_seat, self._rng), None, None)
         playing = [(m, a) for m, a, r in zip(self._matches, actions, self._needs_reset) if not r]
         _run_round([m for m, _ in playing], [a for _, a in playing], self.partner)
         if resetting:
-            _run_round(resetting, None, self.partner)
-        for m in resetting:
-            m.reward, m.terminated, m.truncated = 0.0, False, False
+            starts = [(m, _learner_seat(self.learner_seat, self._rng), None) for m in resetting]
+            _start_episodes(starts, None, self.partner, self.max_restarts)
         rewards = np.array([m.reward for m in self._matches], dtype=np.float64)
         terminated = np.array([m.terminated for m in self._matches], dtype=bool)
         truncated = np.array([m.truncated for m in self._matches], dtype=bool)

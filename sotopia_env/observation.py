@@ -7,9 +7,11 @@ relationship lets it know of the partner, and the dialogue so far. Never the par
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from functools import cache
 
+import numpy as np
 from gymnasium import spaces
 
 from .actions import Action, ActionType, text_charset
@@ -18,6 +20,7 @@ from .scenarios import Character, Relationship, Scenario
 # The prompt is the situation, two profiles and up to max_turns x 2 utterances: bounded by the env's
 # limits, checked when the env is built (`prompt_chars_bound`).
 PROMPT_OVERHEAD_CHARS = 20_000
+NO_DIALOGUE = "(nothing yet)"  # the dialogue part of the prompt before anyone has acted
 
 
 def describe_self(character: Character) -> str:
@@ -56,18 +59,61 @@ def prompt_header(scenario: Scenario, characters: Sequence[Character], seat: int
     secrets = [s for s in (me.secret, role.secret) if s]
     if secrets:
         lines += ["", "Your secret (do not reveal it unless it serves your goal): " + " ".join(secrets)]
-    lines += ["", f"Your goal: {role.goal}", "", "Conversation so far:\n"]
+    lines += ["", f"Your goal: {role.goal}", "", DIALOGUE_START]
     return "\n".join(lines)
+
+
+DIALOGUE_START = "Conversation so far:\n"  # ends the header; the dialogue lines follow
+_LINE_START = re.compile(r"\n(?=Turn \d+: )")
+
+
+def split_prompt(prompt: str) -> tuple[str, list[str], str] | None:
+    """(header, dialogue lines, closing line) of an observation prompt; None for text of another shape.
+
+    Readers with a token budget keep the header and the closing line and drop the oldest lines
+    (`agents.render`); this is the one place that knows how the prompt is laid out."""
+    start = prompt.find(DIALOGUE_START)
+    if start < 0:
+        return None
+    head_end = start + len(DIALOGUE_START)
+    rest = prompt[head_end:]
+    cut = rest.rfind("\n\n")
+    if cut < 0:
+        return None
+    body = rest[:cut]
+    lines = [] if body in ("", NO_DIALOGUE) else _LINE_START.split(body)
+    return prompt[:head_end], lines, rest[cut:]
+
+
+# Header lines a tight token budget may drop, after the old dialogue lines: profile details. The scenario,
+# who you are, who the partner is, your secret and your goal always stay.
+PROFILE_DETAIL_PREFIXES = ("Personality: ", "Values: ", "Decision style: ", "Background: ", "What you know of them: ")
+
+
+def compact_header(header: str) -> str:
+    """The header without its profile details (`PROFILE_DETAIL_PREFIXES`)."""
+    return "\n".join(line for line in header.split("\n") if not line.startswith(PROFILE_DETAIL_PREFIXES))
 
 
 def history_line(index: int, speaker_name: str, action: Action) -> str:
     return f"Turn {index}: {action.render(speaker_name)}"
 
 
-def prompt_footer(characters: Sequence[Character], seat: int, turn: int, max_turns: int, your_turn: bool) -> str:
+def prompt_footer(
+    characters: Sequence[Character], seat: int, turn: int, max_turns: int, your_turn: bool, ended: bool = False
+) -> str:
+    if ended:  # nobody acts again: no question a model could answer as if the dialogue went on
+        return f"\n\nThe conversation is over after {turn} of {max_turns} turns."
     if your_turn:
         return f"\n\nIt is turn {turn} of {max_turns}. You are {characters[seat].name}; what do you do next?"
     return f"\n\nIt is turn {turn} of {max_turns}. Wait for {characters[1 - seat].first_name}."
+
+
+# `action_type_mask`: 1 where an action of that type takes effect this step. The agent whose turn it is
+# may take any; the one who waits only `none` (anything else is ignored); nobody acts once it is over.
+MASK_ANY = np.ones(len(ActionType), dtype=np.int8)
+MASK_WAIT = np.array([int(t is ActionType.none) for t in ActionType], dtype=np.int8)
+MASK_ENDED = np.zeros(len(ActionType), dtype=np.int8)
 
 
 @cache
@@ -91,6 +137,7 @@ def observation_space(max_turns: int, max_utterance_chars: int, n_agents: int = 
             "turn": spaces.Discrete(max_turns + 1),
             "seat": spaces.Discrete(n_agents),
             "your_turn": spaces.Discrete(2),
+            "action_type_mask": spaces.MultiBinary(len(ActionType)),
             "history": spaces.Sequence(
                 spaces.Dict(
                     {

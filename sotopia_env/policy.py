@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,13 +19,17 @@ class Policy(Protocol):
     def act(self, observation: dict[str, Any]) -> Any: ...
 
 
-def act_batch(policy: Policy, observations: Sequence[dict[str, Any]]) -> list[Any]:
-    """One action per observation, in one call when the policy can batch (LLM policies can)."""
+def act_batch(policy: Policy, observations: Sequence[dict[str, Any]], keys: Sequence[tuple[Any, ...]] | None = None) -> list[Any]:
+    """One action per observation, in one call when the policy can batch (LLM policies can).
+
+    keys: one identity per request, e.g. (episode id, turn, seat), passed on to an `act_batch` that takes
+    `keys` so that a seeded policy samples per episode and turn, whatever else shares the batch."""
     if not observations:
         return []
     batched = getattr(policy, "act_batch", None)
     if batched is not None:
-        actions = list(batched(list(observations)))
+        takes_keys = keys is not None and "keys" in inspect.signature(batched).parameters
+        actions = list(batched(list(observations), keys=list(keys)) if takes_keys else batched(list(observations)))
         if len(actions) != len(observations):
             raise ValueError(f"{type(policy).__name__}.act_batch returned {len(actions)} actions for {len(observations)} observations")
         return actions

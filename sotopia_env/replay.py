@@ -8,9 +8,10 @@ reproduces those prompts without storing them in every episode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .actions import Action, ActionType
-from .env import SocialParallelEnv
+from .env import RECORDED_SETTINGS, SocialParallelEnv
 from .episode import Episode
 
 
@@ -22,16 +23,25 @@ class UtteranceState:
     action: Action
 
 
+def recorded_settings(episode: Episode) -> dict[str, Any]:
+    """The env settings the episode was played with (`env.RECORDED_SETTINGS`, kept in its `meta`).
+
+    Records written before a setting was recorded get the loosest value that replays them: as many
+    turns as were played, no silence limit, room for the longest utterance."""
+    fallback: dict[str, Any] = {
+        "turn_mode": "round-robin",
+        "max_turns": max((t.index for t in episode.turns), default=0) + 1,
+        "max_silent_turns": 10**6,
+        "max_utterance_chars": max((len(t.argument) for t in episode.turns), default=1) or 1,
+        "strict_turns": False,
+    }
+    return {name: episode.meta.get(name, fallback[name]) for name in RECORDED_SETTINGS}
+
+
 def utterance_states(episode: Episode) -> list[UtteranceState]:
     """One entry per perceivable action (speak, non-verbal, action) in the episode, in order."""
-    meta = episode.meta
     env = SocialParallelEnv(
-        scenarios=[episode.scenario],
-        characters=list(episode.characters),
-        max_turns=int(meta.get("max_turns", max((t.index for t in episode.turns), default=0) + 1)),
-        max_silent_turns=int(meta.get("max_silent_turns", 10**6)),
-        turn_mode=meta.get("turn_mode", "round-robin"),
-        strict_turns=False,
+        scenarios=[episode.scenario], characters=list(episode.characters), **recorded_settings(episode)
     )
     obs, _ = env.reset(options={"scenario": episode.scenario, "characters": episode.characters})
     states: list[UtteranceState] = []

@@ -15,7 +15,9 @@ from sotopia_env import (
     SocialParallelEnv,
     SocialVectorEnv,
 )
+from sotopia_env.env import RECORDED_SETTINGS
 from sotopia_env.episode import read_episodes
+from sotopia_env.replay import utterance_states
 
 SCENARIO = "neg-used-bike"
 PAIR = ("ben_kowalski", "amara_okafor")
@@ -27,12 +29,13 @@ def start(env: SocialParallelEnv | None = None, **kwargs):
     return env, obs, infos
 
 
-def test_pettingzoo_parallel_api_test_passes_in_both_turn_modes():
-    parallel_api_test(SocialParallelEnv(strict_turns=False), num_cycles=60)
+def test_pettingzoo_parallel_api_test_passes_as_constructed_in_both_turn_modes():
+    # The defaults: PettingZoo's test sends every live agent's sampled action each step, the waiting one's too.
+    parallel_api_test(SocialParallelEnv(), num_cycles=60)
     parallel_api_test(SocialParallelEnv(turn_mode="simultaneous"), num_cycles=60)
 
 
-def test_observations_and_sampled_actions_lie_in_their_spaces_through_an_episode():
+def test_observations_lie_in_their_space_through_an_episode_the_last_one_included():
     env, obs, _ = start(max_turns=6)
     text = "Ünïcödé — “quotes”, emoji 😀, tabs\tand\nnewlines, and a control \x07 char"
     for turn in range(6):
@@ -41,8 +44,107 @@ def test_observations_and_sampled_actions_lie_in_their_spaces_through_an_episode
         active = env.active_agents[0]
         obs, *_ = env.step({active: text})
     assert env.episode.end_reason == "turn_limit"
+    assert all(env.observation_space(a).contains(o) for a, o in obs.items())
     assert env.episode.turns[-1].repairs == ["replaced 1 unsupported character(s) with U+FFFD"]
-    assert all(env.action_space(a).contains(env.action_space(a).sample()) for a in env.possible_agents)
+
+
+def test_actions_sampled_from_the_action_space_for_every_live_agent_are_played_for_the_active_one_only():
+    env, *_ = start(max_turns=30)
+    for i, agent in enumerate(env.possible_agents):
+        env.action_space(agent).seed(i)
+    steps = 0
+    while env.agents:
+        active = env.active_agents[0]
+        actions = {a: env.action_space(a).sample() for a in env.agents}
+        _, _, _, _, infos = env.step(actions)
+        steps += 1
+        sampled = ActionType(int(actions[active]["action_type"]))
+        if (
+            sampled in (ActionType.speak, ActionType.non_verbal, ActionType.action)
+            and not actions[active]["argument"].strip()
+        ):
+            sampled = ActionType.none  # an empty utterance is recorded as doing nothing
+        [turn] = [t for t in env.episode.turns if t.index == steps - 1]
+        assert (turn.agent, turn.action_type) == (active, sampled.sotopia_name)
+        waiting = next(a for a in infos if a != active)
+        waiting_type = ActionType(int(actions[waiting]["action_type"]))
+        assert infos[waiting]["ignored_action"] == (waiting_type is not ActionType.none)
+    assert len(env.episode.turns) == steps > 1
+
+
+def test_the_waiting_agents_action_is_ignored_and_reported_and_strict_turns_raises():
+    env, *_ = start()
+    obs, rewards, _, _, infos = env.step({"agent_0": "Hi, it's $480.", "agent_1": "I talk over you."})
+    assert [h["argument"] for h in obs["agent_0"]["history"]] == ["Hi, it's $480."]
+    assert [t.agent for t in env.episode.turns] == ["agent_0"]
+    assert infos["agent_1"]["ignored_action"] is True and infos["agent_0"]["ignored_action"] is False
+    _, _, _, _, infos = env.step({"agent_0": Action(ActionType.none), "agent_1": "Too much."})
+    assert infos["agent_0"]["ignored_action"] is False  # a waiting 'none' is not an ignored action
+
+    strict, *_ = start(strict_turns=True)
+    with pytest.raises(ValueError, match="agent 'agent_1' acted out of turn; it is 'agent_0's turn"):
+        strict.step({"agent_0": "Hi.", "agent_1": "I talk over you."})
+    assert strict.episode.turns == []
+    strict.step({"agent_0": "Hi.", "agent_1": Action(ActionType.none)})  # 'none' from the waiting agent is fine
+    assert [t.argument for t in strict.episode.turns] == ["Hi."]
+
+
+def test_action_type_mask_lets_the_active_agent_take_any_action_and_the_waiting_one_only_none():
+    env, obs, _ = start()
+    assert obs["agent_0"]["action_type_mask"].tolist() == [1, 1, 1, 1, 1]
+    assert obs["agent_1"]["action_type_mask"].tolist() == [0, 0, 0, 0, 1]  # speak, non-verbal, action, leave, none
+    obs, *_ = env.step({"agent_0": "Hi."})
+    assert obs["agent_0"]["action_type_mask"].tolist() == [0, 0, 0, 0, 1]
+    assert obs["agent_1"]["action_type_mask"].tolist() == [1, 1, 1, 1, 1]
+    obs["agent_1"]["action_type_mask"][:] = 0  # a caller editing its copy changes nothing in the env
+    _, fresh, _ = start()
+    assert fresh["agent_0"]["action_type_mask"].tolist() == [1, 1, 1, 1, 1]
+    _, sim, _ = start(turn_mode="simultaneous")
+    assert sim["agent_0"]["action_type_mask"].tolist() == sim["agent_1"]["action_type_mask"].tolist() == [1] * 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "moves", "end_reason"),
+    [
+        ({}, [{"agent_0": "Hello"}, {"agent_1": {"action_type": "leave"}}], "leave"),
+        ({"max_silent_turns": 2}, [{"agent_0": None}, {"agent_1": None}], "silence"),
+        ({"max_turns": 3}, [{"agent_0": "a"}, {"agent_1": "b"}, {"agent_0": "c"}], "turn_limit"),
+    ],
+)
+def test_the_last_observation_of_an_ended_episode_gives_nobody_a_turn(kwargs, moves, end_reason):
+    env, *_ = start(**kwargs)
+    for move in moves:
+        obs, _, _, _, infos = env.step(move)
+    assert env.episode.end_reason == end_reason
+    for agent in ("agent_0", "agent_1"):
+        assert obs[agent]["your_turn"] == 0
+        assert obs[agent]["action_type_mask"].tolist() == [0, 0, 0, 0, 0]
+        assert "what do you do next?" not in obs[agent]["prompt"] and "Wait for" not in obs[agent]["prompt"]
+        assert obs[agent]["prompt"].endswith(f"The conversation is over after {len(moves)} of {env.max_turns} turns.")
+        assert infos[agent]["active_agents"] == []
+    assert env.active_agents == []
+
+
+def test_an_episode_records_its_settings_and_replays_to_the_prompts_its_agents_saw():
+    long_line = "I have thought about this a lot. " * 75  # 2,475 characters: over the default limit of 2,000
+    env, obs, _ = start(max_utterance_chars=3000, max_turns=5, max_silent_turns=3, strict_turns=True)
+    assert env.episode.meta == {
+        "turn_mode": "round-robin",
+        "max_turns": 5,
+        "max_silent_turns": 3,
+        "max_utterance_chars": 3000,
+        "strict_turns": True,
+    }
+    assert set(env.episode.meta) == set(RECORDED_SETTINGS)
+    seen = []
+    for agent, line in [("agent_0", long_line), ("agent_1", "That is a lot."), ("agent_0", long_line)]:
+        seen.append(obs[agent]["prompt"])
+        obs, *_ = env.step({agent: line})
+    episode = env.episode.model_validate_json(env.episode.model_dump_json())  # as read back from a file
+    states = utterance_states(episode)
+    assert [s.prompt for s in states] == seen
+    assert [s.action.argument for s in states] == [long_line, "That is a lot.", long_line]
+    assert "It is turn 2 of 5." in states[2].prompt
 
 
 def test_gymnasium_env_checker_passes_and_make_works():
@@ -135,7 +237,7 @@ def test_simultaneous_mode_takes_both_actions_each_step():
     ("actions", "error", "match"),
     [
         ({"mia": "hi"}, ValueError, r"unknown agent\(s\) \['mia'\]"),
-        ({"agent_1": "hi"}, ValueError, "agent 'agent_1' acted out of turn; it is 'agent_0's turn"),
+        ({"agent_1": "hi"}, ValueError, r"no action for \['agent_0'\]"),
         ({"agent_0": 42}, TypeError, "agent 'agent_0': an action must be a string"),
         ({"agent_0": "x" * 2001}, ValueError, "2001 characters is over the limit of 2000"),
         ({"agent_0": {"action_type": "shout", "argument": "HEY"}}, ValueError, "unknown action type 'shout'"),
@@ -183,9 +285,18 @@ def test_reset_options_are_checked():
         env.reset(options={"scenario": SCENARIO, "characters": ("amara_okafor", "amara_okafor")})
 
 
-def test_same_seed_same_episode_setup():
-    a, b = SocialParallelEnv(), SocialParallelEnv()
-    assert a.reset(seed=11)[0] == b.reset(seed=11)[0]
+def test_the_seed_decides_the_scenario_and_characters_drawn():
+    def setup(seed: int) -> tuple[str, str, str, str]:
+        obs, infos = SocialParallelEnv().reset(seed=seed)
+        return (
+            infos["agent_0"]["scenario"],
+            infos["agent_0"]["character"],
+            infos["agent_1"]["character"],
+            obs["agent_0"]["prompt"],
+        )
+
+    assert setup(11) == setup(11)
+    assert len({setup(seed) for seed in range(8)}) == 8  # the seed is used, not ignored
 
 
 def test_a_failing_judge_is_recorded_and_the_episode_still_written(tmp_path):
@@ -227,4 +338,13 @@ def test_vector_env_batches_partner_calls_and_autoresets_next_step():
     assert all(ep.end_reason == "leave" for ep in venv.episodes)
     obs, rewards, term, trunc, _ = venv.step(["ignored"] * 3)  # next-step autoreset
     assert not term.any() and all(len(h) == 0 for h in obs["history"])
-    venv.step(venv.action_space.sample())
+    venv.action_space.seed(2)
+    batched = venv.action_space.sample()  # the batched dict form: {"action_type": array, "argument": tuple}
+    obs, *_ = venv.step(batched)
+    for i, episode in enumerate(venv.episodes):
+        learner_turn = episode.turns[0]
+        sampled = ActionType(int(batched["action_type"][i]))
+        argument = batched["argument"][i]
+        if sampled in (ActionType.leave, ActionType.none) or not argument.strip():
+            argument = ""
+        assert learner_turn.agent == "agent_0" and learner_turn.argument == argument
