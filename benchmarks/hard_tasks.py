@@ -10,11 +10,15 @@ Python:
 
 The plan: every scenario of the split (default `hard`) x its character pairings x both seats (the policy
 plays the first character, then the second) x `episodes_per_cell` repeats; in each episode the policy
-meets the partner. Episodes are judged with the Sotopia-EVAL judge and the policy's agent's scores
-aggregated. Each policy's episodes live in OUT/<policy>/episodes.jsonl with ids naming the cell, and the
-judge's answers in OUT/judge_cache.jsonl: a rerun plays and judges only what is missing, so an
-interrupted benchmark resumes where it stopped. OUT/config.json pins the protocol (split, partner, judge,
-sampling, seeds); rerunning into the same OUT with another protocol is refused, adding policies is not.
+meets the partner. Episodes are judged with the Sotopia-EVAL judge (the policy's agent only, unless
+`judge_partner`) and the policy's agent's scores aggregated: means with a two-stage bootstrap interval
+(scenarios, then episodes within them) for claims across scenarios, and an episode-level interval
+conditional on the scenario set. Each policy's episodes live in OUT/<policy>/episodes.jsonl with ids
+naming the cell, and the judge's answers in OUT/judge_cache.jsonl: a rerun plays and judges only what is
+missing, so an interrupted benchmark resumes where it stopped. OUT/config.json pins the protocol (split,
+partner, judge, sampling, seeds, and the cells: scenarios, pairings, seats, repeats); rerunning into the
+same OUT with another protocol is refused, adding policies is not. The protocol's digest keys the
+leaderboard, so runs of different size are never ranked together.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .stats import Estimate, bootstrap_ci, group_means, paired_difference
+from .stats import Estimate, bootstrap_ci, clustered_bootstrap_ci, group_means, group_values, paired_difference
 
 
 @dataclass
@@ -44,12 +48,14 @@ class BenchmarkConfig:
     top_p: float = 0.95
     seed: int = 0
     concurrency: int = 8  # episodes played at once (their generation batched); the judge batches likewise
+    judge_partner: bool = False  # also judge the partner's agent (its scores in the report): twice the judge calls
     resamples: int = 2000  # bootstrap resamples per interval
     out: str = "runs/benchmark"
     leaderboard: str | None = "runs/leaderboard.jsonl"  # None: no leaderboard entry
 
 
-# Fields that define what an episode means: a rerun into the same OUT must keep them.
+# Fields that define what an episode means: a rerun into the same OUT must keep them, and the cells played
+# (`cell_set`): the `scenarios` and `pairings` limits act only through those.
 PROTOCOL = ("partner", "judge", "split", "library", "episodes_per_cell", "max_turns", "max_new_tokens", "temperature",
             "top_p", "seed")
 
@@ -73,10 +79,12 @@ class PolicyResult:
     spec: str
     planned: int
     judged: int
-    dimensions: dict[str, Estimate]  # the seven dimensions and "overall"
+    dimensions: dict[str, Estimate]  # the seven dimensions and "overall"; intervals resample scenarios, then episodes
     scenarios: dict[str, dict[str, float]]  # scenario -> {"overall", "goal", "n"}
     failures: list[dict[str, str]]  # episodes left out of the means: {"episode", "cell", "reason"}
     unplayed: list[str] = field(default_factory=list)  # cells with no episode (should be empty after a full run)
+    dimensions_given_scenarios: dict[str, Estimate] = field(default_factory=dict)  # same means, episodes resampled
+    partner: dict[str, Estimate] = field(default_factory=dict)  # the partner's scores (only with judge_partner)
 
 
 @dataclass
@@ -84,7 +92,8 @@ class Comparison:
     policy: str
     baseline: str
     pairs: int
-    differences: dict[str, Estimate]  # policy minus baseline, per dimension and overall
+    differences: dict[str, Estimate]  # policy minus baseline, per dimension and overall; scenarios, then pairs resampled
+    differences_given_scenarios: dict[str, Estimate] = field(default_factory=dict)  # pairs resampled
 
 
 @dataclass
@@ -96,13 +105,21 @@ class BenchmarkResult:
     scores: dict[str, dict[str, dict[str, float]]] = field(repr=False, default_factory=dict)  # spec -> cell key -> dims
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "provenance": self.provenance,
+        return {"config": self.config, "provenance": self.provenance, "intervals": INTERVALS,
                 "policies": [asdict(p) for p in self.policies], "comparisons": [asdict(c) for c in self.comparisons]}
 
     def results_dict(self) -> dict[str, Any]:
         """The numbers alone (no provenance): equal for equal runs, whatever the clock or machine."""
         d = self.to_dict()
         return {"policies": d["policies"], "comparisons": d["comparisons"]}
+
+
+INTERVALS = {  # what each interval in report.json means
+    "dimensions": "95% two-stage bootstrap: scenarios resampled, then episodes within each; for claims across scenarios",
+    "dimensions_given_scenarios": "95% bootstrap over episodes: conditional on this scenario set",
+    "differences": "95% two-stage bootstrap of paired differences: scenarios resampled, then pairs within each",
+    "differences_given_scenarios": "95% bootstrap over pairs: conditional on this scenario set",
+}
 
 
 # --- the plan ------------------------------------------------------------------------------------
@@ -153,6 +170,22 @@ def plan(cfg: BenchmarkConfig, pool: Pool | None = None) -> list[Cell]:
     return cells
 
 
+def cell_set(cells: list[Cell]) -> dict[str, Any]:
+    """The cells as the protocol pins them: scenarios in order, each one's pairings, the seats, the repeats."""
+    pairings: dict[str, list[list[str]]] = {}
+    for c in cells:
+        pairs = pairings.setdefault(c.scenario, [])
+        if list(c.characters) not in pairs:
+            pairs.append(list(c.characters))
+    return {"scenarios": list(pairings), "pairings": pairings, "seats": sorted({c.seat for c in cells}),
+            "repeats": len({c.repeat for c in cells})}
+
+
+def protocol(cfg: BenchmarkConfig, cells: list[Cell]) -> dict[str, Any]:
+    """Everything that makes two runs' numbers comparable: the PROTOCOL fields and the cell set."""
+    return {**{k: asdict(cfg)[k] for k in PROTOCOL}, "cells": cell_set(cells)}
+
+
 def policy_dir(out: Path, spec: str) -> Path:
     """A readable, collision-free folder name for a policy spec."""
     slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in spec)[:48].strip("-")
@@ -176,9 +209,9 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
     if len(set(cfg.policies)) != len(cfg.policies):
         raise ValueError(f"policies repeat: {cfg.policies}")
     out = Path(cfg.out)
-    _pin_protocol(cfg, out)
     pool = load_pool(cfg)
     cells = plan(cfg, pool)
+    _pin_protocol(cfg, out, cells)
     episodes = {spec: _play(cfg, spec, cells, out, progress, pool) for spec in cfg.policies}
 
     own_engine = judge is None
@@ -188,7 +221,8 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
         judge = make_engine(parse_spec(cfg.judge))
     if not isinstance(judge, Judge):
         judge = Judge(judge, cache_path=out / "judge_cache.jsonl")
-    judged = {spec: _judge(judge, eps, cfg.concurrency, progress) for spec, eps in episodes.items()}
+    to_judge = {c.key: _judged_agents(cfg, c) for c in cells}
+    judged = {spec: _judge(judge, eps, to_judge, cfg.concurrency, progress) for spec, eps in episodes.items()}
     if own_engine:
         from agents.engine import close_engine
 
@@ -201,19 +235,40 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
     return result
 
 
-def _pin_protocol(cfg: BenchmarkConfig, out: Path) -> None:
+def _pin_protocol(cfg: BenchmarkConfig, out: Path, cells: list[Cell]) -> None:
     from sotopia_env.episode import write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
-    current = asdict(cfg)
+    current = {**asdict(cfg), "cells": cell_set(cells)}
     if path.exists():
         before = json.loads(path.read_text())
         changed = [f"{k}: {before.get(k)!r} -> {current[k]!r}" for k in PROTOCOL if before.get(k) != current[k]]
+        changed += _cell_changes(before.get("cells") or {}, current["cells"])
         if changed:
             raise ValueError(f"{out} holds a benchmark run with another protocol ({'; '.join(changed)}); use a new --out")
         current["policies"] = list(dict.fromkeys(before.get("policies", []) + cfg.policies))  # remember every policy run here
     write_text_atomic(path, json.dumps(current, indent=1))
+
+
+def _cell_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How two cell sets differ, part by part (a run pinned before cells were recorded differs in all)."""
+    changes = []
+    old_ids, new_ids = before.get("scenarios") or [], now["scenarios"]
+    if old_ids != new_ids:
+        removed, added = [s for s in old_ids if s not in new_ids], [s for s in new_ids if s not in old_ids]
+        changes.append(f"cells.scenarios: {len(old_ids)} -> {len(new_ids)} (removed {_few(removed)}, added {_few(added)})")
+    old_pairs = before.get("pairings") or {}
+    for sid in [s for s in new_ids if s in old_ids and old_pairs.get(s) != now["pairings"][s]][:3]:
+        changes.append(f"cells.pairings of {sid}: {old_pairs.get(sid)} -> {now['pairings'][sid]}")
+    for part in ("seats", "repeats"):
+        if before.get(part) != now[part]:
+            changes.append(f"cells.{part}: {before.get(part)!r} -> {now[part]!r}")
+    return changes
+
+
+def _few(items: list[str]) -> str:
+    return "none" if not items else ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
 
 
 def _play(cfg: BenchmarkConfig, spec: str, cells: list[Cell], out: Path, progress: bool, pool: Pool | None = None) -> dict[str, Any]:
@@ -246,11 +301,17 @@ def _play(cfg: BenchmarkConfig, spec: str, cells: list[Cell], out: Path, progres
     return {c.key: by_id[jobs[c.key].id] for c in cells if jobs[c.key].id in by_id}
 
 
-def _judge(judge: Any, episodes: dict[str, Any], batch: int, progress: bool) -> dict[str, Any]:
+def _judged_agents(cfg: BenchmarkConfig, cell: Cell) -> list[str]:
+    """The seat under test, and the partner's only when asked: the partner's scores are not the result."""
+    policy = f"agent_{cell.seat}"
+    return [policy, f"agent_{1 - cell.seat}"] if cfg.judge_partner else [policy]
+
+
+def _judge(judge: Any, episodes: dict[str, Any], agents: dict[str, list[str]], batch: int, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     keys = list(episodes)
-    judged = judge.judge_in_batches([episodes[k] for k in keys], batch)
+    judged = judge.judge_in_batches([episodes[k] for k in keys], batch, [agents[k] for k in keys])
     return dict(zip(keys, tqdm(judged, total=len(keys), desc="judge", unit="ep", disable=not progress)))
 
 
@@ -263,10 +324,16 @@ def summarize(cfg: BenchmarkConfig, cells: list[Cell], judged: dict[str, dict[st
 
     dims = (*NAMES, "overall")
     by_key = {c.key: c for c in cells}
+    scenario_of = {c.key: c.scenario for c in cells}
+
+    def clustered(values: dict[str, float]) -> Estimate:
+        return clustered_bootstrap_ci(group_values(values, scenario_of), cfg.resamples, cfg.seed)
+
     policies, scores = [], {}
     for spec in cfg.policies:
         episodes = judged.get(spec, {})
         own: dict[str, dict[str, float]] = {}
+        partner: dict[str, dict[str, float]] = {}
         failures = []
         for key, episode in episodes.items():
             agent = f"agent_{by_key[key].seat}"
@@ -275,24 +342,31 @@ def summarize(cfg: BenchmarkConfig, cells: list[Cell], judged: dict[str, dict[st
             else:
                 reason = "; ".join(f for f in episode.judge_failures if agent in f) or "no scores for the policy's agent"
                 failures.append({"episode": episode.id, "cell": key, "reason": reason})
+            if cfg.judge_partner and f"agent_{1 - by_key[key].seat}" in episode.judge_scores:
+                partner[key] = episode.judge_scores[f"agent_{1 - by_key[key].seat}"]
         scores[spec] = own
-        estimates = {d: bootstrap_ci([s[d] for s in own.values()], cfg.resamples, cfg.seed) for d in dims}
-        scenario_of = {k: by_key[k].scenario for k in own}
+        estimates = {d: clustered({k: s[d] for k, s in own.items()}) for d in dims}
+        given = {d: bootstrap_ci([s[d] for s in own.values()], cfg.resamples, cfg.seed) for d in dims}
+        partner_estimates = {d: clustered({k: s[d] for k, s in partner.items()}) for d in dims} if cfg.judge_partner else {}
         overall = group_means({k: s["overall"] for k, s in own.items()}, scenario_of)
         goal = group_means({k: s["goal"] for k, s in own.items()}, scenario_of)
         per_scenario = {sid: {"overall": overall[sid][0], "goal": goal[sid][0], "n": overall[sid][1]} for sid in overall}
         unplayed = [c.key for c in cells if c.key not in episodes]
-        policies.append(PolicyResult(spec, len(cells), len(own), estimates, per_scenario, failures, unplayed))
+        policies.append(PolicyResult(spec, len(cells), len(own), estimates, per_scenario, failures, unplayed, given, partner_estimates))
     comparisons = []
     baseline = cfg.policies[0]
     for spec in cfg.policies[1:]:
         a, b = scores[spec], scores[baseline]
-        diffs = {d: paired_difference({k: v[d] for k, v in a.items()}, {k: v[d] for k, v in b.items()}, cfg.resamples, cfg.seed) for d in dims}
-        comparisons.append(Comparison(spec, baseline, len(set(a) & set(b)), diffs))
-    return BenchmarkResult(asdict(cfg), provenance(cfg, judge_model), policies, comparisons, scores)
+        diffs, diffs_given = {}, {}
+        for d in dims:
+            a_d, b_d = {k: v[d] for k, v in a.items()}, {k: v[d] for k, v in b.items()}
+            diffs[d] = paired_difference(a_d, b_d, cfg.resamples, cfg.seed, cluster_of=scenario_of)
+            diffs_given[d] = paired_difference(a_d, b_d, cfg.resamples, cfg.seed)
+        comparisons.append(Comparison(spec, baseline, len(set(a) & set(b)), diffs, diffs_given))
+    return BenchmarkResult(asdict(cfg), provenance(cfg, judge_model, cells), policies, comparisons, scores)
 
 
-def provenance(cfg: BenchmarkConfig, judge_model: str) -> dict[str, Any]:
+def provenance(cfg: BenchmarkConfig, judge_model: str, cells: list[Cell]) -> dict[str, Any]:
     """What a reader needs to rerun the benchmark: versions, prompts, seeds. Holds no secrets: specs name
     endpoints by URL, and API keys are read from the environment by the engines, never recorded."""
     import datetime
@@ -318,7 +392,9 @@ def provenance(cfg: BenchmarkConfig, judge_model: str) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "judge_model": judge_model, "judge_prompt_version": PROMPT_VERSION,
         "agent_prompt_sha256": hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:16],
-        "protocol_sha256": hashlib.sha256(json.dumps({k: asdict(cfg)[k] for k in PROTOCOL}, sort_keys=True).encode()).hexdigest()[:16],
+        "protocol_sha256": hashlib.sha256(json.dumps(protocol(cfg, cells), sort_keys=True).encode()).hexdigest()[:16],
+        "cells": {"scenarios": len(cell_set(cells)["scenarios"]), "pairings": len({(c.scenario, c.characters) for c in cells}),
+                  "seats": len({c.seat for c in cells}), "repeats": cfg.episodes_per_cell, "episodes": len(cells)},
         "seeds": {"episodes": [cfg.seed + k for k in range(cfg.episodes_per_cell)], "bootstrap": cfg.seed, "sampling": cfg.seed},
         "versions": versions, "git_commit": commit, "python": platform.python_version(), "platform": platform.platform(),
     }

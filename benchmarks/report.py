@@ -26,13 +26,16 @@ def write_report(result: BenchmarkResult, out: Path) -> dict[str, Path]:
     write_text_atomic(paths["json"], json.dumps(_clean(result.to_dict()), indent=1))
     write_text_atomic(paths["markdown"], markdown(result))
     dims = list(result.policies[0].dimensions)
-    write_text_atomic(paths["dimensions_csv"], _csv(["policy", "dimension", "mean", "ci_low", "ci_high", "n"],
-                                         [[p.spec, d, e.mean, e.low, e.high, e.n] for p in result.policies for d, e in p.dimensions.items()]))
+    write_text_atomic(paths["dimensions_csv"], _csv(
+        ["policy", "dimension", "mean", "ci_low", "ci_high", "ci_low_given_scenarios", "ci_high_given_scenarios", "n", "scenarios"],
+        [[p.spec, d, e.mean, e.low, e.high, p.dimensions_given_scenarios[d].low, p.dimensions_given_scenarios[d].high, e.n, e.clusters]
+         for p in result.policies for d, e in p.dimensions.items()]))
     write_text_atomic(paths["scenarios_csv"], _csv(["policy", "scenario", "overall", "goal", "n"],
                                         [[p.spec, s, v["overall"], v["goal"], v["n"]] for p in result.policies for s, v in p.scenarios.items()]))
-    write_text_atomic(paths["comparisons_csv"], _csv(["policy", "baseline", "dimension", "difference", "ci_low", "ci_high", "pairs"],
-                                          [[c.policy, c.baseline, d, e.mean, e.low, e.high, e.n] for c in result.comparisons
-                                           for d, e in c.differences.items()]))
+    write_text_atomic(paths["comparisons_csv"], _csv(
+        ["policy", "baseline", "dimension", "difference", "ci_low", "ci_high", "ci_low_given_scenarios", "ci_high_given_scenarios", "pairs"],
+        [[c.policy, c.baseline, d, e.mean, e.low, e.high, c.differences_given_scenarios[d].low, c.differences_given_scenarios[d].high, e.n]
+         for c in result.comparisons for d, e in c.differences.items()]))
     plot_dimensions(result, dims, paths["dimensions_png"])
     plot_scenarios(result, paths["scenarios_png"])
     return paths
@@ -41,26 +44,46 @@ def write_report(result: BenchmarkResult, out: Path) -> dict[str, Path]:
 def markdown(result: BenchmarkResult) -> str:
     cfg, prov = result.config, result.provenance
     dims = list(result.policies[0].dimensions)
+    n_scenarios = prov["cells"]["scenarios"]
+    judged = "the policy's agent and the partner's" if cfg.get("judge_partner") else "only the policy's agent"
+    header = ["| policy | judged | " + " | ".join(dims) + " |", "|---|---|" + "---|" * len(dims)]
     lines = [
         f"# Benchmark: {cfg['split']} split, partner `{cfg['partner']}`",
         "",
         f"Judge `{prov['judge_model']}` (prompt {prov['judge_prompt_version']}); {result.policies[0].planned} planned episodes per "
-        f"policy (scenarios x pairings x 2 seats x {cfg['episodes_per_cell']}); means with 95% bootstrap intervals over "
-        f"episodes ({cfg['resamples']} resamples, seed {cfg['seed']}).",
+        f"policy ({n_scenarios} scenarios x their pairings x 2 seats x {cfg['episodes_per_cell']}); "
+        f"{judged} judged. Bootstrap intervals: {cfg['resamples']} resamples, seed {cfg['seed']}.",
         "",
         "## Scores",
         "",
-        "| policy | judged | " + " | ".join(dims) + " |",
-        "|---|---|" + "---|" * len(dims),
+        "Means with 95% intervals for claims across scenarios: a two-stage bootstrap that resamples scenarios, then "
+        "episodes within each chosen scenario." + _few_scenarios(n_scenarios),
+        "",
+        *header,
     ]
     for p in result.policies:
-        lines.append(f"| `{p.spec}` | {p.judged}/{p.planned} | " + " | ".join(str(p.dimensions[d]) for d in dims) + " |")
+        lines.append(f"| {_code(p.spec)} | {p.judged}/{p.planned} | " + " | ".join(str(p.dimensions[d]) for d in dims) + " |")
+    lines += ["", f"### Conditional on these {n_scenarios} scenarios", "",
+              "The same means with 95% intervals over episodes alone: how precisely this run measured each policy on exactly "
+              "this scenario set, not how it would fare on other scenarios.", "", *header]
+    for p in result.policies:
+        lines.append(f"| {_code(p.spec)} | {p.judged}/{p.planned} | " + " | ".join(str(p.dimensions_given_scenarios[d]) for d in dims) + " |")
+    if any(p.partner for p in result.policies):
+        lines += ["", "## The partner's scores", "", "The partner's agent in each policy's episodes (two-stage intervals as above).", "",
+                  "| policy | " + " | ".join(dims) + " |", "|---|" + "---|" * len(dims)]
+        for p in result.policies:
+            lines.append(f"| {_code(p.spec)} | " + " | ".join(str(p.partner[d]) if p.partner else "n/a" for d in dims) + " |")
     if result.comparisons:
+        pair_header = ["| policy | pairs | " + " | ".join(dims) + " |", "|---|---|" + "---|" * len(dims)]
         lines += ["", f"## Paired differences against `{result.comparisons[0].baseline}`", "",
-                  "Paired by scenario, pairing, seat and repeat; an interval that excludes 0 is a difference.", "",
-                  "| policy | pairs | " + " | ".join(dims) + " |", "|---|---|" + "---|" * len(dims)]
+                  "Paired by scenario, pairing, seat and repeat; an interval that excludes 0 is a difference. Intervals resample "
+                  "scenarios, then pairs within each chosen scenario.", "", *pair_header]
         for c in result.comparisons:
-            lines.append(f"| `{c.policy}` | {c.pairs} | " + " | ".join(_signed(c.differences[d]) for d in dims) + " |")
+            lines.append(f"| {_code(c.policy)} | {c.pairs} | " + " | ".join(_signed(c.differences[d]) for d in dims) + " |")
+        lines += ["", f"### Conditional on these {n_scenarios} scenarios", "", "The same differences with intervals over pairs alone.", "",
+                  *pair_header]
+        for c in result.comparisons:
+            lines.append(f"| {_code(c.policy)} | {c.pairs} | " + " | ".join(_signed(c.differences_given_scenarios[d]) for d in dims) + " |")
     lines += ["", "## Judge failures", ""]
     failures = [(p.spec, f) for p in result.policies for f in p.failures]
     if failures:
@@ -71,13 +94,30 @@ def markdown(result: BenchmarkResult) -> str:
     unplayed = sum(len(p.unplayed) for p in result.policies)
     if unplayed:
         lines += ["", f"{unplayed} planned episode(s) have not been played yet: rerun the same command to finish them."]
-    lines += ["", "## Per scenario (overall / goal)", "", "| scenario | " + " | ".join(f"`{p.spec}`" for p in result.policies) + " |",
+    lines += ["", "## Per scenario (overall / goal)", "", "| scenario | " + " | ".join(_code(p.spec) for p in result.policies) + " |",
               "|---|" + "---|" * len(result.policies)]
     for sid in sorted({s for p in result.policies for s in p.scenarios}):
         cells = [f"{p.scenarios[sid]['overall']:.2f} / {p.scenarios[sid]['goal']:.2f}" if sid in p.scenarios else "n/a" for p in result.policies]
-        lines.append(f"| {sid} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_escape(sid)} | " + " | ".join(cells) + " |")
     lines += ["", "## Reproduce", "", "```", _command(cfg), "```", "", "```json", json.dumps(prov, indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def _few_scenarios(n: int) -> str:
+    if n >= 5:
+        return ""
+    return (f" With only {n} scenario(s) the first stage has little to resample: these intervals say little about other "
+            "scenarios; run more scenarios for that claim.")
+
+
+def _escape(text: str) -> str:
+    """A table cell's text: an unescaped `|` would end the cell (policy specs such as `scripted:a|b` hold one).
+    Only for table cells: elsewhere markdown shows the backslash."""
+    return text.replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    return f"`{_escape(text)}`"
 
 
 def _command(cfg: dict[str, Any]) -> str:
@@ -88,6 +128,8 @@ def _command(cfg: dict[str, Any]) -> str:
             parts += [f"--{flag}", str(cfg[flag])]
     for flag in ("episodes_per_cell", "max_turns", "max_new_tokens", "temperature", "top_p", "seed", "resamples"):
         parts += [f"--{flag.replace('_', '-')}", str(cfg[flag])]
+    if cfg.get("judge_partner"):
+        parts.append("--judge-partner")
     return " ".join(parts)
 
 
@@ -158,18 +200,21 @@ def write_leaderboard(result: BenchmarkResult, path: Path) -> None:
         entries[(prov["protocol_sha256"], p.spec, result.config["out"])] = {
             "policy": p.spec, "overall": overall.mean, "overall_ci": [overall.low, overall.high], "goal": goal.mean,
             "goal_ci": [goal.low, goal.high], "judged": p.judged, "planned": p.planned, "judge_failures": len(p.failures),
-            "split": result.config["split"], "partner": result.config["partner"], "judge_model": prov["judge_model"],
+            "split": result.config["split"], "scenarios": prov["cells"]["scenarios"], "partner": result.config["partner"],
+            "judge_model": prov["judge_model"],
             "protocol_sha256": prov["protocol_sha256"], "out": result.config["out"], "date": prov["date"],
         }
     write_jsonl_atomic(path, (_clean(e) for e in entries.values()))
-    lines = ["# Leaderboard", "", "Entries with the same protocol (split, partner, judge, sampling, seeds) are comparable.", ""]
+    lines = ["# Leaderboard", "", "Entries with the same protocol (split, partner, judge, sampling, seeds and the cells played: scenarios, "
+             "pairings, seats, repeats) are comparable. Intervals resample scenarios, then episodes within them.", ""]
     for protocol in sorted({e["protocol_sha256"] for e in entries.values()}):
         rows = sorted((e for e in entries.values() if e["protocol_sha256"] == protocol), key=lambda e: -_num(e["overall"]))
         first = rows[0]
-        lines += [f"## protocol {protocol}: {first['split']} split, partner `{first['partner']}`, judge `{first['judge_model']}`", "",
-                  "| rank | policy | overall (95% CI) | goal (95% CI) | judged | date |", "|---|---|---|---|---|---|"]
+        size = f", {first['scenarios']} scenarios, {first['planned']} episodes per policy" if first.get("scenarios") else ""
+        lines += [f"## protocol {protocol}: {first['split']} split{size}, partner `{first['partner']}`, judge `{first['judge_model']}`",
+                  "", "| rank | policy | overall (95% CI) | goal (95% CI) | judged | date |", "|---|---|---|---|---|---|"]
         for rank, e in enumerate(rows, 1):
-            lines.append(f"| {rank} | `{e['policy']}` | {_num(e['overall']):.2f} [{_num(e['overall_ci'][0]):.2f}, {_num(e['overall_ci'][1]):.2f}] | "
+            lines.append(f"| {rank} | {_code(e['policy'])} | {_num(e['overall']):.2f} [{_num(e['overall_ci'][0]):.2f}, {_num(e['overall_ci'][1]):.2f}] | "
                          f"{_num(e['goal']):.2f} [{_num(e['goal_ci'][0]):.2f}, {_num(e['goal_ci'][1]):.2f}] | {e['judged']}/{e['planned']} | {e['date']} |")
         lines.append("")
     write_text_atomic(path.with_suffix(".md"), "\n".join(lines))

@@ -116,19 +116,24 @@ class Judge:
         digest = hashlib.sha256(json.dumps(judge_messages(episode, agent)).encode()).hexdigest()[:16]
         return f"{episode.id}|{agent}|{self.model_name}|{PROMPT_VERSION}|{digest}"
 
-    def judge_episodes(self, episodes: Sequence[Episode]) -> list[Episode]:
-        """Judged copies of the episodes; an agent that could not be judged is named in `judge_failures`."""
+    def judge_episodes(self, episodes: Sequence[Episode], agents: Sequence[Sequence[str]] | None = None) -> list[Episode]:
+        """Judged copies of the episodes; an agent that could not be judged is named in `judge_failures`.
+
+        agents: per episode, the agents to judge (default: all of them); the others cost no judge call."""
+        chosen = [ep.agents for ep in episodes] if agents is None else agents
+        if len(chosen) != len(episodes):
+            raise ValueError(f"agents names the agents to judge for {len(chosen)} episodes; give one list per episode ({len(episodes)})")
         schema = judge_schema()
         requests = {
             (ep.id, agent): Request(self.cache_key(ep, agent), judge_messages(ep, agent), schema, validate_answer)
-            for ep in episodes
-            for agent in ep.agents
+            for ep, names in zip(episodes, chosen)
+            for agent in names
         }
         outcomes = ask_json(self.engine, list(requests.values()), self.cache, self.max_attempts, self.max_new_tokens)
         judged = []
-        for ep in episodes:
+        for ep, names in zip(episodes, chosen):
             scores, reasoning, failures = {}, {}, []
-            for agent in ep.agents:
+            for agent in names:
                 outcome = outcomes[requests[(ep.id, agent)].key]
                 if outcome.error:
                     failures.append(f"judge {self.model_name} on {agent}: {outcome.error} (after {outcome.attempts} attempts)")
@@ -142,11 +147,14 @@ class Judge:
             }))
         return judged
 
-    def judge_in_batches(self, episodes: Sequence[Episode], batch_size: int) -> Iterator[Episode]:
+    def judge_in_batches(self, episodes: Sequence[Episode], batch_size: int,
+                         agents: Sequence[Sequence[str]] | None = None) -> Iterator[Episode]:
         """Judged copies in input order, `batch_size` episodes per engine call, yielded as each batch ends
-        (callers write them as they come, so an interrupted run keeps what was judged)."""
+        (callers write them as they come, so an interrupted run keeps what was judged). agents: as in
+        `judge_episodes`."""
         for start in range(0, len(episodes), batch_size):
-            yield from self.judge_episodes(episodes[start : start + batch_size])
+            end = start + batch_size
+            yield from self.judge_episodes(episodes[start:end], None if agents is None else agents[start:end])
 
     def __call__(self, episode: Episode) -> dict[str, dict[str, float]]:
         [judged] = self.judge_episodes([episode])

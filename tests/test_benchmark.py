@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks import BenchmarkConfig, Estimate, bootstrap_ci, paired_difference, plan, run, summarize
-from benchmarks.hard_tasks import _play, policy_dir, provenance
-from benchmarks.report import write_leaderboard, write_report
-from benchmarks.stats import group_means
+from benchmarks.hard_tasks import _pin_protocol, _play, policy_dir
+from benchmarks.report import markdown, write_leaderboard, write_report
+from benchmarks.stats import clustered_bootstrap_ci, group_means
 from rewards.dimensions import NAMES
 
 SCRIPTED = "scripted:Hello there.|What would you accept?|Let us settle this fairly."
@@ -37,6 +38,27 @@ def test_bootstrap_interval_and_paired_difference_match_hand_computation():
     assert empty.n == 0 and str(empty) == "n/a"
     with pytest.raises(ValueError, match="level"):
         bootstrap_ci([1.0], level=1.5)
+
+
+def test_clustered_interval_resamples_scenarios_then_episodes_as_computed_by_hand():
+    # Scenarios s1 = [0, 2], s2 = [4]; pooled mean 2. Stage one draws (s1, s1) with probability 1/4: four
+    # episodes from {0, 2}, mean B/2 with B ~ Binomial(4, 1/2), so P(mean 0) = 1/64 (< 2.5%) and P(0.5) = 4/64:
+    # the low end is 0.5. Stage one draws (s2, s2) with probability 1/4 (> 2.5%), mean 4: the high end is 4.
+    assert clustered_bootstrap_ci({"s1": [0.0, 2.0], "s2": [4.0]}, 20_000, seed=3) == Estimate(2.0, 0.5, 4.0, 3, 2)
+    # Over episodes alone the same values give [0, 4]: one of 27 resamples has mean 0 (1/27 > 2.5%).
+    assert bootstrap_ci([0.0, 2.0, 4.0], 20_000, seed=3) == Estimate(2.0, 0.0, 4.0, 3)
+    # Two scenarios with no spread inside: scenario resampling gives means 0, 0.5, 1 (1/4, 1/2, 1/4) -> [0, 1];
+    # episode resampling (8 values) reaches 0 only with probability 1/256 and 1/8 cumulatively at 3.5% -> [1/8, 7/8].
+    assert clustered_bootstrap_ci({"s1": [0.0] * 4, "s2": [1.0] * 4}, 20_000, seed=4) == Estimate(0.5, 0.0, 1.0, 8, 2)
+    assert bootstrap_ci([0.0] * 4 + [1.0] * 4, 20_000, seed=4) == Estimate(0.5, 0.125, 0.875, 8)
+    # Paired differences 2-2=0, 4-2=2 (scenario s1) and 5-1=4 (s2): the first case again; key "d" is unpaired.
+    a, b = {"x": 2.0, "y": 4.0, "z": 5.0, "d": 9.0}, {"x": 2.0, "y": 2.0, "z": 1.0}
+    cluster_of = {"x": "s1", "y": "s1", "z": "s2", "d": "s2"}
+    assert paired_difference(a, b, 20_000, seed=3, cluster_of=cluster_of) == Estimate(2.0, 0.5, 4.0, 3, 2)
+    empty = clustered_bootstrap_ci({"s1": []})  # a scenario whose episodes all failed counts as no scenario
+    assert (empty.n, empty.clusters, str(empty)) == (0, 0, "n/a")
+    with pytest.raises(ValueError, match="resamples"):
+        clustered_bootstrap_ci({"s1": [1.0]}, resamples=0)
 
 
 def test_plan_covers_scenarios_pairings_both_seats_and_repeats():
@@ -62,10 +84,22 @@ def scored(episodes: dict, seat_of: dict, goals: dict) -> dict:
     return out
 
 
-def test_report_numbers_failures_files_and_leaderboard(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-written-3141")
+def table_widths(markdown: str) -> list[set[int]]:
+    """Per markdown table, the set of its rows' cell counts (one count when no cell text breaks a row)."""
+    tables, current = [], None
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            current = current if current is not None else set()
+            current.add(len(re.split(r"(?<!\\)\|", line.strip())) - 2)
+        elif current is not None:
+            tables.append(current)
+            current = None
+    return tables + ([current] if current is not None else [])
+
+
+def test_report_numbers_intervals_failures_files_and_leaderboard(tmp_path):
     specs = [SCRIPTED, "openai:some-model@http://127.0.0.1:9/v1"]
-    cfg = BenchmarkConfig(policies=specs, partner=SCRIPTED, scenarios=2, pairings=1, max_turns=4, resamples=500,
+    cfg = BenchmarkConfig(policies=specs, partner=SCRIPTED, scenarios=2, pairings=1, max_turns=4, resamples=20_000,
                           out=str(tmp_path / "bench"), leaderboard=str(tmp_path / "board.jsonl"))
     cells = plan(cfg)
     assert len(cells) == 4
@@ -82,43 +116,129 @@ def test_report_numbers_failures_files_and_leaderboard(tmp_path, monkeypatch):
     assert pa.failures == [{"episode": episodes[keys[3]].id, "cell": keys[3], "reason": "judge test on agent_1: invalid JSON (after 3 attempts)"}]
     scenario_1 = cells[0].scenario
     assert pa.scenarios[scenario_1]["goal"] == pytest.approx(5.0) and pa.scenarios[scenario_1]["n"] == 2  # cells 0 and 1
+    # Goals by scenario: [4, 6] and [8]: the hand-computed case of the clustered test shifted by 4 (see there).
+    assert pa.dimensions["goal"] == Estimate(6.0, 4.5, 8.0, 3, 2)
+    assert pa.dimensions_given_scenarios["goal"] == Estimate(6.0, 4.0, 8.0, 3)
     [cmp] = result.comparisons
-    assert cmp.pairs == 3 and cmp.differences["goal"].mean == pytest.approx((3 - 4 + 6 - 6 + 5 - 8) / 3)  # B - A, failure unpaired
+    # B - A by cell: -1, 0 (scenario 1) and -3 (scenario 2); the failure is unpaired. Clustered: P(-3) = 1/4 makes
+    # -3 the low end; the high end needs four draws of 0 from scenario 1 (1/64 < 2.5%), so it is the next value,
+    # -1/4 (4/64). Over pairs alone: one of 27 resamples has mean 0 (> 2.5%): [-3, 0].
+    assert cmp.pairs == 3 and cmp.differences["goal"].mean == pytest.approx(-4 / 3)
+    assert (cmp.differences["goal"].low, cmp.differences["goal"].high, cmp.differences["goal"].clusters) == (-3.0, -0.25, 2)
+    assert (cmp.differences_given_scenarios["goal"].low, cmp.differences_given_scenarios["goal"].high) == (-3.0, 0.0)
 
     paths = write_report(result, Path(cfg.out))
     for path in paths.values():
         assert path.stat().st_size > 0
     md = paths["markdown"].read_text()
     assert "1 episode(s) could not be judged and are left out of the means" in md and episodes[keys[3]].id in md
+    assert "two-stage bootstrap that resamples scenarios, then episodes" in md and "### Conditional on these 2 scenarios" in md
+    assert "| 6.00 [4.50, 8.00] |" in md and "| 6.00 [4.00, 8.00] |" in md and "-1.33 [-3.00, -0.25]" in md
+    assert all(len(widths) == 1 for widths in table_widths(md)), table_widths(md)  # `|` in the scripted spec is escaped
     report = json.loads(paths["json"].read_text())
     assert report["provenance"]["judge_model"] == "test-judge" and report["provenance"]["versions"]["torch"]
     assert report["config"]["seed"] == 0 and report["policies"][0]["failures"][0]["cell"] == keys[3]
+    assert "scenarios resampled" in report["intervals"]["dimensions"] and "conditional" in report["intervals"]["dimensions_given_scenarios"]
+    assert report["policies"][0]["dimensions"]["goal"]["low"] == 4.5 and report["policies"][0]["dimensions_given_scenarios"]["goal"]["low"] == 4.0
     rows = paths["dimensions_csv"].read_text().splitlines()
-    assert rows[0] == "policy,dimension,mean,ci_low,ci_high,n" and len(rows) == 1 + 2 * (len(NAMES) + 1)
+    assert rows[0] == "policy,dimension,mean,ci_low,ci_high,ci_low_given_scenarios,ci_high_given_scenarios,n,scenarios"
+    assert len(rows) == 1 + 2 * (len(NAMES) + 1) and f"{SCRIPTED},goal,6.0,4.5,8.0,4.0,8.0,3,2" in rows
 
     write_leaderboard(result, Path(cfg.leaderboard))
     write_leaderboard(result, Path(cfg.leaderboard))  # reporting the same run again replaces, not duplicates
     entries = [json.loads(line) for line in Path(cfg.leaderboard).read_text().splitlines()]
     assert [e["policy"] for e in entries] == specs and entries[0]["judge_failures"] == 1
     board = Path(cfg.leaderboard).with_suffix(".md").read_text()
-    assert board.index(f"`{specs[0]}`") < board.index(f"`{specs[1]}`")  # ranked by overall: A 6.0 above B 4.0
-    for path in [*Path(cfg.out).rglob("*"), Path(cfg.leaderboard)]:
-        if path.is_file():
-            assert b"sk-test-never-written" not in path.read_bytes(), path
+    escaped = SCRIPTED.replace("|", "\\|")
+    assert board.index(f"| `{escaped}` |") < board.index(f"| `{specs[1]}` |")  # ranked by overall: A 6.0 above B 4.0
+    assert all(len(widths) == 1 for widths in table_widths(board)), table_widths(board)
+
+
+def test_partner_scores_are_reported_only_when_the_partner_is_judged(tmp_path):
+    cfg = BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=2, pairings=1, max_turns=2, resamples=200,
+                          out=str(tmp_path), judge_partner=True)
+    cells = plan(cfg)
+    episodes = _play(cfg, SCRIPTED, cells, tmp_path, progress=False)
+    own = scored(episodes, {c.key: c.seat for c in cells}, {c.key: 5 for c in cells})
+    other = scored(episodes, {c.key: 1 - c.seat for c in cells}, {c.key: goal for c, goal in zip(cells, [1, 2, 3, None])})
+    both = {k: e.model_copy(update={"judge_scores": {**e.judge_scores, **other[k].judge_scores}}) for k, e in own.items()}
+    [policy] = summarize(cfg, cells, {SCRIPTED: both}, "j").policies
+    assert policy.dimensions["goal"].mean == 5.0 and (policy.partner["goal"].mean, policy.partner["goal"].n) == (2.0, 3)
+    assert "## The partner's scores" in markdown(summarize(cfg, cells, {SCRIPTED: both}, "j"))
+    cfg.judge_partner = False
+    [policy] = summarize(cfg, cells, {SCRIPTED: both}, "j").policies
+    assert policy.partner == {}
 
 
 def test_rerun_with_another_protocol_is_refused(tmp_path):
     cfg = BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=1, pairings=1, out=str(tmp_path))
-    from benchmarks.hard_tasks import _pin_protocol
-
-    _pin_protocol(cfg, tmp_path)
-    _pin_protocol(BenchmarkConfig(policies=["embedded"], partner=SCRIPTED, scenarios=1, pairings=1, out=str(tmp_path)), tmp_path)
+    _pin_protocol(cfg, tmp_path, plan(cfg))
+    more = BenchmarkConfig(policies=["embedded"], partner=SCRIPTED, scenarios=1, pairings=1, out=str(tmp_path))
+    _pin_protocol(more, tmp_path, plan(more))  # adding a policy keeps the protocol
     assert json.loads((tmp_path / "config.json").read_text())["policies"] == [SCRIPTED, "embedded"]
-    with pytest.raises(ValueError, match="another protocol.*max_turns: 20 -> 6"):
-        _pin_protocol(BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, max_turns=6, out=str(tmp_path)), tmp_path)
+    other = BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=1, pairings=1, max_turns=6, out=str(tmp_path))
+    with pytest.raises(ValueError, match=r"another protocol \(max_turns: 20 -> 6\); use a new --out"):
+        _pin_protocol(other, tmp_path, plan(other))
     with pytest.raises(ValueError, match="repeat"):
         run(BenchmarkConfig(policies=[SCRIPTED, SCRIPTED], out=str(tmp_path / "x")))
-    assert "sk-" not in json.dumps(provenance(cfg, "j"))
+
+
+class CountingEngine:
+    """The embedded model, recording each conversation the judge sends it: the judge's bill."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.model_name, self.asked = engine, engine.model_name, []
+
+    def generate(self, conversations, params):
+        self.asked += conversations
+        return self.engine.generate(conversations, params)
+
+
+def one_token_judge(engine: CountingEngine, out: Path):
+    """A real judge that can afford one token per answer: every answer is invalid, every request is counted."""
+    from rewards.judge import Judge
+
+    return Judge(engine, cache_path=out / "judge_cache.jsonl", max_attempts=1, max_new_tokens=1)
+
+
+def test_a_rerun_with_other_cells_is_refused_and_runs_of_different_size_are_ranked_apart(tmp_path, transformers_engine):
+    board = tmp_path / "board.jsonl"
+
+    def config(out: str, scenarios: int, pairings: int) -> BenchmarkConfig:
+        return BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=scenarios, pairings=pairings, max_turns=2,
+                               out=str(tmp_path / out), leaderboard=str(board))
+
+    engine = CountingEngine(transformers_engine)
+    small = run(config("a", 1, 1), judge=one_token_judge(engine, tmp_path / "a"), progress=False)
+    large = run(config("b", 2, 1), judge=one_token_judge(engine, tmp_path / "b"), progress=False)
+    assert small.provenance["protocol_sha256"] != large.provenance["protocol_sha256"]
+    assert Path(board).with_suffix(".md").read_text().count("## protocol ") == 2  # never ranked together
+    assert small.provenance["cells"] == {"scenarios": 1, "pairings": 1, "seats": 2, "repeats": 1, "episodes": 2}
+    assert large.provenance["cells"]["episodes"] == 4
+
+    [cell] = {(c.scenario, c.characters) for c in plan(config("a", 1, 1))}
+    pinned = json.loads((tmp_path / "a" / "config.json").read_text())["cells"]
+    assert pinned == {"scenarios": [cell[0]], "pairings": {cell[0]: [list(cell[1])]}, "seats": [0, 1], "repeats": 1}
+    with pytest.raises(ValueError, match=r"another protocol \(cells.scenarios: 1 -> 2 \(removed none, added \S+\)\); use a new --out"):
+        run(config("a", 2, 1), judge=one_token_judge(engine, tmp_path / "a"), progress=False)
+    with pytest.raises(ValueError, match=rf"another protocol \(cells.pairings of {cell[0]}: \[\[[^]]+\]\] -> \[\[[^]]+\], \[[^]]+\]\]\)"):
+        run(config("a", 1, 2), judge=one_token_judge(engine, tmp_path / "a"), progress=False)
+
+
+def test_the_benchmark_judges_only_the_seat_under_test_unless_the_partner_is_asked_for(tmp_path, transformers_engine):
+    cfg = BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=2, pairings=1, max_turns=2, out=str(tmp_path / "a"),
+                          leaderboard=None)
+    engine = CountingEngine(transformers_engine)
+    [policy] = run(cfg, judge=one_token_judge(engine, tmp_path / "a"), progress=False).policies
+    seats = [c.seat for c in plan(cfg)]
+    assert len(engine.asked) == 4  # one judge call per episode, not two
+    assert [f["reason"].split(": ")[0] for f in policy.failures] == [f"judge {engine.model_name} on agent_{s}" for s in seats]
+    assert policy.partner == {}
+
+    cfg_partner = BenchmarkConfig(**{**vars(cfg), "out": str(tmp_path / "b"), "judge_partner": True})
+    [policy] = run(cfg_partner, judge=one_token_judge(engine, tmp_path / "b"), progress=False).policies
+    assert len(engine.asked) == 4 + 8
+    assert set(policy.partner) == set(policy.dimensions) and policy.partner["goal"].n == 0  # asked, judged, none valid
 
 
 def test_benchmark_end_to_end_and_resume_after_a_kill_gives_the_same_report(tmp_path, vllm_engine):
