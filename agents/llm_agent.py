@@ -16,12 +16,12 @@ from typing import Any
 
 from sotopia_env.actions import Action, ActionType
 
-from .engine import Engine, Messages, SamplingParams
+from .engine import Engine, Messages, SamplingParams, request_seed
 
+# Short on purpose: it is in every state, and a state must fit small token budgets (agents.render).
 SYSTEM_PROMPT = (
-    "You are role-playing a character in a social scenario. Stay in character, pursue your goal, and keep "
-    "each turn short (one to three sentences). Reply with only what your character says next, without "
-    'your name or quotation marks. To do something other than speak, reply with JSON instead: '
+    "Role-play your character and pursue your goal. Reply with only what your character says next, in one to "
+    "three short sentences, without your name or quotes. To act without speaking, reply with JSON: "
     '{"action_type": "non-verbal communication" | "action" | "leave", "argument": "..."}.'
 )
 
@@ -113,12 +113,20 @@ class LLMAgent:
     def act(self, observation: dict[str, Any]) -> Action:
         return self.act_batch([observation])[0]
 
-    def act_batch(self, observations: Sequence[dict[str, Any]]) -> list[Action]:
+    def act_batch(self, observations: Sequence[dict[str, Any]], keys: Sequence[Sequence[Any]] | None = None) -> list[Action]:
+        """keys: what identifies each request, e.g. (episode id, turn, seat). With a run seed
+        (`params.seed`) each request is then sampled with `request_seed(run seed, *key)`, so an episode's
+        dialogue depends on the episode, not on which batch it shared."""
         if not observations:
             return []
         conversations = [build_messages(o, self.system_prompt) for o in observations]
+        seeds = None
+        if keys is not None and self.params.seed is not None:
+            if len(keys) != len(observations):
+                raise ValueError(f"got {len(keys)} request keys for {len(observations)} observations")
+            seeds = [request_seed(self.params.seed, *key) for key in keys]
         self.calls += 1
-        samples = self.engine.generate(conversations, self.params)
+        samples = self.engine.generate(conversations, self.params, seeds)
         return [
             parse_reply(s[0].text, _speaker_name(o["prompt"]), self.max_chars) for o, s in zip(observations, samples)
         ]

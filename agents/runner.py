@@ -88,7 +88,9 @@ def run_episodes(
             for seat, policy in enumerate(policies):
                 agent = f"agent_{seat}"
                 waiting = [i for i, env in enumerate(envs) if agent in env.active_agents]
-                for i, action in zip(waiting, act_batch(policy, [observations[i][agent] for i in waiting])):
+                seen = [observations[i][agent] for i in waiting]
+                keys = [(batch[i].id, o["turn"], seat) for i, o in zip(waiting, seen)]
+                for i, action in zip(waiting, act_batch(policy, seen, keys)):
                     actions[i][agent] = action
             for i, env in enumerate(envs):
                 if env.agents:

@@ -7,12 +7,15 @@ with no copy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
-from .engine import Messages, Sample, SamplingParams, check_conversations, truncate_at_stop
-from .models import EMBEDDED_NAME, chat_token_ids, default_device, default_dtype, resolve_model
+from .engine import Messages, Sample, SamplingParams, check_conversations, request_seed, request_seeds, truncate_at_stop
+from .models import EMBEDDED_NAME, default_device, default_dtype, resolve_model
+from .render import render_prompts
 
 MODES = ("generate", "static", "continuous")
 
@@ -78,52 +81,48 @@ class TransformersEngine:
         self.model_name = f"{self.model_name.split('+')[0]}+{path}"
 
     def encode(self, conversations: list[Messages]) -> list[list[int]]:
-        """Chat-template token ids per conversation, history cut from the left to fit max_prompt_tokens."""
-        out = []
-        for conv in conversations:
-            out.append(chat_token_ids(self.tokenizer, conv, add_generation_prompt=True)[-self.max_prompt_tokens :])
-        return out
+        """Prompt token ids per conversation, fitted to max_prompt_tokens by `agents.render` (the oldest
+        dialogue lines are left out; the system turn, goal and closing line stay)."""
+        return render_prompts(self.tokenizer, conversations, self.max_prompt_tokens)
 
     @torch.no_grad()  # not inference_mode: continuous batching updates tensors from its own thread
-    def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
+    def generate(self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[list[Sample]]:
         check_conversations(conversations)
         prompts = self.encode(conversations)
-        results: list[list[Sample]] = []
-        for start in range(0, len(prompts), self.batch_size):
-            results += self._generate_batch(prompts[start : start + self.batch_size], params, start)
-        return results
-
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, offset: int) -> list[list[Sample]]:
-        if params.seed is not None:
-            torch.manual_seed(params.seed + offset)
-        if self.mode == "continuous":
+        request = request_seeds(conversations, params, seeds)
+        if self.mode == "continuous":  # transformers' continuous batching takes no per-request generator
             return self._generate_continuous(prompts, params)
+        # One row per sample, each with its own seed: a row's tokens depend on its prompt and seed alone.
+        rows = [(i, request_seed(request[i], j)) for i in range(len(prompts)) for j in range(params.n)]
+        samples: list[Sample] = []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            samples += self._generate_rows([prompts[i] for i, _ in chunk], [s for _, s in chunk], params)
+        return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+    def _generate_rows(self, prompts: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Sample]:
         # A static cache is compiled per shape: padding prompts to a multiple of 64 bounds the recompiles.
         multiple = 64 if self.mode == "static" else None
         batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt", pad_to_multiple_of=multiple).to(self.device)
-        sampling = params.temperature > 0
+        sampler = SeededSampler(seeds, params.temperature, params.top_p, self.device, params.logprobs)
         out = self.model.generate(
             **batch,
-            do_sample=sampling,
-            temperature=params.temperature if sampling else None,
-            top_p=params.top_p if sampling else None,
+            do_sample=False,  # the sampler's draw is the argmax of its output (see SeededSampler)
+            temperature=None,
+            top_p=None,
             top_k=None,
             max_new_tokens=params.max_new_tokens,
-            num_return_sequences=params.n,
+            logits_processor=LogitsProcessorList([sampler]),
             pad_token_id=self.tokenizer.pad_token_id,
             return_dict_in_generate=True,
-            output_scores=params.logprobs,
             **({"cache_implementation": "static"} if self.mode == "static" else {}),
         )
         new_tokens = out.sequences[:, batch["input_ids"].shape[1] :]
-        token_logprobs = None
-        if params.logprobs:
-            # log-softmax of the processed scores (temperature/top-p applied): the sampling distribution
-            scores = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # [B*n, T, V]
-            token_logprobs = scores.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        samples = [self._sample(ids, token_logprobs[row].tolist() if token_logprobs is not None else None, params)
-                   for row, ids in enumerate(new_tokens.tolist())]
-        return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+        token_logprobs = sampler.chosen_logprobs(new_tokens) if params.logprobs else None
+        return [
+            self._sample(ids, token_logprobs[row].tolist() if token_logprobs is not None else None, params, prompts[row])
+            for row, ids in enumerate(new_tokens.tolist())
+        ]
 
     def _generate_continuous(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Sample]]:
         from transformers import GenerationConfig
@@ -139,11 +138,11 @@ class TransformersEngine:
         if failed:
             raise RuntimeError(f"continuous batching failed on {len(failed)} of {len(inputs)} requests: "
                                f"{next((o.error for o in ordered if o is not None and o.error), 'missing output')}")
-        samples = [self._sample(list(o.generated_tokens), list(o.logprobs) if params.logprobs and o.logprobs else None, params)
-                   for o in ordered]
+        samples = [self._sample(list(o.generated_tokens), list(o.logprobs) if params.logprobs and o.logprobs else None, params,
+                                inputs[k]) for k, o in enumerate(ordered)]
         return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
-    def _sample(self, ids: list[int], logprobs: list[float] | None, params: SamplingParams) -> Sample:
+    def _sample(self, ids: list[int], logprobs: list[float] | None, params: SamplingParams, prompt: list[int]) -> Sample:
         """A Sample from generated ids: cut at the first EOS/pad, decoded, cut at stop strings."""
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         length = next((i for i, t in enumerate(ids) if t in eos), None)
@@ -153,4 +152,44 @@ class TransformersEngine:
         if params.stop:
             text, stopped = truncate_at_stop(text, params.stop)
             finish = "stop" if stopped else finish
-        return Sample(text=text, token_ids=ids, logprobs=logprobs[: len(ids)] if logprobs is not None else None, finish_reason=finish)
+        return Sample(text=text, token_ids=ids, logprobs=logprobs[: len(ids)] if logprobs is not None else None, finish_reason=finish,
+                      prompt_token_ids=prompt)
+
+
+class SeededSampler(LogitsProcessor):
+    """Samples every row from its own random stream, so a row's tokens do not depend on its batch.
+
+    `generate(do_sample=True)` draws all rows from torch's one global generator: a sample then depends on
+    its position in the batch and on every call before it. Here each row has a generator seeded with its
+    request's seed, and the draw is the exponential race: argmax(p_i / E_i) with E_i ~ Exp(1) is a sample
+    from p, so greedy decoding over this processor's output samples from the tempered, top-p
+    distribution. Temperature 0 is greedy (no noise)."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: str, keep_logprobs: bool = False) -> None:
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds] if temperature > 0 else []
+        self.temperature, self.top_p, self.keep_logprobs = temperature, top_p, keep_logprobs
+        self._previous: torch.Tensor | None = None  # the last step's log-probs [rows, V]
+        self._chosen: list[torch.Tensor] = []  # per step, the log-prob of the token taken [rows]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.keep_logprobs and self._previous is not None:  # the token taken last step is input_ids[:, -1]
+            self._chosen.append(self._previous.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        logp = scores.float().log_softmax(-1) if self.temperature <= 0 else (scores.float() / self.temperature).log_softmax(-1)
+        if self.temperature > 0 and self.top_p < 1:
+            sorted_logp, order = logp.sort(-1, descending=True)
+            before = sorted_logp.exp().cumsum(-1) - sorted_logp.exp()  # mass of the tokens ranked above each
+            drop = torch.zeros_like(before, dtype=torch.bool).scatter(-1, order, before >= self.top_p)
+            logp = logp.masked_fill(drop, float("-inf")).log_softmax(-1)
+        if self.keep_logprobs:
+            self._previous = logp
+        if self.temperature <= 0:
+            return logp
+        noise = torch.stack([torch.empty(logp.shape[-1], device=logp.device).exponential_(generator=g) for g in self.generators])
+        return logp - noise.log()
+
+    def chosen_logprobs(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """[rows, T] log-probs of the generated tokens under the sampling distribution."""
+        steps = list(self._chosen)
+        if self._previous is not None and len(steps) < new_tokens.shape[1]:
+            steps.append(self._previous.gather(-1, new_tokens[:, len(steps) : len(steps) + 1]).squeeze(-1))
+        return torch.stack(steps, 1)

@@ -8,10 +8,12 @@ vLLM spawns an engine-core process by default, so a script that builds this engi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
-from .engine import Messages, Sample, SamplingParams, check_conversations, truncate_at_stop
+from .engine import Messages, Sample, SamplingParams, check_conversations, request_seeds, truncate_at_stop
 from .models import EMBEDDED_NAME, default_device, default_dtype, resolve_model
+from .render import render_prompts
 
 
 class VLLMEngine:
@@ -22,6 +24,7 @@ class VLLMEngine:
         dtype: str | None = None,
         max_lora_rank: int = 16,
         max_model_len: int = 4096,
+        max_prompt_tokens: int | None = None,
         memory_fraction: float | None = None,
         enforce_eager: bool | None = None,
         seed: int = 0,
@@ -57,6 +60,9 @@ class VLLMEngine:
             **llm_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        # Prompts are rendered here (agents.render) and sent as token ids, so vLLM samples from exactly the
+        # ids a trainer computes log-probs on. Default budget: the context less room for a long reply.
+        self.max_prompt_tokens = max_prompt_tokens or max_model_len - 1024
         self.lora_request: Any = None
         self.adapter_version = 0
         if adapter:
@@ -85,27 +91,33 @@ class VLLMEngine:
         self.lora_request = None
         self.model_name = self.model_name.split("+")[0]
 
-    def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
+    def encode(self, conversations: list[Messages]) -> list[list[int]]:
+        """Prompt token ids per conversation, fitted to max_prompt_tokens (see agents.render)."""
+        return render_prompts(self.tokenizer, conversations, self.max_prompt_tokens)
+
+    def generate(self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[list[Sample]]:
         from vllm import SamplingParams as VLLMSampling
+        from vllm.inputs import TokensPrompt
         from vllm.sampling_params import StructuredOutputsParams
 
         check_conversations(conversations)
+        request = request_seeds(conversations, params, seeds)
+
         def sampling_for(i: int) -> VLLMSampling:
             return VLLMSampling(
                 n=params.n,
                 max_tokens=params.max_new_tokens,
                 temperature=params.temperature,
                 top_p=params.top_p,
-                # vLLM seeds sample j of a request with seed + j: space the requests n apart so that no two
-                # samples of the batch share a seed (identical prompts would otherwise repeat samples)
-                seed=None if params.seed is None else params.seed + i * params.n,
+                seed=request[i],  # the request's own seed (vLLM seeds its sample j with seed + j)
                 logprobs=0 if params.logprobs else None,  # 0: just the sampled token's logprob
                 stop=list(params.stop) or None,
                 structured_outputs=StructuredOutputsParams(json=params.json_schema) if params.json_schema else None,
             )
 
         sampling = [sampling_for(i) for i in range(len(conversations))]
-        outputs = self.llm.chat(conversations, sampling, lora_request=self.lora_request, use_tqdm=False)
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in self.encode(conversations)]
+        outputs = self.llm.generate(prompts, sampling, lora_request=self.lora_request, use_tqdm=False)
         results = []
         for out in outputs:
             samples = []
@@ -114,6 +126,7 @@ class VLLMEngine:
                 if params.logprobs and c.logprobs is not None:
                     lps = [step[tid].logprob for step, tid in zip(c.logprobs, c.token_ids)]
                 text, _ = truncate_at_stop(c.text, params.stop)
-                samples.append(Sample(text=text, token_ids=list(c.token_ids), logprobs=lps, finish_reason=c.finish_reason or ""))
+                samples.append(Sample(text=text, token_ids=list(c.token_ids), logprobs=lps, finish_reason=c.finish_reason or "",
+                                      prompt_token_ids=list(out.prompt_token_ids or [])))
             results.append(samples)
         return results

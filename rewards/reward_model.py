@@ -1,8 +1,8 @@
 """`RewardModel`: a sequence-regression head plus LoRA over the policy's own (dialogue state, utterance) text.
 
 The input is the chat the policy sees (`agents.llm_agent.build_messages`) with the utterance as the
-assistant's reply, tokenized with the chat template; when too long, the history is cut from the left so the
-utterance and the latest turns stay. The model is `AutoModelForSequenceClassification(num_labels=1)` with a
+assistant's reply, tokenized with the chat template and fitted to `max_length` by `agents.render` (the
+system turn, scenario, goal, closing line and utterance stay; the oldest dialogue lines are left out). The model is `AutoModelForSequenceClassification(num_labels=1)` with a
 peft LoRA adapter (the score head trained in full). Saved next to it: its config and the label
 normaliser's statistics, which inference needs to read scores on the training scale.
 """
@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from agents.llm_agent import build_messages
-from agents.models import chat_token_ids, default_device, resolve_model
+from agents.models import default_device, resolve_model
+from agents.render import render_chat
 
 from .attribution import Normalizer
 
@@ -31,7 +32,7 @@ class RewardModelConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_layers: int | None = None  # LoRA on the top N transformer layers only (None: all layers)
-    max_length: int = 512  # tokens per (state, utterance); the history is cut from the left
+    max_length: int = 512  # tokens per (state, utterance); the oldest dialogue lines are left out beyond it
 
 
 class RewardModel:
@@ -99,8 +100,10 @@ class RewardModel:
         out = []
         for prompt, utterance in zip(prompts, utterances):
             messages = build_messages({"prompt": prompt}) if isinstance(prompt, str) else list(prompt)
-            ids = chat_token_ids(self.tokenizer, messages + [{"role": "assistant", "content": utterance}])
-            out.append(ids[-self.config.max_length :])
+            # Header, goal, closing line and utterance stay; old dialogue lines go first (agents.render). An
+            # utterance longer than half the budget is cut at its end.
+            budget = self.config.max_length
+            out.append(render_chat(self.tokenizer, messages, budget, reply=utterance, reply_budget=budget // 2).ids)
         return out
 
     def forward(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -84,7 +84,7 @@ def _run_round(matches: Sequence[_Match], learner_actions: Sequence[Any] | None,
     """
     if learner_actions is not None:
         simultaneous = [m for m in matches if m.env.turn_mode == "simultaneous"]
-        partner_actions = dict(zip(map(id, simultaneous), act_batch(partner, [m.partner_obs for m in simultaneous])))
+        partner_actions = dict(zip(map(id, simultaneous), _partner_acts(partner, simultaneous)))
         for m, action in zip(matches, learner_actions):
             m.reward = 0.0
             joint = {m.learner: action}
@@ -92,8 +92,15 @@ def _run_round(matches: Sequence[_Match], learner_actions: Sequence[Any] | None,
                 joint[m.partner] = partner_actions[id(m)]
             m.play(joint)
     while waiting := [m for m in matches if m.needs_partner()]:
-        for m, action in zip(waiting, act_batch(partner, [m.partner_obs for m in waiting])):
+        for m, action in zip(waiting, _partner_acts(partner, waiting)):
             m.play({m.partner: action})
+
+
+def _partner_acts(partner: Policy, matches: Sequence[_Match]) -> list[Any]:
+    """The partner's actions for these matches in one call; each request is keyed by (episode id, turn,
+    seat), so a seeded partner samples per episode, not per batch slot."""
+    keys = [(m.env.episode.id, m.partner_obs["turn"], m.partner_obs["seat"]) for m in matches]
+    return act_batch(partner, [m.partner_obs for m in matches], keys)
 
 
 def _start_episodes(

@@ -29,7 +29,10 @@ class PipelineConfig:
     judge: str = "vllm:embedded"  # judge model spec; guided JSON needs vLLM or an OpenAI-compatible server
     attribution: str = "direct"
     rm_epochs: int = 3
-    rm_max_length: int = 192
+    # Token budgets. A state's fixed part (system turn, scenario, names, secret, goal, closing line) is about
+    # 200-250 SmolLM2 tokens on the hard split; what is left holds the latest dialogue lines (agents.render).
+    rm_max_length: int = 384
+    grpo_max_prompt_tokens: int = 384
     bc_top_fraction: float = 0.5
     grpo_steps: int = 8
     grpo_group_size: int = 4
@@ -110,7 +113,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     if not (grpo_dir / "summary.json").exists():
         train_grpo(GRPOConfig(reward_model=str(rm_dir / "best"), episodes=str(episodes_path), out=str(grpo_dir),
                               init_adapter=str(bc_dir / "adapter"), steps=cfg.grpo_steps, group_size=cfg.grpo_group_size,
-                              prompts_per_step=cfg.grpo_prompts_per_step, max_new_tokens=24, max_prompt_tokens=256,
+                              prompts_per_step=cfg.grpo_prompts_per_step, max_new_tokens=24, max_prompt_tokens=cfg.grpo_max_prompt_tokens,
                               lr=1e-3, heldout_states=8, eval_samples=2, save_every=4, seed=cfg.seed), progress=progress)
     grpo = json.loads((grpo_dir / "summary.json").read_text())
     timings["end"] = time.monotonic()
