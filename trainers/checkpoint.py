@@ -4,6 +4,10 @@ RNG state (`trainer_state.pt`) and the trainer's own JSON state (`state.json`: s
 A new checkpoint is written beside the old one and swapped in by renames, so a crash at any moment leaves
 one complete checkpoint on disk: the old one, the new one, or (between the two renames) the old one under
 `<name>.old`, which `load_checkpoint` also finds.
+
+Metric rows (`metrics.jsonl`) are appended after each step, checkpoints only every few steps, so a run
+killed between the two has logged steps that its resume will run again: `resume_metrics` cuts them off
+when a run starts, and `read_metrics` gives one row per step for summaries.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from sotopia_env.episode import iter_jsonl, write_jsonl_atomic
 
 
 def save_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any, state: dict[str, Any]) -> None:
@@ -48,3 +54,22 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any) -> di
     schedule.load_state_dict(saved["schedule"])
     torch.set_rng_state(saved["torch_rng"])
     return json.loads((path / "state.json").read_text())
+
+
+def resume_metrics(path: Path, step: int) -> None:
+    """Keep only the metric rows of steps <= `step` (the checkpoint the run resumes from, 0 for a fresh
+    start): the run logs the later steps again. The file is replaced atomically."""
+    path = Path(path)
+    if not path.exists():
+        return
+    rows = list(iter_jsonl(path))
+    kept = [r for r in rows if r["step"] <= step]
+    if len(kept) < len(rows):
+        write_jsonl_atomic(path, kept)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Metric rows in step order, one per step: where a step was logged twice (a file written before
+    `resume_metrics` existed), the later row wins."""
+    by_step = {r["step"]: r for r in iter_jsonl(path)}
+    return [by_step[s] for s in sorted(by_step)]

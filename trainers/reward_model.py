@@ -24,7 +24,7 @@ import torch
 from rewards.attribution import Normalizer
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env.episode import append_jsonl, iter_jsonl
-from trainers.checkpoint import load_checkpoint, save_checkpoint
+from trainers.checkpoint import load_checkpoint, resume_metrics, save_checkpoint
 
 
 @dataclass
@@ -107,6 +107,7 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
     state = load_checkpoint(ckpt, rm.model, optimizer, schedule) or {"step": 0, "best_mse": float("inf"), "bad_evals": 0}
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     metrics_path = out / "metrics.jsonl"
+    resume_metrics(metrics_path, state["step"])  # steps logged after the checkpoint run again below
     encoded = rm.encode([r["prompt"] for r in train], [r["utterance"] for r in train])
     labels = torch.tensor([float(r["label"]) for r in train])
     started = time.monotonic()
