@@ -1,50 +1,57 @@
-"""Command-line entry points of the agents package (arguments: sotopia_env/cli_args.py)."""
+"""The agents package's commands: `episode`, `collect`, `serve`. Each takes its config (agents.configs)."""
 
 from __future__ import annotations
 
-import argparse
 import uuid
 
 from sotopia_env import SocialParallelEnv
 
-from .engine import SamplingParams
-from .runner import EpisodeJob, run_episodes
+from .configs import CollectConfig, EpisodeConfig, ServeConfig
+from .runner import EpisodeJob, jobs_for, run_episodes
 from .spec import make_policies
 
 
-def sampling_from_args(args: argparse.Namespace, seed: int | None = None) -> SamplingParams:
-    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=seed)
-
-
-def episode_command(args: argparse.Namespace) -> int:
-    env = SocialParallelEnv(max_turns=args.max_turns)  # only to draw a scenario and pairing reproducibly
+def episode_command(cfg: EpisodeConfig) -> int:
+    env = SocialParallelEnv(max_turns=cfg.max_turns)  # only to draw a scenario and pairing reproducibly
     options = {}
-    if args.scenario:
-        options["scenario"] = args.scenario
-    if args.characters:
-        options["characters"] = tuple(c.strip() for c in args.characters.split(","))
-    env.reset(seed=args.seed, options=options)
+    if cfg.scenario:
+        options["scenario"] = cfg.scenario
+    if cfg.characters:
+        options["characters"] = tuple(c.strip() for c in cfg.characters.split(","))
+    env.reset(seed=cfg.seed, options=options)
     # Each invocation plays a new episode (same seed, same sampling): the tag keeps ids unique in --out.
-    job = EpisodeJob(env.scenario.id, (env.pair[0].id, env.pair[1].id), seed=args.seed, tag=uuid.uuid4().hex[:8])
+    job = EpisodeJob(env.scenario.id, (env.pair[0].id, env.pair[1].id), seed=cfg.seed, tag=uuid.uuid4().hex[:8])
     print(f"scenario {job.scenario}: {env.scenario.situation}")
-    for seat, (spec, char) in enumerate(zip((args.agent0, args.agent1), env.pair)):
+    for seat, (spec, char) in enumerate(zip((cfg.agent0, cfg.agent1), env.pair)):
         print(f"  agent_{seat}: {char.name} ({char.occupation}) played by {spec}; goal: {env.scenario.roles[seat].goal}")
-    print(f"loading policies {args.agent0!r} and {args.agent1!r} ...", flush=True)
-    policies = make_policies([args.agent0, args.agent1], sampling_from_args(args, seed=args.seed))
+    print(f"loading policies {cfg.agent0!r} and {cfg.agent1!r} ...", flush=True)
+    policies = make_policies([cfg.agent0, cfg.agent1], cfg.sampling(seed=cfg.seed))
     [episode] = run_episodes(
-        [job], (policies[0], policies[1]), args.out, batch_size=1,
-        env_kwargs={"max_turns": args.max_turns}, progress=False, render=True,
+        [job], (policies[0], policies[1]), cfg.out, batch_size=1,
+        env_kwargs={"max_turns": cfg.max_turns}, progress=False, render=True,
     )
-    print(f"\n{len(episode.turns)} turns, ended by {episode.end_reason}; written to {args.out} (id {episode.id})")
+    print(f"\n{len(episode.turns)} turns, ended by {episode.end_reason}; written to {cfg.out} (id {episode.id})")
     return 0
 
 
-def serve_command(args: argparse.Namespace) -> int:
+def collect_command(cfg: CollectConfig) -> int:
+    from sotopia_env import split
+
+    scenarios = split(cfg.split)[: cfg.scenarios] if cfg.scenarios else split(cfg.split)
+    jobs = jobs_for(scenarios, cfg.pairs_per_scenario, cfg.episodes_per_pair, cfg.both_seats, seed=cfg.seed)
+    specs = [cfg.policy, cfg.partner or cfg.policy]
+    policies = make_policies(specs, cfg.sampling(seed=cfg.seed))
+    new = run_episodes(jobs, (policies[0], policies[1]), cfg.out, batch_size=cfg.batch_size, env_kwargs={"max_turns": cfg.max_turns})
+    print(f"{len(new)} new episode(s), {len(jobs)} in the plan -> {cfg.out}")
+    return 0
+
+
+def serve_command(cfg: ServeConfig) -> int:
     import os
 
     from .serve import server_command, server_env
 
-    cmd = server_command(args.model, port=args.port, host=args.host, served_name=args.served_name)
+    cmd = server_command(cfg.model, port=cfg.port, host=cfg.host, served_name=cfg.served_name)
     print("starting:", " ".join(cmd), flush=True)
     os.execve(cmd[0], cmd, server_env())
     return 0  # not reached

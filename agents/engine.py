@@ -17,6 +17,10 @@ from typing import Protocol
 
 Messages = list[dict[str, str]]  # [{"role": "system" | "user" | "assistant", "content": "..."}]
 
+# How the transformers engine batches generation (`TransformersEngine(mode=...)`); here, apart from torch,
+# so configs can check a mode without loading the engine.
+MODES = ("generate", "static", "continuous")
+
 
 @dataclass(frozen=True)
 class SamplingParams:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sotopia_env.actions import Action, ActionType
+from sotopia_env.actions import SPEECH_TYPES, Action, ActionType
 
 from .engine import Engine, Messages, SamplingParams, request_seed
 
@@ -31,11 +31,6 @@ _JSON_OBJECT = re.compile(r"\{.*\}", re.S)
 def build_messages(observation: dict[str, Any], system_prompt: str = SYSTEM_PROMPT) -> Messages:
     """The chat the policy sees for one observation; the reward model scores the same text."""
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": observation["prompt"]}]
-
-
-def _speaker_name(prompt: str) -> str | None:
-    match = re.search(r"You are ([^;\n]+); what do you do next\?", prompt)
-    return match.group(1).strip() if match else None
 
 
 def parse_reply(text: str, speaker: str | None = None, max_chars: int = 2000) -> Action:
@@ -84,7 +79,7 @@ def _finish(action_type: ActionType, argument: str, repairs: list[str], max_char
     if len(argument) > max_chars:
         argument = argument[:max_chars]
         repairs.append(f"cut to {max_chars} characters")
-    if action_type in (ActionType.speak, ActionType.non_verbal, ActionType.action) and not argument.strip():
+    if action_type in SPEECH_TYPES and not argument.strip():
         repairs.append("empty reply treated as none")
         return Action(ActionType.none, "", tuple(repairs))
     return Action(action_type, argument.strip(), tuple(repairs))
@@ -128,7 +123,7 @@ class LLMAgent:
         self.calls += 1
         samples = self.engine.generate(conversations, self.params, seeds)
         return [
-            parse_reply(s[0].text, _speaker_name(o["prompt"]), self.max_chars) for o, s in zip(observations, samples)
+            parse_reply(s[0].text, o.get("name"), self.max_chars) for o, s in zip(observations, samples)
         ]
 
 

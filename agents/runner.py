@@ -15,7 +15,7 @@ from typing import Any
 from sotopia_env import Episode, Policy, SocialParallelEnv
 from sotopia_env.episode import episode_ids
 from sotopia_env.policy import act_batch
-from sotopia_env.scenarios import Scenario, hard_pairings, library_characters
+from sotopia_env.scenarios import Scenario, library_characters, library_pairings
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,14 @@ class EpisodeJob:
 def jobs_for(
     scenarios: Sequence[Scenario], pairs_per_scenario: int = 1, episodes_per_pair: int = 1, both_seats: bool = False, seed: int = 0
 ) -> list[EpisodeJob]:
-    """Jobs over scenarios x character pairings (the hard pairings where a scenario has them)."""
+    """Jobs over scenarios x character pairings (the library's pairings where a scenario has them)."""
     import random
 
     rng = random.Random(seed)
     chars = sorted(library_characters())
     jobs = []
     for s in scenarios:
-        pairs = list(hard_pairings().get(s.id, ()))[:pairs_per_scenario]
+        pairs = list(library_pairings().get(s.id, ()))[:pairs_per_scenario]
         while len(pairs) < pairs_per_scenario:
             pair = tuple(rng.sample(chars, 2))
             if pair not in pairs:

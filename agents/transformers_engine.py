@@ -13,11 +13,18 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .engine import Messages, Sample, SamplingParams, check_conversations, request_seed, request_seeds, truncate_at_stop
+from .engine import (
+    MODES,
+    Messages,
+    Sample,
+    SamplingParams,
+    check_conversations,
+    request_seed,
+    request_seeds,
+    truncate_at_stop,
+)
 from .models import EMBEDDED_NAME, default_device, default_dtype, resolve_model
 from .render import render_prompts
-
-MODES = ("generate", "static", "continuous")
 
 
 class TransformersEngine:

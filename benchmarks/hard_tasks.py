@@ -29,29 +29,49 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sotopia_env.cli import config_error
+
 from .stats import Estimate, bootstrap_ci, clustered_bootstrap_ci, group_means, group_values, paired_difference
 
 
 @dataclass
 class BenchmarkConfig:
-    policies: list[str] = field(default_factory=lambda: ["embedded"])  # policy specs under test (agents.spec)
-    partner: str = "embedded"  # the other seat's policy spec
-    judge: str = "vllm:embedded"  # judge model spec; a strong model for real results
-    split: str = "hard"  # scenario split of the library: hard, all or a category
-    library: str | None = None  # a folder from `sotopia-env import-sotopia` (scenarios, characters, pairings)
-    scenarios: int | None = None  # only the first N scenarios of the split (None: all)
-    pairings: int | None = None  # only the first N pairings per scenario (None: all)
-    episodes_per_cell: int = 1  # repeats per (scenario, pairing, seat), seeds seed, seed+1, ...
-    max_turns: int = 20
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int = 0
-    concurrency: int = 8  # episodes played at once (their generation batched); the judge batches likewise
-    judge_partner: bool = False  # also judge the partner's agent (its scores in the report): twice the judge calls
-    resamples: int = 2000  # bootstrap resamples per interval
-    out: str = "runs/benchmark"
-    leaderboard: str | None = "runs/leaderboard.jsonl"  # None: no leaderboard entry
+    policies: list[str] = field(default_factory=lambda: ["embedded"], metadata={
+        "help": "policy specs under test (agents.spec); the first is the baseline of the paired comparisons",
+        "positional": True})
+    partner: str = field(default="embedded", metadata={"help": "the other seat's policy spec"})
+    judge: str = field(default="vllm:embedded", metadata={"help": "judge model spec; a strong model for real results"})
+    split: str = field(default="hard", metadata={"help": "scenario split of the library: hard, all or a category"})
+    library: str | None = field(default=None, metadata={"help": "a folder from `sotopia-env import-sotopia` (scenarios, characters, pairings)"})
+    scenarios: int | None = field(default=None, metadata={"help": "only the first N scenarios of the split (None: all)"})
+    pairings: int | None = field(default=None, metadata={"help": "only the first N pairings per scenario (None: all)"})
+    episodes_per_cell: int = field(default=1, metadata={"help": "repeats per (scenario, pairing, seat), seeds seed, seed+1, ..."})
+    max_turns: int = field(default=20)
+    max_new_tokens: int = field(default=128)
+    temperature: float = field(default=0.7)
+    top_p: float = field(default=0.95)
+    seed: int = field(default=0)
+    concurrency: int = field(default=8, metadata={"help": "episodes played at once (their generation batched); the judge batches likewise"})
+    judge_partner: bool = field(default=False, metadata={"help": "also judge the partner's agent (its scores in the report): twice the judge calls"})
+    resamples: int = field(default=2000, metadata={"help": "bootstrap resamples per interval"})
+    out: str = field(default="runs/benchmark")
+    leaderboard: str | None = field(default="runs/leaderboard.jsonl", metadata={"help": "leaderboard JSONL file; '' (None in Python): no entry"})
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad field, before anything is played."""
+        rules = [
+            ("policies", len(self.policies) >= 1, "needs at least one policy spec"),
+            ("scenarios", self.scenarios is None or self.scenarios >= 1, "must be at least 1, or unset for the whole split"),
+            ("pairings", self.pairings is None or self.pairings >= 1, "must be at least 1, or unset for every pairing"),
+            ("episodes_per_cell", self.episodes_per_cell >= 1, "must be at least 1"),
+            ("max_turns", self.max_turns >= 1, "must be at least 1"),
+            ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
+            ("concurrency", self.concurrency >= 1, "must be at least 1 episode at a time"),
+            ("resamples", self.resamples >= 1, "must be at least 1 bootstrap resample"),
+        ]
+        for name, ok, need in rules:
+            if not ok:
+                raise config_error(self, name, need)
 
 
 # Fields that define what an episode means: a rerun into the same OUT must keep them, and the cells played
@@ -131,15 +151,15 @@ Pool = tuple[dict, dict, dict[str, list[tuple[str, str]]]]  # scenarios, charact
 def load_pool(cfg: BenchmarkConfig) -> Pool:
     """Scenarios, characters and pairings: the shipped library, or an imported one (`cfg.library`)."""
     from sotopia_env.scenarios import (
-        hard_pairings,
         library_characters,
+        library_pairings,
         library_scenarios,
         load_characters,
         load_scenarios,
     )
 
     if cfg.library is None:
-        return library_scenarios(), library_characters(), {k: list(v) for k, v in hard_pairings().items()}
+        return library_scenarios(), library_characters(), {k: list(v) for k, v in library_pairings().items()}
     root = Path(cfg.library)
     missing = [n for n in ("scenarios.jsonl", "characters.jsonl") if not (root / n).is_file()]
     if missing:

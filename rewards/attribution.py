@@ -6,7 +6,7 @@ For an agent with utterances u_1..u_K and episode score G on a dimension:
 - singular:    the key utterance (largest a_k, the later one on ties) gets G, the others 0
 - uniform:     every utterance gets G (no model)
 - discounting: label_k = gamma^(K-k) * G, so the last utterance gets G (no model)
-Then each dimension is min-max normalised over the data set (`Normalizer`, saved with the reward model)
+Then each dimension is min-max normalised over the data set (`Normalizer`, its statistics in OUT.stats.json)
 and aggregated: reward = 10 * weighted mean of the chosen dimensions (default goal, relationship,
 knowledge with equal weights), in 0..10.
 """
@@ -25,7 +25,7 @@ from sotopia_env import Episode
 from sotopia_env.replay import UtteranceState, utterance_states
 
 from .dimensions import BY_NAME
-from .structured import JSONCache, Outcome, Request, ask_json
+from .json_answers import JSONCache, Outcome, Request, ask_json
 
 METHODS = ("direct", "scaled", "singular", "uniform", "discounting")
 MODEL_METHODS = ("direct", "scaled", "singular")

@@ -22,7 +22,7 @@ from agents.engine import Engine, Messages
 from sotopia_env import Episode
 
 from .dimensions import DIMENSIONS, NAMES, check_scores, overall
-from .structured import JSONCache, Request, ask_json
+from .json_answers import JSONCache, Request, ask_json
 
 PROMPT_VERSION = "judge-v1"
 

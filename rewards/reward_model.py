@@ -2,9 +2,10 @@
 
 The input is the chat the policy sees (`agents.llm_agent.build_messages`) with the utterance as the
 assistant's reply, tokenized with the chat template and fitted to `max_length` by `agents.render` (the
-system turn, scenario, goal, closing line and utterance stay; the oldest dialogue lines are left out). The model is `AutoModelForSequenceClassification(num_labels=1)` with a
-peft LoRA adapter (the score head trained in full). Saved next to it: its config and the label
-normaliser's statistics, which inference needs to read scores on the training scale.
+system turn, scenario, goal, closing line and utterance stay; the oldest dialogue lines are left out). The
+model is `AutoModelForSequenceClassification(num_labels=1)` with a peft LoRA adapter (the score head trained
+in full), saved with its config. It is trained on the labels themselves (0..10, already normalised by
+`sotopia-env label`), so its scores are read as they come.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from agents.llm_agent import build_messages
 from agents.models import default_device, resolve_model
 from agents.render import render_chat
 
-from .attribution import Normalizer
-
 
 @dataclass
 class RewardModelConfig:
@@ -36,8 +35,8 @@ class RewardModelConfig:
 
 
 class RewardModel:
-    def __init__(self, model: Any, tokenizer: Any, config: RewardModelConfig, normalizer: Normalizer | None = None) -> None:
-        self.model, self.tokenizer, self.config, self.normalizer = model, tokenizer, config, normalizer
+    def __init__(self, model: Any, tokenizer: Any, config: RewardModelConfig) -> None:
+        self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device = str(next(model.parameters()).device)
         self._cache: OrderedDict[str, float] = OrderedDict()
         self.cache_size = 100_000
@@ -79,10 +78,7 @@ class RewardModel:
         model = _base_classifier(base)
         model.config.pad_token_id = tokenizer.pad_token_id
         model = PeftModel.from_pretrained(model, path).to(device or default_device()).eval()
-        normalizer = None
-        if (path / "normalizer.json").exists():
-            normalizer = Normalizer.from_json(json.loads((path / "normalizer.json").read_text()))
-        return cls(model, tokenizer, config, normalizer)
+        return cls(model, tokenizer, config)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -90,8 +86,6 @@ class RewardModel:
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         (path / "rm_config.json").write_text(json.dumps(asdict(self.config), indent=1))
-        if self.normalizer is not None:
-            (path / "normalizer.json").write_text(json.dumps(self.normalizer.to_json(), indent=1))
 
     # --- inputs -------------------------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ from .scenarios import (
     Role,
     Scenario,
     ScenarioFileError,
-    hard_pairings,
     is_hard,
     library_characters,
+    library_pairings,
     library_scenarios,
     load_characters,
     load_scenarios,
@@ -35,7 +35,7 @@ def parallel_env(**kwargs) -> SocialParallelEnv:
 __all__ = [
     "ENV_ID", "Action", "ActionType", "Character", "Episode", "EpisodeJudge", "Policy", "Relationship",
     "RewardContext", "Role", "Scenario", "ScenarioFileError", "ScriptedPolicy", "SocialGymEnv",
-    "SocialParallelEnv", "SocialVectorEnv", "Turn", "UtteranceReward", "hard_pairings", "is_hard",
+    "SocialParallelEnv", "SocialVectorEnv", "Turn", "UtteranceReward", "library_pairings", "is_hard",
     "library_characters", "library_scenarios", "load_characters", "load_scenarios", "parallel_env",
     "read_episodes", "split", "to_hf_dataset", "to_sotopia_episode_log", "write_episode",
 ]

@@ -44,7 +44,10 @@ class ActionType(IntEnum):
         raise ValueError(f"unknown action type {value!r}; use one of {names}")
 
 
+# The one definition of speech: the action types the partner perceives. SPEECH_NAMES is the same set as
+# episode records spell it (`Turn.action_type`).
 SPEECH_TYPES = (ActionType.speak, ActionType.non_verbal, ActionType.action)
+SPEECH_NAMES = frozenset(t.sotopia_name for t in SPEECH_TYPES)
 SOTOPIA_NAMES = {t: t.sotopia_name for t in ActionType}
 
 

@@ -1,146 +1,109 @@
-"""`sotopia-env` command line. Each subcommand imports its package lazily, so `sotopia-env scenarios`
-works without the model stack installed."""
+"""The env package's commands (`scenarios`, `import-sotopia`) and the config-to-flags machinery every
+`sotopia-env` command uses: one config dataclass per command, one --flag per field, help from the
+field's metadata. The dispatcher that also reaches the packages built on this one is `benchmarks.cli`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
-Command = Callable[[argparse.Namespace], int]
+
+def config_error(cfg: Any, name: str, need: str) -> ValueError:
+    """The error for a bad config field: which config, field and value, what it needs, and the flag to fix."""
+    flag = "--" + name.replace("_", "-")
+    return ValueError(f"{type(cfg).__name__}.{name} = {getattr(cfg, name)!r}: {need} (set {flag})")
 
 
-def _scenarios(args: argparse.Namespace) -> int:
-    from .scenarios import hard_pairings, load_scenarios, split
+def _flag_type(hint: Any) -> tuple[Any, bool]:
+    """(the element type argparse converts to, whether the field is a list) for a field's type hint;
+    Optional[X] is X, because an unset flag keeps the field's default (None)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if typing.get_origin(hint) is list:
+        return (args[0] if args else str), True
+    return hint, False
 
-    pool = load_scenarios(*args.file) if args.file else None
-    chosen = split(args.split, pool)
-    pairings = hard_pairings()
-    if args.json:
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One argument per field of the dataclass `cls`: --field-name (a bool as --x/--no-x, a list as a
+    repeatable flag), or a positional argument when the field's metadata says {"positional": True}.
+    A field without a default is a required flag."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        kind, is_list = _flag_type(hints[f.name])
+        if kind not in (str, int, float, bool):
+            raise TypeError(f"{cls.__name__}.{f.name}: a {hints[f.name]} field has no command-line form; use str, int, "
+                            "float, bool, a list of one of them, or an Optional of one")
+        default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
+        required = f.default is MISSING and f.default_factory is MISSING
+        text = f.metadata.get("help", "")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="+" if is_list else None, type=kind, help=text)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        shown = f"{text}{'; ' if text else ''}default: {default}" if not required else text
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=shown)
+        elif is_list:
+            parser.add_argument(flag, dest=f.name, action="append", type=kind, default=None, help=shown + " (repeatable)")
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=default, required=required, help=shown)
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """The config a parsed command line describes; a repeatable flag never given keeps the field's default,
+    and the config's validate() (where it has one) runs before any work starts."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+    config = cls(**values)
+    if hasattr(config, "validate"):
+        config.validate()
+    return config
+
+
+@dataclass
+class ScenariosConfig:
+    split: str = field(default="all", metadata={"help": "all, hard, or a category"})
+    file: list[str] = field(default_factory=list, metadata={"help": "scenario JSON/JSONL file instead of the library"})
+    json: bool = field(default=False, metadata={"help": "one JSON object per line"})
+
+
+@dataclass
+class ImportConfig:
+    files: list[str] = field(metadata={"help": "Sotopia JSON or JSONL dump files", "positional": True})
+    out: str = field(metadata={"help": "output folder for scenarios.jsonl, characters.jsonl, pairings.json"})
+
+
+def scenarios_command(cfg: ScenariosConfig) -> int:
+    from .scenarios import library_pairings, load_scenarios, split
+
+    pool = load_scenarios(*cfg.file) if cfg.file else None
+    chosen = split(cfg.split, pool)
+    pairings = library_pairings()
+    if cfg.json:
         for s in chosen:
             print(json.dumps({**s.model_dump(mode="json"), "hard": s.hard, "pairings": pairings.get(s.id, [])}))
     else:
         for s in chosen:
             flag = "hard" if s.hard else "    "
             print(f"{s.id:28s} {flag} {s.category or '-':25s} {s.situation[:70]}")
-        print(f"{len(chosen)} scenario(s) in split {args.split!r}", file=sys.stderr)
+        print(f"{len(chosen)} scenario(s) in split {cfg.split!r}", file=sys.stderr)
     return 0
 
 
-def _import_sotopia(args: argparse.Namespace) -> int:
+def import_sotopia_command(cfg: ImportConfig) -> int:
     from .sotopia_import import import_sotopia, write_library
 
-    result = import_sotopia(args.files)
-    paths = write_library(result, args.out)
+    result = import_sotopia(cfg.files)
+    paths = write_library(result, cfg.out)
     print(
         f"imported {len(result.scenarios)} scenarios ({len(result.hard_ids & set(result.scenarios))} hard), "
         f"{len(result.characters)} characters, {sum(map(len, result.pairings.values()))} pairings -> "
         + ", ".join(str(p) for p in paths.values())
     )
     return 0
-
-
-def _lazy(module: str, func: str) -> Command:
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return importlib.import_module(module).__dict__[func](args)
-
-    return run
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sotopia-env", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("scenarios", help="list scenarios of a split of the library (or of your files)")
-    p.add_argument("--split", default="all", help="all, hard, or a category (default: all)")
-    p.add_argument("--file", action="append", default=[], help="scenario JSON/JSONL file(s) instead of the library")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.set_defaults(run=_scenarios)
-
-    p = sub.add_parser("import-sotopia", help="convert Sotopia EnvironmentProfile/AgentProfile dumps to our files")
-    p.add_argument("files", nargs="+", help="Sotopia JSON or JSONL dump files")
-    p.add_argument("--out", required=True, help="output folder for scenarios.jsonl, characters.jsonl, pairings.json")
-    p.set_defaults(run=_import_sotopia)
-
-    for name, module, func, helptext in _EXTERNAL:
-        p = sub.add_parser(name, help=helptext)
-        _ADDERS[name](p)
-        p.set_defaults(run=_lazy(module, func))
-    return parser
-
-
-# Subcommands that live in other packages: (name, module, function, help). Each package adds its own
-# arguments through the adder below so the parser is complete without importing torch.
-_EXTERNAL: list[tuple[str, str, str, str]] = []
-_ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
-
-
-def external(name: str, module: str, func: str, helptext: str) -> Callable:
-    def register(adder: Callable[[argparse.ArgumentParser], None]) -> Callable[[argparse.ArgumentParser], None]:
-        _EXTERNAL.append((name, module, func, helptext))
-        _ADDERS[name] = adder
-        return adder
-
-    return register
-
-
-def add_dataclass_args(parser: argparse.ArgumentParser, module: str, name: str, skip: Sequence[str] = ()) -> None:
-    """One --flag per field of a config dataclass (the CLI mirrors the config one to one).
-
-    Reads the dataclass's source for names, types and defaults without importing torch: the module is
-    only parsed, not imported, so `sotopia-env --help` stays fast.
-    """
-    import ast
-    import importlib.util
-
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ImportError(f"cannot find {module}")
-    from pathlib import Path
-
-    source = Path(spec.origin).read_text(encoding="utf-8")
-    lines = source.splitlines()
-    tree = ast.parse(source)
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
-    for item in cls.body:
-        if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
-            continue
-        field_name, annotation = item.target.id, ast.unparse(item.annotation)
-        if field_name in skip:  # the caller adds its own argument for this field
-            continue
-        default = ast.literal_eval(item.value) if item.value is not None else None
-        flag = "--" + field_name.replace("_", "-")
-        if annotation == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-            continue
-        kind = int if annotation.startswith("int") else float if annotation.startswith("float") else str
-        comment = lines[item.lineno - 1].partition("  # ")[2].strip()  # the field's comment is its help
-        parser.add_argument(flag, type=kind, default=default, required=item.value is None,
-                            help=f"{comment + '; ' if comment else ''}{annotation} (default: {default})")
-
-
-def dataclass_from_args(cls: type, args: argparse.Namespace):  # noqa: ANN201
-    from dataclasses import fields
-
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from . import cli_args  # noqa: F401 - registers the other packages' subcommands
-
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, ConnectionError) as exc:  # ConnectionError: a model server that never answered
-        print(f"sotopia-env {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -25,7 +25,7 @@ from pettingzoo import ParallelEnv
 from . import observation as obs_lib
 from .actions import SOTOPIA_NAMES, Action, ActionType, parse_action
 from .episode import Episode, Turn, write_episode
-from .scenarios import Character, Scenario, hard_pairings, library_characters, library_scenarios, split
+from .scenarios import Character, Scenario, library_characters, library_pairings, library_scenarios, split
 
 TurnMode = Literal["round-robin", "simultaneous"]
 
@@ -346,7 +346,7 @@ class SocialParallelEnv(ParallelEnv):
             if out[0].id == out[1].id:
                 raise ValueError(f"a character cannot talk to itself ({out[0].id!r} in both seats)")
             return out[0], out[1]
-        pairs = [p for p in hard_pairings().get(scenario.id, ()) if p[0] in self.characters and p[1] in self.characters]
+        pairs = [p for p in library_pairings().get(scenario.id, ()) if p[0] in self.characters and p[1] in self.characters]
         if pairs:
             a, b = self._rng.choice(pairs)
         else:
@@ -365,10 +365,12 @@ class SocialParallelEnv(ParallelEnv):
     def _observe(self, agent: str) -> dict[str, Any]:
         your_turn = agent in self._active
         mask = obs_lib.MASK_ANY if your_turn else obs_lib.MASK_WAIT if self.agents else obs_lib.MASK_ENDED
+        seat = 0 if agent == "agent_0" else 1
         return {
             "prompt": self._prompt(agent),
+            "name": self._pair[seat].name,
             "turn": self._turn,
-            "seat": 0 if agent == "agent_0" else 1,
+            "seat": seat,
             "your_turn": int(your_turn),
             "action_type_mask": mask.copy(),  # a copy: callers may keep or edit it
             "history": tuple(map(dict.copy, self._history_obs)),  # fresh dicts: callers may keep or edit them

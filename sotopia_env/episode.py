@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .actions import SPEECH_NAMES
 from .scenarios import Character, Scenario
 
 FORMAT_VERSION = 1
@@ -51,6 +52,11 @@ class Turn:
     reward: float = 0.0
     repairs: list[str] = field(default_factory=list)  # what the env or the agent repaired in this action
 
+    @property
+    def is_speech(self) -> bool:
+        """True for an action the partner perceives (speak, non-verbal communication, action)."""
+        return self.action_type in SPEECH_NAMES
+
 
 class Episode(BaseModel):
     """A finished (or aborted) dialogue between two characters in one scenario."""
@@ -75,7 +81,7 @@ class Episode(BaseModel):
     def speech_turns(self, agent: str | None = None) -> list[Turn]:
         return [
             t for t in self.turns
-            if t.action_type not in ("none", "leave") and (agent is None or t.agent == agent)
+            if t.is_speech and (agent is None or t.agent == agent)
         ]
 
     def total_reward(self, agent: str) -> float:

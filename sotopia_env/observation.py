@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .actions import Action, ActionType, text_charset
-from .scenarios import Character, Relationship, Scenario
+from .scenarios import MAX_NAME_CHARS, Character, Relationship, Scenario
 
 # The prompt is the situation, two profiles and up to max_turns x 2 utterances: bounded by the env's
 # limits, checked when the env is built (`prompt_chars_bound`).
@@ -134,6 +134,7 @@ def observation_space(max_turns: int, max_utterance_chars: int, n_agents: int = 
     return spaces.Dict(
         {
             "prompt": text_space(prompt_chars),
+            "name": text_space(MAX_NAME_CHARS),  # the observer's character: who speaks when it is their turn
             "turn": spaces.Discrete(max_turns + 1),
             "seat": spaces.Discrete(n_agents),
             "your_turn": spaces.Discrete(2),

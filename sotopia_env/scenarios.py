@@ -53,6 +53,7 @@ CATEGORIES = (
 # Feature tags that the hard rule reads (see `is_hard`).
 CONFLICT_TAG = "conflict"  # what one role wants, the other loses
 ASYMMETRY_TAG = "asymmetry"  # one role holds information the other needs and lacks
+MAX_NAME_CHARS = 100  # a character's name is an observation field (`Text` space), so it needs a bound
 
 
 class _Record(BaseModel):
@@ -68,7 +69,7 @@ class Character(_Record):
     """A person who can fill a role in a scenario."""
 
     id: str = Field(min_length=1, pattern=r"^[a-z0-9_\-]+$")
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     age: int = Field(ge=18, le=110)
     occupation: str = Field(min_length=1)
     pronouns: str = Field(min_length=1)
@@ -222,9 +223,11 @@ Pairing = tuple[str, str]
 
 
 @cache
-def hard_pairings() -> dict[str, tuple[Pairing, ...]]:
-    """Character pairings (first role, second role) for each hard scenario of the library."""
-    raw = json.loads(_data_path("hard_pairings.json").read_text(encoding="utf-8"))
+def library_pairings() -> dict[str, tuple[Pairing, ...]]:
+    """The library's character pairings (first role, second role) by scenario id: every scenario's
+    episodes draw from these when given no characters. The shipped file has 10 for each hard scenario; a
+    scenario without any draws two characters at random."""
+    raw = json.loads(_data_path("pairings.json").read_text(encoding="utf-8"))
     characters = library_characters()
     pairings: dict[str, tuple[Pairing, ...]] = {}
     for scenario_id, pairs in raw.items():
@@ -232,7 +235,7 @@ def hard_pairings() -> dict[str, tuple[Pairing, ...]]:
             for cid in (a, b):
                 if cid not in characters:
                     raise ScenarioFileError(
-                        f"hard_pairings.json: scenario {scenario_id!r} names unknown character {cid!r}"
+                        f"pairings.json: scenario {scenario_id!r} names unknown character {cid!r}"
                     )
         pairings[scenario_id] = tuple((a, b) for a, b in pairs)
     return pairings

@@ -8,8 +8,8 @@ from agents.engine import SamplingParams
 from agents.llm_agent import HumanAgent, LLMAgent, parse_reply
 from agents.runner import EpisodeJob, jobs_for, run_episodes
 from agents.spec import PolicySpec, parse_spec
+from benchmarks.cli import main
 from sotopia_env import ActionType, SocialParallelEnv, read_episodes, split
-from sotopia_env.cli import main
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,22 @@ def test_pettingzoo_parallel_api_test_passes_as_constructed_in_both_turn_modes()
     parallel_api_test(SocialParallelEnv(turn_mode="simultaneous"), num_cycles=60)
 
 
+def test_each_observation_names_its_own_character_and_the_name_lies_in_the_space():
+    env, obs, _ = start()
+    assert (obs["agent_0"]["name"], obs["agent_1"]["name"]) == ("Ben Kowalski", "Amara Okafor")
+    obs, *_ = env.step({"agent_0": "Hi, it's $480."})
+    assert obs["agent_1"]["name"] == "Amara Okafor" and obs["agent_1"]["your_turn"] == 1
+    assert all(env.observation_space(a)["name"].contains(o["name"]) for a, o in obs.items())
+
+
+def test_records_and_actions_share_one_definition_of_speech():
+    from sotopia_env.episode import Turn
+
+    spoken = {t.sotopia_name for t in ActionType if Action(t, "x").is_speech}
+    assert spoken == {"speak", "non-verbal communication", "action"}
+    assert {t.sotopia_name for t in ActionType if Turn(0, "agent_0", "A", t.sotopia_name).is_speech} == spoken
+
+
 def test_observations_lie_in_their_space_through_an_episode_the_last_one_included():
     env, obs, _ = start(max_turns=6)
     text = "Ünïcödé — “quotes”, emoji 😀, tabs\tand\nnewlines, and a control \x07 char"

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sotopia_env.cli import main
+from benchmarks.cli import main
 from trainers.bc import BCConfig, train_bc
 from trainers.grpo import GRPOConfig, group_advantages, grpo_loss, lr_factor, train_grpo
 

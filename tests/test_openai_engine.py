@@ -176,7 +176,7 @@ def test_the_episode_command_reports_a_dead_endpoint_as_one_error_line(tmp_path)
     out = tmp_path / "episodes.jsonl"
     env = {**os.environ, "SOTOPIA_OPENAI_MAX_RETRIES": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", "from sotopia_env.cli import main; raise SystemExit(main())", "episode", "--scenario", "neg-used-bike", "--characters",
+        [sys.executable, "-c", "from benchmarks.cli import main; raise SystemExit(main())", "episode", "--scenario", "neg-used-bike", "--characters",
          "ben_kowalski,amara_okafor", "--agent0", f"openai:x@{url}", "--agent1", "scripted:Hello.", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )

@@ -13,7 +13,7 @@ import pytest
 from agents.llm_agent import build_messages
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env import SocialParallelEnv
-from trainers.reward_model import RMTrainConfig, load_rows, pearson, split_rows, train_reward_model
+from trainers.train_reward_model import RMTrainConfig, load_rows, pearson, split_rows, train_reward_model
 
 QUESTIONS = ["Could you lower the price a bit?", "What do you need from me?", "Would Friday work for you?",
              "How about we split it?", "Why is that important to you?", "Can you tell me more?",

@@ -13,9 +13,9 @@ import pytest
 from agents.engine import SamplingParams
 from rewards.attribution import AttributionConfig, Attributor, Normalizer, UtteranceLabel, spread
 from rewards.dimensions import BY_NAME, NAMES, check_scores
+from rewards.json_answers import extract_json
 from rewards.judge import BEGIN, END, Judge, judge_messages, validate_answer
 from rewards.labeling import label_episodes, latest_records
-from rewards.structured import extract_json
 from sotopia_env import SocialParallelEnv, read_episodes
 from sotopia_env.replay import utterance_states
 
@@ -194,7 +194,7 @@ def test_dimension_ranges_match_sotopia_eval():
 def test_an_interrupted_reward_model_run_resumes_with_one_metric_row_per_step(embedded_dir, tmp_path, monkeypatch):
     """Ctrl-C after step 3 is logged, with the last checkpoint at step 2: the resumed run trains step 3 again
     and must not leave two rows for it."""
-    import trainers.reward_model as rm_trainer
+    import trainers.train_reward_model as rm_trainer
 
     data = tmp_path / "d.jsonl"
     utterances = ["Can we talk?", "Fine.", "Why not?", "No."]

@@ -8,9 +8,9 @@ import pytest
 from sotopia_env.scenarios import (
     CATEGORIES,
     ScenarioFileError,
-    hard_pairings,
     is_hard,
     library_characters,
+    library_pairings,
     library_scenarios,
     load_characters,
     load_scenarios,
@@ -34,7 +34,7 @@ def test_hard_split_follows_the_documented_rule_and_has_ten_pairings_each():
         assert "conflict" in s.tags and ("asymmetry" in s.tags or any(r.secret for r in s.roles))
     easy = [s for s in library_scenarios().values() if not is_hard(s)]
     assert easy and all("conflict" not in s.tags or ("asymmetry" not in s.tags and not any(r.secret for r in s.roles)) for s in easy)
-    pairings = hard_pairings()
+    pairings = library_pairings()
     assert set(pairings) == {s.id for s in hard}
     chars = library_characters()
     for pairs in pairings.values():
@@ -104,4 +104,4 @@ def test_character_validation_names_the_field(tmp_path):
 def test_shipped_pairings_are_reproducible_from_their_seed():
     hard = [s.id for s in split("hard")]
     rebuilt = make_pairings(hard, sorted(library_characters()), 10, seed=2026)
-    assert {k: tuple(map(tuple, v)) for k, v in rebuilt.items()} == hard_pairings()
+    assert {k: tuple(map(tuple, v)) for k, v in rebuilt.items()} == library_pairings()

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from benchmarks.cli import main
 from sotopia_env import Relationship, SocialParallelEnv, load_characters, load_scenarios
-from sotopia_env.cli import main
 from sotopia_env.scenarios import ScenarioFileError
 from sotopia_env.sotopia_import import import_sotopia
 

@@ -15,7 +15,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,50 +26,7 @@ from agents.render import render_chat
 from sotopia_env import Episode, read_episodes
 from sotopia_env.actions import ActionType
 from sotopia_env.replay import utterance_states
-from trainers.grpo import config_error
-
-
-@dataclass
-class BCConfig:
-    episodes: str = "runs/episodes.jsonl"
-    out: str = "runs/bc"
-    base: str = "embedded"
-    agents: str = "all"  # whose turns to learn from: all, agent_0 or agent_1
-    top_fraction: float | None = None  # self-reinforcement: keep the top fraction per scenario by goal (Sotopia-π: 0.2)
-    epochs: int = 2
-    batch_size: int = 8
-    lr: float = 2e-4
-    max_length: int = 512
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_layers: int | None = None
-    seed: int = 0
-    save_every: int = 50  # steps
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise a ValueError naming the first bad field, before any episode is read or model loads."""
-        top = self.top_fraction
-        rules = [
-            ("agents", self.agents in ("all", "agent_0", "agent_1"), "must be all, agent_0 or agent_1"),
-            ("top_fraction", top is None or 0 < top <= 1,
-             "must be in (0, 1] (Sotopia-π keeps 0.2 per scenario), or unset to learn from every turn"),
-            ("agents", top is None or self.agents == "all",
-             "cannot be combined with --top-fraction, which keeps the best (episode, agent) pairs of both seats"),
-            ("epochs", self.epochs >= 1, "must be at least 1"),
-            ("batch_size", self.batch_size >= 1, "must be at least 1"),
-            ("lr", self.lr > 0, "must be > 0"),
-            ("max_length", self.max_length >= 2, "must be at least 2 tokens (half at most go to the reply)"),
-            ("lora_r", self.lora_r >= 1, "must be at least 1"),
-            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
-            ("lora_layers", self.lora_layers is None or self.lora_layers >= 1, "must be at least 1, or unset for all layers"),
-            ("save_every", self.save_every >= 1, "must be at least 1 step"),
-        ]
-        for name, ok, need in rules:
-            if not ok:
-                raise config_error(self, name, need)
+from trainers.bc_config import BCConfig  # noqa: F401 - re-exported: the trainer's config
 
 
 def select_top(episodes: Sequence[Episode], fraction: float) -> list[tuple[Episode, str]]:

@@ -3,8 +3,9 @@ update a LoRA policy with a clipped, group-relative policy gradient and a KL pen
 
     sotopia-env grpo --reward-model runs/rm/best --episodes runs/episodes.jsonl --steps 50
 
-Reads top to bottom: config; the GRPO math (advantages, loss, LR schedule: pure functions); prompts; the
-policy; then one step = sample -> score -> advantages -> loss -> adapter sync.
+Reads top to bottom: the GRPO math (advantages, loss, LR schedule: pure functions); prompts; the policy;
+then one step = sample -> score -> advantages -> loss -> adapter sync. The config, `GRPOConfig`, lives in
+trainers/grpo_config.py (no torch there, for the CLI).
 Prompts are dialogue states: Sotopia-RL's single-turn mode takes the states of recorded episodes
 (`--episodes`); without episodes, states come from rolling the env with the current policy against a
 scripted partner. The KL reference is the policy training starts from: the init adapter (e.g. BC's) loaded
@@ -20,95 +21,13 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from agents.transformers_engine import MODES
-
-
-@dataclass
-class GRPOConfig:
-    reward_model: str = "runs/rm/best"  # a saved RewardModel folder
-    episodes: str | None = None  # dialogue states from these episodes; None: roll the env online
-    prompts: str | None = None  # or: a JSONL file of {"prompt": <observation prompt>} records
-    split: str = "all"  # scenarios for online states
-    out: str = "runs/grpo"
-    base: str = "embedded"
-    init_adapter: str | None = None  # start from this LoRA (e.g. behaviour cloning's)
-    engine: str = "transformers"  # rollout engine: transformers (shares the live weights) or vllm
-    rollout_mode: str = "auto"  # transformers engine: generate, static or continuous; auto: static on a GPU, else generate
-    steps: int = 20
-    prompts_per_step: int = 4  # B dialogue states per step
-    group_size: int = 4  # G samples per state
-    max_new_tokens: int = 32
-    temperature: float = 1.0  # sampling temperature, training and evaluation; log-probs are taken at it too
-    top_p: float = 1.0  # nucleus sampling, training and evaluation alike
-    max_prompt_tokens: int = 512  # dialogue history cut from the left beyond this
-    lr: float = 5e-5
-    warmup_steps: int = 2
-    updates_per_batch: int = 1  # >1 reuses each batch: the clipped ratio then matters
-    micro_batch: int = 8  # sequences per forward/backward (gradient accumulation across them); whole groups
-    shared_prompt: bool = True  # run each state's prompt once per group (grouped_logprobs); False: once per sample
-    clip_eps: float = 0.2
-    kl_coef: float = 0.04
-    max_grad_norm: float = 1.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_layers: int | None = None  # LoRA on the top N layers only (None: all)
-    heldout_states: int = 16  # states kept out of training, for the before/after reward
-    eval_samples: int = 2  # samples per held-out state in evaluations
-    save_every: int = 10
-    seed: int = 0
-    tensorboard: bool = True
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise a ValueError naming the first bad field. Runs at construction and again when training starts,
-        before any model loads, so a bad flag costs nothing (G = 1 would give NaN advantages)."""
-        rules = [
-            ("steps", self.steps >= 1, "must be at least 1"),
-            ("prompts_per_step", self.prompts_per_step >= 1, "must be at least 1 dialogue state per step"),
-            ("group_size", self.group_size >= 2,
-             "must be at least 2: each sample's advantage compares it with the other samples of its state"),
-            ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
-            ("temperature", self.temperature > 0,
-             "must be > 0: log-probs are taken at it (logits / T); for near-greedy sampling use e.g. 0.1"),
-            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]; 1 samples from the whole distribution"),
-            ("max_prompt_tokens", self.max_prompt_tokens >= 1, "must be at least 1"),
-            ("lr", self.lr > 0, "must be > 0"),
-            ("warmup_steps", self.warmup_steps >= 0, "must be 0 (no warm-up) or more"),
-            ("updates_per_batch", self.updates_per_batch >= 1, "must be at least 1"),
-            ("micro_batch", self.micro_batch >= 1, "must be at least 1 sequence"),
-            ("clip_eps", self.clip_eps > 0, "must be > 0 (0.2 is usual)"),
-            ("kl_coef", self.kl_coef >= 0, "must be 0 (no KL penalty) or more"),
-            ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
-            ("lora_r", self.lora_r >= 1, "must be at least 1"),
-            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
-            ("lora_layers", self.lora_layers is None or self.lora_layers >= 1, "must be at least 1, or unset for all layers"),
-            ("heldout_states", self.heldout_states >= 1,
-             "must be at least 1: the held-out states measure the reward before and after training"),
-            ("eval_samples", self.eval_samples >= 1, "must be at least 1 sample per held-out state"),
-            ("save_every", self.save_every >= 1, "must be at least 1 step"),
-            ("engine", self.engine in ("transformers", "vllm"), "must be 'transformers' or 'vllm'"),
-            ("rollout_mode", self.rollout_mode in ("auto", *MODES), f"must be one of auto, {', '.join(MODES)}"),
-            ("prompts", not (self.prompts and self.episodes),
-             f"--prompts and --episodes ({self.episodes!r}) both give the training states; give only one"),
-        ]
-        for name, ok, need in rules:
-            if not ok:
-                raise config_error(self, name, need)
-
-
-def config_error(cfg: Any, name: str, need: str) -> ValueError:
-    """The error for a bad config field: which config, field and value, what it needs, and the flag to fix."""
-    flag = "--" + name.replace("_", "-")
-    return ValueError(f"{type(cfg).__name__}.{name} = {getattr(cfg, name)!r}: {need} (set {flag})")
-
+from trainers.grpo_config import GRPOConfig  # noqa: F401 - re-exported: the trainer's config
 
 # --- GRPO math: pure functions the training loop calls ------------------------------------------
 

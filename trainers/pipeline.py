@@ -13,31 +13,57 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sotopia_env.cli import config_error
 
 
 @dataclass
 class PipelineConfig:
-    out: str = "runs/pipeline"
-    split: str = "hard"
-    scenarios: int = 4  # scenarios of the split to collect on
-    episodes_per_scenario: int = 2  # both seat orders of one pairing
-    max_turns: int = 6
-    max_new_tokens: int = 40
-    judge: str = "vllm:embedded"  # judge model spec; guided JSON needs vLLM or an OpenAI-compatible server
-    attribution: str = "direct"
-    rm_epochs: int = 3
+    out: str = field(default="runs/pipeline")
+    split: str = field(default="hard")
+    scenarios: int = field(default=4, metadata={"help": "scenarios of the split to collect on"})
+    episodes_per_scenario: int = field(default=2, metadata={"help": "both seat orders of one pairing"})
+    max_turns: int = field(default=6)
+    max_new_tokens: int = field(default=40)
+    judge: str = field(default="vllm:embedded", metadata={"help": "judge model spec; guided JSON needs vLLM or an OpenAI-compatible server"})
+    attribution: str = field(default="direct")
+    rm_epochs: int = field(default=3)
     # Token budgets. A state's fixed part (system turn, scenario, names, secret, goal, closing line) is about
     # 200-250 SmolLM2 tokens on the hard split; what is left holds the latest dialogue lines (agents.render).
-    rm_max_length: int = 384
-    grpo_max_prompt_tokens: int = 384
-    bc_top_fraction: float = 0.5
-    grpo_steps: int = 8
-    grpo_group_size: int = 4
-    grpo_prompts_per_step: int = 4
-    seed: int = 0
+    rm_max_length: int = field(default=384)
+    grpo_max_prompt_tokens: int = field(default=384)
+    bc_top_fraction: float = field(default=0.5)
+    grpo_steps: int = field(default=8)
+    grpo_group_size: int = field(default=4)
+    grpo_prompts_per_step: int = field(default=4)
+    seed: int = field(default=0)
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad field before the first stage, not when a later stage's
+        own config would refuse it minutes in."""
+        from rewards.attribution import METHODS
+
+        rules = [
+            ("scenarios", self.scenarios >= 1, "must be at least 1"),
+            ("episodes_per_scenario", self.episodes_per_scenario >= 1, "must be at least 1"),
+            ("max_turns", self.max_turns >= 1, "must be at least 1"),
+            ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
+            ("attribution", self.attribution in METHODS, f"must be one of {', '.join(METHODS)}"),
+            ("rm_epochs", self.rm_epochs >= 1, "must be at least 1"),
+            ("rm_max_length", self.rm_max_length >= 2, "must be at least 2 tokens"),
+            ("grpo_max_prompt_tokens", self.grpo_max_prompt_tokens >= 1, "must be at least 1"),
+            ("bc_top_fraction", 0 < self.bc_top_fraction <= 1, "must be in (0, 1]"),
+            ("grpo_steps", self.grpo_steps >= 1, "must be at least 1"),
+            ("grpo_group_size", self.grpo_group_size >= 2,
+             "must be at least 2: each sample's advantage compares it with the other samples of its state"),
+            ("grpo_prompts_per_step", self.grpo_prompts_per_step >= 1, "must be at least 1"),
+        ]
+        for name, ok, need in rules:
+            if not ok:
+                raise config_error(self, name, need)
 
 
 def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
@@ -51,8 +77,9 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     from sotopia_env.episode import write_jsonl_atomic
     from trainers.bc import BCConfig, train_bc
     from trainers.grpo import GRPOConfig, train_grpo
-    from trainers.reward_model import RMTrainConfig, train_reward_model
+    from trainers.train_reward_model import RMTrainConfig, train_reward_model
 
+    cfg.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))

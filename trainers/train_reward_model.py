@@ -15,34 +15,16 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rewards.attribution import Normalizer
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env.episode import append_jsonl, iter_jsonl
 from trainers.checkpoint import load_checkpoint, resume_metrics, save_checkpoint
-
-
-@dataclass
-class RMTrainConfig:
-    data: str = "runs/labels.jsonl"
-    out: str = "runs/rm"
-    base: str = "embedded"
-    epochs: int = 3
-    batch_size: int = 8
-    lr: float = 3e-4
-    heldout_fraction: float = 0.2
-    eval_every: int = 20  # steps
-    patience: int = 3  # evaluations without held-out improvement before stopping
-    max_length: int = 256
-    lora_r: int = 8
-    lora_layers: int | None = None
-    seed: int = 0
-    max_minutes: float | None = None  # stop (keeping the best so far) after this long
+from trainers.rm_config import RMTrainConfig  # noqa: F401 - re-exported: the trainer's config
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -84,6 +66,7 @@ def pearson(xs: list[float], ys: list[float]) -> float:
 def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,9 +76,6 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
         raise ValueError("need at least two episodes in the data for a held-out split")
     rm_config = RewardModelConfig(base=cfg.base, lora_r=cfg.lora_r, lora_layers=cfg.lora_layers, max_length=cfg.max_length)
     rm = RewardModel.create(rm_config)
-    stats_path = Path(cfg.data).with_suffix(".stats.json")
-    if stats_path.exists():  # the labeller's normaliser travels with the model
-        rm.normalizer = Normalizer.from_json(json.loads(stats_path.read_text()))
     params = [p for p in rm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)

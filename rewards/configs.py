@@ -1,0 +1,53 @@
+"""Configs of the rewards package's commands (`judge`, `label`). Torch-free, so `sotopia-env CMD --help`
+and the checks below run before any model loads; each field is a --flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sotopia_env.cli import config_error
+
+if TYPE_CHECKING:
+    from .attribution import AttributionConfig
+
+
+@dataclass
+class JudgeConfig:
+    episodes: str = field(metadata={"help": "episodes JSONL to judge"})
+    out: str = field(metadata={"help": "judged episodes JSONL"})
+    judge: str = field(default="vllm:embedded", metadata={"help": "judge model spec; use a strong model"})
+    batch_size: int = field(default=16)
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise config_error(self, "batch_size", "must be at least 1 episode")
+
+
+@dataclass
+class LabelConfig:
+    episodes: str = field(metadata={"help": "episodes JSONL"})
+    out: str = field(metadata={"help": "reward data set JSONL (also writes OUT.raw.jsonl and OUT.stats.json)"})
+    judge: str = field(default="embedded", metadata={"help": "policy-style spec of the judge model; use a strong model"})
+    method: str = field(default="direct", metadata={"help": "direct, scaled, singular, uniform or discounting"})
+    dims: str = field(default="goal,relationship,knowledge", metadata={"help": "dimensions to aggregate, comma-separated"})
+    weights: str | None = field(default=None, metadata={"help": "comma-separated weights, one per dimension (default: equal)"})
+    gamma: float = field(default=0.9, metadata={"help": "discount for the discounting method"})
+    batch_size: int = field(default=8)
+
+    def attribution(self) -> AttributionConfig:
+        """The attribution these flags describe; raises a ValueError for an unknown method or dimension, or
+        weights that do not match the dimensions."""
+        from .attribution import AttributionConfig
+
+        dims = tuple(d.strip() for d in self.dims.split(",") if d.strip())
+        try:
+            weights = tuple(float(w) for w in self.weights.split(",")) if self.weights else None
+        except ValueError:
+            raise config_error(self, "weights", "must be numbers, comma-separated") from None
+        return AttributionConfig(method=self.method, dims=dims, weights=weights, gamma=self.gamma)
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise config_error(self, "batch_size", "must be at least 1")
+        self.attribution()
