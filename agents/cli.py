@@ -23,12 +23,19 @@ def episode_command(cfg: EpisodeConfig) -> int:
     job = EpisodeJob(env.scenario.id, (env.pair[0].id, env.pair[1].id), seed=cfg.seed, tag=uuid.uuid4().hex[:8])
     print(f"scenario {job.scenario}: {env.scenario.situation}")
     for seat, (spec, char) in enumerate(zip((cfg.agent0, cfg.agent1), env.pair)):
-        print(f"  agent_{seat}: {char.name} ({char.occupation}) played by {spec}; goal: {env.scenario.roles[seat].goal}")
+        print(
+            f"  agent_{seat}: {char.name} ({char.occupation}) played by {spec}; goal: {env.scenario.roles[seat].goal}"
+        )
     print(f"loading policies {cfg.agent0!r} and {cfg.agent1!r} ...", flush=True)
     policies = make_policies([cfg.agent0, cfg.agent1], cfg.sampling(seed=cfg.seed))
     [episode] = run_episodes(
-        [job], (policies[0], policies[1]), cfg.out, batch_size=1,
-        env_kwargs={"max_turns": cfg.max_turns}, progress=False, render=True,
+        [job],
+        (policies[0], policies[1]),
+        cfg.out,
+        batch_size=1,
+        env_kwargs={"max_turns": cfg.max_turns},
+        progress=False,
+        render=True,
     )
     print(f"\n{len(episode.turns)} turns, ended by {episode.end_reason}; written to {cfg.out} (id {episode.id})")
     return 0
@@ -41,7 +48,9 @@ def collect_command(cfg: CollectConfig) -> int:
     jobs = jobs_for(scenarios, cfg.pairs_per_scenario, cfg.episodes_per_pair, cfg.both_seats, seed=cfg.seed)
     specs = [cfg.policy, cfg.partner or cfg.policy]
     policies = make_policies(specs, cfg.sampling(seed=cfg.seed))
-    new = run_episodes(jobs, (policies[0], policies[1]), cfg.out, batch_size=cfg.batch_size, env_kwargs={"max_turns": cfg.max_turns})
+    new = run_episodes(
+        jobs, (policies[0], policies[1]), cfg.out, batch_size=cfg.batch_size, env_kwargs={"max_turns": cfg.max_turns}
+    )
     print(f"{len(new)} new episode(s), {len(jobs)} in the plan -> {cfg.out}")
     return 0
 

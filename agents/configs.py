@@ -19,7 +19,9 @@ class GenerationConfig:
     top_p: float = field(default=0.95)
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
-        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, seed=seed)
+        return SamplingParams(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, seed=seed
+        )
 
     def _check(self, rules: list[tuple[str, bool, str]]) -> None:
         rules = [
@@ -35,8 +37,12 @@ class GenerationConfig:
 
 @dataclass
 class EpisodeConfig(GenerationConfig):
-    scenario: str | None = field(default=None, metadata={"help": "scenario id (default: drawn from the library with --seed)"})
-    characters: str | None = field(default=None, metadata={"help": "two character ids, comma-separated (default: a pairing)"})
+    scenario: str | None = field(
+        default=None, metadata={"help": "scenario id (default: drawn from the library with --seed)"}
+    )
+    characters: str | None = field(
+        default=None, metadata={"help": "two character ids, comma-separated (default: a pairing)"}
+    )
     agent0: str = field(default="embedded", metadata={"help": "policy spec for the first seat"})
     agent1: str = field(default="embedded", metadata={"help": "policy spec for the second seat"})
     max_turns: int = field(default=20)
@@ -46,35 +52,47 @@ class EpisodeConfig(GenerationConfig):
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field, before any policy loads."""
         pair = [c for c in (self.characters or "").split(",") if c.strip()]
-        self._check([
-            ("max_turns", self.max_turns >= 1, "must be at least 1"),
-            ("characters", self.characters is None or len(pair) == 2, "must be two character ids, comma-separated"),
-        ])
+        self._check(
+            [
+                ("max_turns", self.max_turns >= 1, "must be at least 1"),
+                ("characters", self.characters is None or len(pair) == 2, "must be two character ids, comma-separated"),
+            ]
+        )
 
 
 @dataclass
 class CollectConfig(GenerationConfig):
     policy: str = field(default="embedded", metadata={"help": "policy spec for the first seat"})
-    partner: str | None = field(default=None, metadata={"help": "policy spec for the second seat (default: same as --policy: self-play)"})
+    partner: str | None = field(
+        default=None, metadata={"help": "policy spec for the second seat (default: same as --policy: self-play)"}
+    )
     split: str = field(default="all", metadata={"help": "scenario split"})
     scenarios: int | None = field(default=None, metadata={"help": "use only the first N scenarios of the split"})
     pairs_per_scenario: int = field(default=1)
     episodes_per_pair: int = field(default=1)
     both_seats: bool = field(default=False, metadata={"help": "also play each pairing with the seats swapped"})
     max_turns: int = field(default=20)
-    batch_size: int = field(default=8, metadata={"help": "episodes played together (one generate call per seat per round)"})
+    batch_size: int = field(
+        default=8, metadata={"help": "episodes played together (one generate call per seat per round)"}
+    )
     seed: int = field(default=0)
     out: str = field(default="runs/episodes.jsonl")
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field, before any policy loads."""
-        self._check([
-            ("scenarios", self.scenarios is None or self.scenarios >= 1, "must be at least 1, or unset for the whole split"),
-            ("pairs_per_scenario", self.pairs_per_scenario >= 1, "must be at least 1"),
-            ("episodes_per_pair", self.episodes_per_pair >= 1, "must be at least 1"),
-            ("max_turns", self.max_turns >= 1, "must be at least 1"),
-            ("batch_size", self.batch_size >= 1, "must be at least 1"),
-        ])
+        self._check(
+            [
+                (
+                    "scenarios",
+                    self.scenarios is None or self.scenarios >= 1,
+                    "must be at least 1, or unset for the whole split",
+                ),
+                ("pairs_per_scenario", self.pairs_per_scenario >= 1, "must be at least 1"),
+                ("episodes_per_pair", self.episodes_per_pair >= 1, "must be at least 1"),
+                ("max_turns", self.max_turns >= 1, "must be at least 1"),
+                ("batch_size", self.batch_size >= 1, "must be at least 1"),
+            ]
+        )
 
 
 @dataclass
@@ -82,7 +100,9 @@ class ServeConfig:
     model: str = field(default="embedded", metadata={"help": "model path or id (the embedded model by default)"})
     host: str = field(default="127.0.0.1")
     port: int = field(default=8000)
-    served_name: str | None = field(default=None, metadata={"help": "model name clients use (default: smollm2 for the embedded model)"})
+    served_name: str | None = field(
+        default=None, metadata={"help": "model name clients use (default: smollm2 for the embedded model)"}
+    )
 
     def validate(self) -> None:
         if not 0 < self.port < 65536:

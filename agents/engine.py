@@ -93,7 +93,9 @@ def request_seeds(conversations: Sequence[Messages], params: SamplingParams, see
     else (no run seed) fresh random ones."""
     if seeds is not None:
         if len(seeds) != len(conversations):
-            raise ValueError(f"got {len(seeds)} seeds for {len(conversations)} conversations; give one per conversation")
+            raise ValueError(
+                f"got {len(seeds)} seeds for {len(conversations)} conversations; give one per conversation"
+            )
         return [int(s) for s in seeds]
     if params.seed is not None:
         return [request_seed(params.seed, conv) for conv in conversations]

@@ -108,7 +108,9 @@ class LLMAgent:
     def act(self, observation: dict[str, Any]) -> Action:
         return self.act_batch([observation])[0]
 
-    def act_batch(self, observations: Sequence[dict[str, Any]], keys: Sequence[Sequence[Any]] | None = None) -> list[Action]:
+    def act_batch(
+        self, observations: Sequence[dict[str, Any]], keys: Sequence[Sequence[Any]] | None = None
+    ) -> list[Action]:
         """keys: what identifies each request, e.g. (episode id, turn, seat). With a run seed
         (`params.seed`) each request is then sampled with `request_seed(run seed, *key)`, so an episode's
         dialogue depends on the episode, not on which batch it shared."""
@@ -122,9 +124,7 @@ class LLMAgent:
             seeds = [request_seed(self.params.seed, *key) for key in keys]
         self.calls += 1
         samples = self.engine.generate(conversations, self.params, seeds)
-        return [
-            parse_reply(s[0].text, o.get("name"), self.max_chars) for o, s in zip(observations, samples)
-        ]
+        return [parse_reply(s[0].text, o.get("name"), self.max_chars) for o, s in zip(observations, samples)]
 
 
 class HumanAgent:

@@ -172,9 +172,16 @@ class OpenAIEngine:
         logprobs = None
         if choice.logprobs is not None and choice.logprobs.content is not None:
             logprobs = [t.logprob for t in choice.logprobs.content]
-        return Sample(text=choice.message.content or "", token_ids=token_ids, logprobs=logprobs, finish_reason=choice.finish_reason or "")
+        return Sample(
+            text=choice.message.content or "",
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=choice.finish_reason or "",
+        )
 
-    def generate(self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[list[Sample]]:
+    def generate(
+        self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[Sample]]:
         return run_sync(self.agenerate(conversations, params, seeds))
 
     # --- adapters --------------------------------------------------------------------------------

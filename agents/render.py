@@ -55,7 +55,9 @@ def _ids(tokenizer: Any, messages: Messages, reply: str | None, reply_budget: in
         return prompt, len(prompt)
     full = chat_token_ids(tokenizer, messages + [{"role": "assistant", "content": reply}])
     if full[: len(prompt)] != prompt:
-        raise ValueError("the chat template does not extend the prompt with the reply; cannot separate the reply's tokens")
+        raise ValueError(
+            "the chat template does not extend the prompt with the reply; cannot separate the reply's tokens"
+        )
     target = full[len(prompt) :]
     if reply_budget is not None:
         target = target[:reply_budget]
@@ -102,7 +104,14 @@ def render_chat(
         fitted = most_lines(parts, least)
         if fitted is not None:
             return fitted
-    fixed = len(_ids(tokenizer, _with_recent_lines(messages, index, (compact_header(header), lines, footer), 0), reply, reply_budget)[0])
+    fixed = len(
+        _ids(
+            tokenizer,
+            _with_recent_lines(messages, index, (compact_header(header), lines, footer), 0),
+            reply,
+            reply_budget,
+        )[0]
+    )
     raise ValueError(
         f"the fixed part of the prompt (system turn, scenario, names, secret, goal and closing line"
         f"{', reply' if reply is not None else ''}) is {fixed} tokens, over the budget of {budget}; "

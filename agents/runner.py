@@ -32,7 +32,11 @@ class EpisodeJob:
 
 
 def jobs_for(
-    scenarios: Sequence[Scenario], pairs_per_scenario: int = 1, episodes_per_pair: int = 1, both_seats: bool = False, seed: int = 0
+    scenarios: Sequence[Scenario],
+    pairs_per_scenario: int = 1,
+    episodes_per_pair: int = 1,
+    both_seats: bool = False,
+    seed: int = 0,
 ) -> list[EpisodeJob]:
     """Jobs over scenarios x character pairings (the library's pairings where a scenario has them)."""
     import random
@@ -77,7 +81,9 @@ def run_episodes(
     bar = tqdm(total=len(todo), desc="episodes", unit="ep", disable=not progress)
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        envs = [SocialParallelEnv(episodes_path=out_path, render_mode="human" if render else None, **kwargs) for _ in batch]
+        envs = [
+            SocialParallelEnv(episodes_path=out_path, render_mode="human" if render else None, **kwargs) for _ in batch
+        ]
         observations = []
         for env, job in zip(envs, batch):
             obs, _ = env.reset(seed=job.seed, options={"scenario": job.scenario, "characters": job.characters})

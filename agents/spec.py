@@ -43,7 +43,9 @@ def parse_spec(spec: str) -> PolicySpec:
     if kind.startswith("embedded"):
         kind, rest = "embedded", text[len("embedded") :].lstrip(":")
     if kind not in KINDS:
-        raise ValueError(f"unknown policy spec {spec!r}; it must start with one of {', '.join(KINDS)} (see agents.spec)")
+        raise ValueError(
+            f"unknown policy spec {spec!r}; it must start with one of {', '.join(KINDS)} (see agents.spec)"
+        )
     if kind == "scripted":
         return PolicySpec("scripted", lines=tuple(p.strip() for p in rest.split("|") if p.strip()))
     if kind == "human":
@@ -60,7 +62,9 @@ def parse_spec(spec: str) -> PolicySpec:
     if kind == "openai":
         model, sep, base_url = rest.rpartition("@")
         if not sep or not model or not base_url:
-            raise ValueError(f"policy spec {spec!r}: write openai:MODEL@BASE_URL, e.g. openai:gpt-4o@http://127.0.0.1:8000/v1")
+            raise ValueError(
+                f"policy spec {spec!r}: write openai:MODEL@BASE_URL, e.g. openai:gpt-4o@http://127.0.0.1:8000/v1"
+            )
         return PolicySpec("openai", model, adapter, base_url)
     if not rest:
         raise ValueError(f"policy spec {spec!r}: name a model, e.g. {kind}:embedded or {kind}:PATH")
@@ -86,7 +90,9 @@ def make_engine(spec: PolicySpec, **engine_kwargs: Any) -> Engine:
     raise ValueError(f"a {spec.kind!r} policy has no engine")
 
 
-def make_policies(specs: list[str], params: SamplingParams | None = None, engine_kwargs: dict[str, Any] | None = None) -> list[Any]:
+def make_policies(
+    specs: list[str], params: SamplingParams | None = None, engine_kwargs: dict[str, Any] | None = None
+) -> list[Any]:
     """One policy per spec, sharing engines between equal model specs."""
     from .llm_agent import HumanAgent, LLMAgent
 

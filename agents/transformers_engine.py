@@ -55,8 +55,15 @@ class TransformersEngine:
             self.load_adapter(adapter)
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, model_name: str, batch_size: int = 32, max_prompt_tokens: int = 2048,
-                   mode: str = "generate") -> TransformersEngine:
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        model_name: str,
+        batch_size: int = 32,
+        max_prompt_tokens: int = 2048,
+        mode: str = "generate",
+    ) -> TransformersEngine:
         """Wrap an already loaded model (e.g. the trainer's peft model); nothing is copied."""
         engine = cls.__new__(cls)
         engine.model, engine.tokenizer, engine.model_name = model, tokenizer, model_name
@@ -93,7 +100,9 @@ class TransformersEngine:
         return render_prompts(self.tokenizer, conversations, self.max_prompt_tokens)
 
     @torch.no_grad()  # not inference_mode: continuous batching updates tensors from its own thread
-    def generate(self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[list[Sample]]:
+    def generate(
+        self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[Sample]]:
         check_conversations(conversations)
         prompts = self.encode(conversations)
         request = request_seeds(conversations, params, seeds)
@@ -110,7 +119,9 @@ class TransformersEngine:
     def _generate_rows(self, prompts: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Sample]:
         # A static cache is compiled per shape: padding prompts to a multiple of 64 bounds the recompiles.
         multiple = 64 if self.mode == "static" else None
-        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt", pad_to_multiple_of=multiple).to(self.device)
+        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt", pad_to_multiple_of=multiple).to(
+            self.device
+        )
         sampler = SeededSampler(seeds, params.temperature, params.top_p, self.device, params.logprobs)
         out = self.model.generate(
             **batch,
@@ -127,7 +138,9 @@ class TransformersEngine:
         new_tokens = out.sequences[:, batch["input_ids"].shape[1] :]
         token_logprobs = sampler.chosen_logprobs(new_tokens) if params.logprobs else None
         return [
-            self._sample(ids, token_logprobs[row].tolist() if token_logprobs is not None else None, params, prompts[row])
+            self._sample(
+                ids, token_logprobs[row].tolist() if token_logprobs is not None else None, params, prompts[row]
+            )
             for row, ids in enumerate(new_tokens.tolist())
         ]
 
@@ -135,21 +148,38 @@ class TransformersEngine:
         from transformers import GenerationConfig
 
         sampling = params.temperature > 0
-        config = GenerationConfig(do_sample=sampling, temperature=params.temperature if sampling else None,
-                                  top_p=params.top_p if sampling else None, top_k=None, max_new_tokens=params.max_new_tokens,
-                                  eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        config = GenerationConfig(
+            do_sample=sampling,
+            temperature=params.temperature if sampling else None,
+            top_p=params.top_p if sampling else None,
+            top_k=None,
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         inputs = [p for p in prompts for _ in range(params.n)]
         outputs = self.model.generate_batch(inputs=inputs, generation_config=config, progress_bar=False)
         ordered = [outputs.get(f"req_{i}") for i in range(len(inputs))]
         failed = [i for i, o in enumerate(ordered) if o is None or o.error]
         if failed:
-            raise RuntimeError(f"continuous batching failed on {len(failed)} of {len(inputs)} requests: "
-                               f"{next((o.error for o in ordered if o is not None and o.error), 'missing output')}")
-        samples = [self._sample(list(o.generated_tokens), list(o.logprobs) if params.logprobs and o.logprobs else None, params,
-                                inputs[k]) for k, o in enumerate(ordered)]
+            raise RuntimeError(
+                f"continuous batching failed on {len(failed)} of {len(inputs)} requests: "
+                f"{next((o.error for o in ordered if o is not None and o.error), 'missing output')}"
+            )
+        samples = [
+            self._sample(
+                list(o.generated_tokens),
+                list(o.logprobs) if params.logprobs and o.logprobs else None,
+                params,
+                inputs[k],
+            )
+            for k, o in enumerate(ordered)
+        ]
         return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
-    def _sample(self, ids: list[int], logprobs: list[float] | None, params: SamplingParams, prompt: list[int]) -> Sample:
+    def _sample(
+        self, ids: list[int], logprobs: list[float] | None, params: SamplingParams, prompt: list[int]
+    ) -> Sample:
         """A Sample from generated ids: cut at the first EOS/pad, decoded, cut at stop strings."""
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         length = next((i for i, t in enumerate(ids) if t in eos), None)
@@ -159,8 +189,13 @@ class TransformersEngine:
         if params.stop:
             text, stopped = truncate_at_stop(text, params.stop)
             finish = "stop" if stopped else finish
-        return Sample(text=text, token_ids=ids, logprobs=logprobs[: len(ids)] if logprobs is not None else None, finish_reason=finish,
-                      prompt_token_ids=prompt)
+        return Sample(
+            text=text,
+            token_ids=ids,
+            logprobs=logprobs[: len(ids)] if logprobs is not None else None,
+            finish_reason=finish,
+            prompt_token_ids=prompt,
+        )
 
 
 class SeededSampler(LogitsProcessor):
@@ -172,7 +207,9 @@ class SeededSampler(LogitsProcessor):
     from p, so greedy decoding over this processor's output samples from the tempered, top-p
     distribution. Temperature 0 is greedy (no noise)."""
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: str, keep_logprobs: bool = False) -> None:
+    def __init__(
+        self, seeds: list[int], temperature: float, top_p: float, device: str, keep_logprobs: bool = False
+    ) -> None:
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds] if temperature > 0 else []
         self.temperature, self.top_p, self.keep_logprobs = temperature, top_p, keep_logprobs
         self._previous: torch.Tensor | None = None  # the last step's log-probs [rows, V]
@@ -181,7 +218,11 @@ class SeededSampler(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.keep_logprobs and self._previous is not None:  # the token taken last step is input_ids[:, -1]
             self._chosen.append(self._previous.gather(-1, input_ids[:, -1:]).squeeze(-1))
-        logp = scores.float().log_softmax(-1) if self.temperature <= 0 else (scores.float() / self.temperature).log_softmax(-1)
+        logp = (
+            scores.float().log_softmax(-1)
+            if self.temperature <= 0
+            else (scores.float() / self.temperature).log_softmax(-1)
+        )
         if self.temperature > 0 and self.top_p < 1:
             sorted_logp, order = logp.sort(-1, descending=True)
             before = sorted_logp.exp().cumsum(-1) - sorted_logp.exp()  # mass of the tokens ranked above each
@@ -191,7 +232,9 @@ class SeededSampler(LogitsProcessor):
             self._previous = logp
         if self.temperature <= 0:
             return logp
-        noise = torch.stack([torch.empty(logp.shape[-1], device=logp.device).exponential_(generator=g) for g in self.generators])
+        noise = torch.stack(
+            [torch.empty(logp.shape[-1], device=logp.device).exponential_(generator=g) for g in self.generators]
+        )
         return logp - noise.log()
 
     def chosen_logprobs(self, new_tokens: torch.Tensor) -> torch.Tensor:

@@ -95,7 +95,9 @@ class VLLMEngine:
         """Prompt token ids per conversation, fitted to max_prompt_tokens (see agents.render)."""
         return render_prompts(self.tokenizer, conversations, self.max_prompt_tokens)
 
-    def generate(self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[list[Sample]]:
+    def generate(
+        self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[Sample]]:
         from vllm import SamplingParams as VLLMSampling
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import StructuredOutputsParams
@@ -126,7 +128,14 @@ class VLLMEngine:
                 if params.logprobs and c.logprobs is not None:
                     lps = [step[tid].logprob for step, tid in zip(c.logprobs, c.token_ids)]
                 text, _ = truncate_at_stop(c.text, params.stop)
-                samples.append(Sample(text=text, token_ids=list(c.token_ids), logprobs=lps, finish_reason=c.finish_reason or "",
-                                      prompt_token_ids=list(out.prompt_token_ids or [])))
+                samples.append(
+                    Sample(
+                        text=text,
+                        token_ids=list(c.token_ids),
+                        logprobs=lps,
+                        finish_reason=c.finish_reason or "",
+                        prompt_token_ids=list(out.prompt_token_ids or []),
+                    )
+                )
             results.append(samples)
         return results

@@ -5,5 +5,16 @@ grpo_vs_trl)."""
 from .hard_tasks import BenchmarkConfig, BenchmarkResult, Cell, Comparison, PolicyResult, plan, run, summarize
 from .stats import Estimate, bootstrap_ci, paired_difference
 
-__all__ = ["BenchmarkConfig", "BenchmarkResult", "Cell", "Comparison", "Estimate", "PolicyResult", "bootstrap_ci",
-           "paired_difference", "plan", "run", "summarize"]
+__all__ = [
+    "BenchmarkConfig",
+    "BenchmarkResult",
+    "Cell",
+    "Comparison",
+    "Estimate",
+    "PolicyResult",
+    "bootstrap_ci",
+    "paired_difference",
+    "plan",
+    "run",
+    "summarize",
+]

@@ -22,30 +22,66 @@ from .hard_tasks import BenchmarkConfig, run
 
 # name -> (help, "module:Config", "module:command"). Only the config modules load to build the parser.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "scenarios": ("list scenarios of a split of the library (or of your files)",
-                  "sotopia_env.cli:ScenariosConfig", "sotopia_env.cli:scenarios_command"),
-    "import-sotopia": ("convert Sotopia EnvironmentProfile/AgentProfile dumps to our files",
-                       "sotopia_env.cli:ImportConfig", "sotopia_env.cli:import_sotopia_command"),
-    "episode": ("play one scenario between two policies, printing the dialogue",
-                "agents.configs:EpisodeConfig", "agents.cli:episode_command"),
-    "serve": ("start vLLM's OpenAI-compatible server on a model (default: embedded)",
-              "agents.configs:ServeConfig", "agents.cli:serve_command"),
-    "collect": ("run many episodes (policy vs partner, self-play, expert), batched and resumable",
-                "agents.configs:CollectConfig", "agents.cli:collect_command"),
-    "judge": ("score episodes with the Sotopia-EVAL judge (cached, resumable)",
-              "rewards.configs:JudgeConfig", "rewards.cli:judge_command"),
-    "label": ("episodes -> per-utterance reward data set (judge + attribution), resumable",
-              "rewards.configs:LabelConfig", "rewards.cli:label_command"),
-    "train-rm": ("train the reward model on a labelled data set (MSE, LoRA, early stopping)",
-                 "trainers.rm_config:RMTrainConfig", "trainers.cli:train_rm_command"),
-    "bc": ("behaviour cloning / self-reinforcement (--top-fraction) from episodes",
-           "trainers.bc_config:BCConfig", "trainers.cli:bc_command"),
-    "grpo": ("GRPO against a reward model (LoRA; transformers or vLLM rollouts)",
-             "trainers.grpo_config:GRPOConfig", "trainers.cli:grpo_command"),
-    "pipeline": ("the main job: collect, judge, label, train RM, BC, GRPO, report",
-                 "trainers.pipeline:PipelineConfig", "trainers.cli:pipeline_command"),
-    "benchmark": ("benchmark policies on the hard tasks: play, judge, report (resumable)",
-                  "benchmarks.hard_tasks:BenchmarkConfig", "benchmarks.cli:benchmark_command"),
+    "scenarios": (
+        "list scenarios of a split of the library (or of your files)",
+        "sotopia_env.cli:ScenariosConfig",
+        "sotopia_env.cli:scenarios_command",
+    ),
+    "import-sotopia": (
+        "convert Sotopia EnvironmentProfile/AgentProfile dumps to our files",
+        "sotopia_env.cli:ImportConfig",
+        "sotopia_env.cli:import_sotopia_command",
+    ),
+    "episode": (
+        "play one scenario between two policies, printing the dialogue",
+        "agents.configs:EpisodeConfig",
+        "agents.cli:episode_command",
+    ),
+    "serve": (
+        "start vLLM's OpenAI-compatible server on a model (default: embedded)",
+        "agents.configs:ServeConfig",
+        "agents.cli:serve_command",
+    ),
+    "collect": (
+        "run many episodes (policy vs partner, self-play, expert), batched and resumable",
+        "agents.configs:CollectConfig",
+        "agents.cli:collect_command",
+    ),
+    "judge": (
+        "score episodes with the Sotopia-EVAL judge (cached, resumable)",
+        "rewards.configs:JudgeConfig",
+        "rewards.cli:judge_command",
+    ),
+    "label": (
+        "episodes -> per-utterance reward data set (judge + attribution), resumable",
+        "rewards.configs:LabelConfig",
+        "rewards.cli:label_command",
+    ),
+    "train-rm": (
+        "train the reward model on a labelled data set (MSE, LoRA, early stopping)",
+        "trainers.rm_config:RMTrainConfig",
+        "trainers.cli:train_rm_command",
+    ),
+    "bc": (
+        "behaviour cloning / self-reinforcement (--top-fraction) from episodes",
+        "trainers.bc_config:BCConfig",
+        "trainers.cli:bc_command",
+    ),
+    "grpo": (
+        "GRPO against a reward model (LoRA; transformers or vLLM rollouts)",
+        "trainers.grpo_config:GRPOConfig",
+        "trainers.cli:grpo_command",
+    ),
+    "pipeline": (
+        "the main job: collect, judge, label, train RM, BC, GRPO, report",
+        "trainers.pipeline:PipelineConfig",
+        "trainers.cli:pipeline_command",
+    ),
+    "benchmark": (
+        "benchmark policies on the hard tasks: play, judge, report (resumable)",
+        "benchmarks.hard_tasks:BenchmarkConfig",
+        "benchmarks.cli:benchmark_command",
+    ),
 }
 
 
@@ -87,7 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, ConnectionError) as exc:  # ConnectionError: a model server that never answered
+    except (
+        ValueError,
+        FileNotFoundError,
+        ConnectionError,
+    ) as exc:  # ConnectionError: a model server that never answered
         print(f"sotopia-env {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

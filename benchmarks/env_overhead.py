@@ -108,19 +108,28 @@ def main() -> None:
             if peer_python:
                 out = subprocess.run(
                     [peer_python, "-m", "benchmarks.env_overhead", "--only-peer", "--episodes", str(args.episodes)],
-                    check=True, capture_output=True, text=True, env={**os.environ, "SOTOPIA_STORAGE_BACKEND": "local"},
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "SOTOPIA_STORAGE_BACKEND": "local"},
                 )
                 runs_peer.append(json.loads(out.stdout.strip().splitlines()[-1]))
     ours = min(runs_ours, key=lambda r: r["us_per_step"])
     if runs_peer:
         peer = min(runs_peer, key=lambda r: r["us_per_step"])
-    result = {"machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}", "ours": ours, "sotopia_0_1_5": peer}
+    result = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+        "ours": ours,
+        "sotopia_0_1_5": peer,
+    }
     print(f"machine: {result['machine']}; {args.episodes} episodes x {TURNS} steps, scripted agents, no model")
     print(f"sotopia-env SocialParallelEnv : {ours['us_per_step']:8.1f} us/step  {ours['steps_per_s']:9.0f} steps/s")
     if peer:
         ratio = peer["us_per_step"] / ours["us_per_step"]
         result["speedup"] = ratio
-        print(f"sotopia 0.1.5 ParallelSotopiaEnv: {peer['us_per_step']:8.1f} us/step  {peer['steps_per_s']:9.0f} steps/s")
+        print(
+            f"sotopia 0.1.5 ParallelSotopiaEnv: {peer['us_per_step']:8.1f} us/step  {peer['steps_per_s']:9.0f} steps/s"
+        )
         print(f"ours is {ratio:.1f}x faster per step")
     else:
         print("peer not run: install it with `bash benchmarks/setup_peer.sh` (or pass --peer-python)")

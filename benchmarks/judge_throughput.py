@@ -22,8 +22,13 @@ from pathlib import Path
 def scripted_episodes(count: int):
     from sotopia_env import SocialParallelEnv, split
 
-    lines = ["Hi. I wanted to talk about this.", "What would you accept?", "That is more than I hoped.",
-             "Could we meet in the middle?", "Fine, let us agree on that."]
+    lines = [
+        "Hi. I wanted to talk about this.",
+        "What would you accept?",
+        "That is more than I hoped.",
+        "Could we meet in the middle?",
+        "Fine, let us agree on that.",
+    ]
     env = SocialParallelEnv(max_turns=6)
     hard = split("hard")
     out = []
@@ -75,10 +80,14 @@ def main() -> None:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
-    print(f"machine: {platform.machine()} CPU, {os.cpu_count()} cores; judge = embedded SmolLM2-135M on vllm serve, "
-          f"{args.episodes} episodes x 2 agents, guided JSON, up to {args.max_new_tokens} tokens")
+    print(
+        f"machine: {platform.machine()} CPU, {os.cpu_count()} cores; judge = embedded SmolLM2-135M on vllm serve, "
+        f"{args.episodes} episodes x 2 agents, guided JSON, up to {args.max_new_tokens} tokens"
+    )
     for concurrency, (rate, valid, elapsed) in rows.items():
-        print(f"concurrency {concurrency:2d}: {rate:6.2f} episodes/min ({elapsed:.0f}s; {valid}/{2 * args.episodes} agent judgements valid)")
+        print(
+            f"concurrency {concurrency:2d}: {rate:6.2f} episodes/min ({elapsed:.0f}s; {valid}/{2 * args.episodes} agent judgements valid)"
+        )
     (r1, *_), (rn, *_) = rows.values()
     print(f"concurrency {args.concurrency} is {rn / r1:.1f}x concurrency 1")
 

@@ -39,8 +39,14 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         rows[name] = args.pairs / elapsed
     rm.clear_cache()
-    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {os.cpu_count()} cores"
-    print(f"machine: {machine}; {args.pairs} (state, utterance) pairs, up to {args.max_length} tokens, SmolLM2-135M reward model")
+    machine = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    )
+    print(
+        f"machine: {machine}; {args.pairs} (state, utterance) pairs, up to {args.max_length} tokens, SmolLM2-135M reward model"
+    )
     for name, rate in rows.items():
         print(f"{name:16s} {rate:7.2f} utterances/s")
     single, batched = rows.values()

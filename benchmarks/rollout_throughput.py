@@ -86,12 +86,22 @@ def main() -> None:
         try:
             rows[name] = {"startup_s": startup, **measure(engine, states, params, args.repeats)}
         except Exception as exc:  # one failing engine must not hide the others' rows
-            rows[name] = {"startup_s": startup, "error": f"{type(exc).__name__}: {exc}"[:300], "tokens_per_s": 0.0, "new_tokens": 0, "seconds": 0.0}
+            rows[name] = {
+                "startup_s": startup,
+                "error": f"{type(exc).__name__}: {exc}"[:300],
+                "tokens_per_s": 0.0,
+                "new_tokens": 0,
+                "seconds": 0.0,
+            }
         print(name, rows[name], flush=True)
         del engine
-    print(f"machine: {machine}; {args.states} dialogue states x n={args.n}, up to {args.max_new_tokens} new tokens, embedded SmolLM2-135M")
+    print(
+        f"machine: {machine}; {args.states} dialogue states x n={args.n}, up to {args.max_new_tokens} new tokens, embedded SmolLM2-135M"
+    )
     for name, r in rows.items():
-        print(f"{name:24s} {r['tokens_per_s']:8.1f} new tokens/s  ({r['new_tokens']} tokens in {r['seconds']:.1f}s; start-up {r['startup_s']:.0f}s)")
+        print(
+            f"{name:24s} {r['tokens_per_s']:8.1f} new tokens/s  ({r['new_tokens']} tokens in {r['seconds']:.1f}s; start-up {r['startup_s']:.0f}s)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 

@@ -42,16 +42,25 @@ def measure(name: str, episodes: int, max_turns: int, max_new_tokens: int) -> di
         for label, batch in (("together", len(jobs)), ("alone", 1)):
             path = Path(tmp) / f"{label}.jsonl"
             t0 = time.perf_counter()
-            run_episodes(jobs, (agent, agent), path, batch_size=batch, env_kwargs={"max_turns": max_turns}, progress=False)
+            run_episodes(
+                jobs, (agent, agent), path, batch_size=batch, env_kwargs={"max_turns": max_turns}, progress=False
+            )
             runs[label] = ({e.id: [t.argument for t in e.turns] for e in read_episodes(path)}, time.perf_counter() - t0)
     close_engine(engine)
     together, alone = runs["together"][0], runs["alone"][0]
     differ = sorted(k for k in together if together[k] != alone.get(k))
     turns = sum(len(v) for v in together.values())
     same_turns = sum(a == b for k in together for a, b in zip(together[k], alone.get(k, [])))
-    return {"engine": name, "episodes": len(together), "episodes_differing": len(differ), "turns": turns,
-            "turns_identical": same_turns, "seconds_together": round(runs["together"][1], 1),
-            "seconds_alone": round(runs["alone"][1], 1), "differing_ids": differ}
+    return {
+        "engine": name,
+        "episodes": len(together),
+        "episodes_differing": len(differ),
+        "turns": turns,
+        "turns_identical": same_turns,
+        "seconds_together": round(runs["together"][1], 1),
+        "seconds_alone": round(runs["alone"][1], 1),
+        "differing_ids": differ,
+    }
 
 
 def main() -> None:

@@ -42,8 +42,9 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 2000, seed: int = 0, 
     return Estimate(float(x.mean()), float(low), float(high), int(x.size))
 
 
-def clustered_bootstrap_ci(groups: Mapping[str, Sequence[float]], resamples: int = 2000, seed: int = 0,
-                           level: float = 0.95) -> Estimate:
+def clustered_bootstrap_ci(
+    groups: Mapping[str, Sequence[float]], resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> Estimate:
     """The mean over all values of all groups, and a two-stage percentile-bootstrap interval: each resample
     draws as many groups as there are, with replacement, then within every drawn group as many values as it
     holds, with replacement; its statistic is the mean of all values drawn. Empty groups are left out."""
@@ -65,8 +66,14 @@ def clustered_bootstrap_ci(groups: Mapping[str, Sequence[float]], resamples: int
     return Estimate(float(everything.mean()), float(low), float(high), int(everything.size), len(clusters))
 
 
-def paired_difference(a: Mapping[str, float], b: Mapping[str, float], resamples: int = 2000, seed: int = 0,
-                      level: float = 0.95, cluster_of: Mapping[str, str] | None = None) -> Estimate:
+def paired_difference(
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    cluster_of: Mapping[str, str] | None = None,
+) -> Estimate:
     """Mean of a[k] - b[k] over the keys both have (one key per scenario, pairing, seat and repeat), with
     a bootstrap interval over those pairs. Pairing removes the variance that scenarios and seats add to
     each policy's score. cluster_of (key -> scenario): resample scenarios, then pairs within them, as

@@ -36,5 +36,7 @@ def label_command(cfg: LabelConfig) -> int:
     summary = label_episodes(cfg.episodes, cfg.out, judge, cfg.attribution(), batch_size=cfg.batch_size)
     print(f"{summary['rows']} labelled utterances from {summary['episodes']} episodes -> {cfg.out}")
     if summary["failures"]:
-        print(f"{len(summary['failures'])} judge/attribution failure(s) (left out): " + "; ".join(summary["failures"][:5]))
+        print(
+            f"{len(summary['failures'])} judge/attribution failure(s) (left out): " + "; ".join(summary["failures"][:5])
+        )
     return 0

@@ -28,10 +28,16 @@ class JudgeConfig:
 class LabelConfig:
     episodes: str = field(metadata={"help": "episodes JSONL"})
     out: str = field(metadata={"help": "reward data set JSONL (also writes OUT.raw.jsonl and OUT.stats.json)"})
-    judge: str = field(default="embedded", metadata={"help": "policy-style spec of the judge model; use a strong model"})
+    judge: str = field(
+        default="embedded", metadata={"help": "policy-style spec of the judge model; use a strong model"}
+    )
     method: str = field(default="direct", metadata={"help": "direct, scaled, singular, uniform or discounting"})
-    dims: str = field(default="goal,relationship,knowledge", metadata={"help": "dimensions to aggregate, comma-separated"})
-    weights: str | None = field(default=None, metadata={"help": "comma-separated weights, one per dimension (default: equal)"})
+    dims: str = field(
+        default="goal,relationship,knowledge", metadata={"help": "dimensions to aggregate, comma-separated"}
+    )
+    weights: str | None = field(
+        default=None, metadata={"help": "comma-separated weights, one per dimension (default: equal)"}
+    )
     gamma: float = field(default=0.9, metadata={"help": "discount for the discounting method"})
     batch_size: int = field(default=8)
 

@@ -50,22 +50,25 @@ def judge_messages(episode: Episode, agent: str) -> Messages:
     roles = episode.scenario.roles
     secrets = "; ".join(s for s in (me.secret, roles[seat].secret) if s) or "none"
     rubric = "\n".join(f"- {d.name} ({d.low} to {d.high}): {d.rubric}" for d in DIMENSIONS)
-    user = "\n".join([
-        f"Scenario: {episode.scenario.situation}",
-        f"Character to evaluate: {me.name} ({me.occupation}). Goal: {roles[seat].goal} Secret: {secrets}.",
-        f"Other character: {other.name}. Their goal: {roles[1 - seat].goal}",
-        f"The conversation ended because of: {episode.end_reason or 'unknown'}.",
-        "",
-        BEGIN,
-        transcript_json(episode),
-        END,
-        "",
-        f"Score {me.name} on each dimension:",
-        rubric,
-        "",
-        "Reply with a JSON object with exactly these keys: " + ", ".join(NAMES)
-        + '. Each value is {"reasoning": "<one or two sentences>", "score": <integer in the range>}.',
-    ])
+    user = "\n".join(
+        [
+            f"Scenario: {episode.scenario.situation}",
+            f"Character to evaluate: {me.name} ({me.occupation}). Goal: {roles[seat].goal} Secret: {secrets}.",
+            f"Other character: {other.name}. Their goal: {roles[1 - seat].goal}",
+            f"The conversation ended because of: {episode.end_reason or 'unknown'}.",
+            "",
+            BEGIN,
+            transcript_json(episode),
+            END,
+            "",
+            f"Score {me.name} on each dimension:",
+            rubric,
+            "",
+            "Reply with a JSON object with exactly these keys: "
+            + ", ".join(NAMES)
+            + '. Each value is {"reasoning": "<one or two sentences>", "score": <integer in the range>}.',
+        ]
+    )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -73,7 +76,10 @@ def judge_schema() -> dict:
     props = {
         d.name: {
             "type": "object",
-            "properties": {"reasoning": {"type": "string", "maxLength": 240}, "score": {"type": "integer", "minimum": d.low, "maximum": d.high}},
+            "properties": {
+                "reasoning": {"type": "string", "maxLength": 240},
+                "score": {"type": "integer", "minimum": d.low, "maximum": d.high},
+            },
             "required": ["reasoning", "score"],
             "additionalProperties": False,
         }
@@ -102,7 +108,9 @@ class JudgeFailure(RuntimeError):
 class Judge:
     """Sotopia-EVAL judge. Call `judge_episodes` for batches; an instance is also the env's `EpisodeJudge`."""
 
-    def __init__(self, engine: Engine, cache_path: str | Path | None = None, max_attempts: int = 3, max_new_tokens: int = 900) -> None:
+    def __init__(
+        self, engine: Engine, cache_path: str | Path | None = None, max_attempts: int = 3, max_new_tokens: int = 900
+    ) -> None:
         self.engine = engine
         self.cache = JSONCache(cache_path)
         self.max_attempts = max_attempts
@@ -116,13 +124,17 @@ class Judge:
         digest = hashlib.sha256(json.dumps(judge_messages(episode, agent)).encode()).hexdigest()[:16]
         return f"{episode.id}|{agent}|{self.model_name}|{PROMPT_VERSION}|{digest}"
 
-    def judge_episodes(self, episodes: Sequence[Episode], agents: Sequence[Sequence[str]] | None = None) -> list[Episode]:
+    def judge_episodes(
+        self, episodes: Sequence[Episode], agents: Sequence[Sequence[str]] | None = None
+    ) -> list[Episode]:
         """Judged copies of the episodes; an agent that could not be judged is named in `judge_failures`.
 
         agents: per episode, the agents to judge (default: all of them); the others cost no judge call."""
         chosen = [ep.agents for ep in episodes] if agents is None else agents
         if len(chosen) != len(episodes):
-            raise ValueError(f"agents names the agents to judge for {len(chosen)} episodes; give one list per episode ({len(episodes)})")
+            raise ValueError(
+                f"agents names the agents to judge for {len(chosen)} episodes; give one list per episode ({len(episodes)})"
+            )
         schema = judge_schema()
         requests = {
             (ep.id, agent): Request(self.cache_key(ep, agent), judge_messages(ep, agent), schema, validate_answer)
@@ -136,19 +148,29 @@ class Judge:
             for agent in names:
                 outcome = outcomes[requests[(ep.id, agent)].key]
                 if outcome.error:
-                    failures.append(f"judge {self.model_name} on {agent}: {outcome.error} (after {outcome.attempts} attempts)")
+                    failures.append(
+                        f"judge {self.model_name} on {agent}: {outcome.error} (after {outcome.attempts} attempts)"
+                    )
                     continue
                 dims = {name: float(outcome.value[name]["score"]) for name in NAMES}
                 scores[agent] = {**dims, "overall": overall(dims)}
                 reasoning[agent] = {name: str(outcome.value[name].get("reasoning", "")) for name in NAMES}
-            judged.append(ep.model_copy(update={
-                "judge_scores": scores, "judge_reasoning": reasoning, "judge_model": self.model_name,
-                "judge_failures": failures, "meta": {**ep.meta, "judge_prompt_version": PROMPT_VERSION},
-            }))
+            judged.append(
+                ep.model_copy(
+                    update={
+                        "judge_scores": scores,
+                        "judge_reasoning": reasoning,
+                        "judge_model": self.model_name,
+                        "judge_failures": failures,
+                        "meta": {**ep.meta, "judge_prompt_version": PROMPT_VERSION},
+                    }
+                )
+            )
         return judged
 
-    def judge_in_batches(self, episodes: Sequence[Episode], batch_size: int,
-                         agents: Sequence[Sequence[str]] | None = None) -> Iterator[Episode]:
+    def judge_in_batches(
+        self, episodes: Sequence[Episode], batch_size: int, agents: Sequence[Sequence[str]] | None = None
+    ) -> Iterator[Episode]:
         """Judged copies in input order, `batch_size` episodes per engine call, yielded as each batch ends
         (callers write them as they come, so an interrupted run keeps what was judged). agents: as in
         `judge_episodes`."""

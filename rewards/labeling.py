@@ -82,8 +82,14 @@ def label_episodes(
         for r in rows:
             by_episode.setdefault(r.episode_id, []).append(r)
         for e in batch:  # one line per episode, also when it produced no rows, so a rerun knows its outcome
-            append_jsonl(raw_path, {"episode_id": e.id, "rows": [asdict(r) for r in by_episode.get(e.id, [])],
-                                    "failures": e.judge_failures + problems_of[e.id]})
+            append_jsonl(
+                raw_path,
+                {
+                    "episode_id": e.id,
+                    "rows": [asdict(r) for r in by_episode.get(e.id, [])],
+                    "failures": e.judge_failures + problems_of[e.id],
+                },
+            )
         bar.update(len(batch))
     bar.close()
 

@@ -58,8 +58,11 @@ class RewardModel:
         n_layers = model.config.num_hidden_layers
         layers = list(range(n_layers - config.lora_layers, n_layers)) if config.lora_layers else None
         lora = LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, task_type="SEQ_CLS",
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], layers_to_transform=layers,
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            task_type="SEQ_CLS",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            layers_to_transform=layers,
         )
         model = get_peft_model(model, lora).to(device or default_device())
         return cls(model, tokenizer, config)
@@ -71,7 +74,9 @@ class RewardModel:
 
         path = Path(path)
         if not (path / "rm_config.json").exists():
-            raise FileNotFoundError(f"{path} is not a saved reward model (no rm_config.json); train one with sotopia-env train-rm")
+            raise FileNotFoundError(
+                f"{path} is not a saved reward model (no rm_config.json); train one with sotopia-env train-rm"
+            )
         config = RewardModelConfig(**json.loads((path / "rm_config.json").read_text()))
         base = resolve_model(config.base)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -102,13 +107,17 @@ class RewardModel:
 
     def forward(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Scores [B] for token id lists (gradients flow when called outside no_grad)."""
-        batch = self.tokenizer.pad({"input_ids": [list(x) for x in ids]}, return_tensors="pt", padding_side="right").to(self.device)
+        batch = self.tokenizer.pad({"input_ids": [list(x) for x in ids]}, return_tensors="pt", padding_side="right").to(
+            self.device
+        )
         return self.model(**batch).logits.squeeze(-1)
 
     # --- scoring --------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def score(self, prompts: Sequence[str | list[dict[str, str]]], utterances: Sequence[str], batch_size: int = 16) -> list[float]:
+    def score(
+        self, prompts: Sequence[str | list[dict[str, str]]], utterances: Sequence[str], batch_size: int = 16
+    ) -> list[float]:
         """Batched scores, longest-first to pad little, with an LRU cache of earlier (state, utterance) pairs."""
         if len(prompts) != len(utterances):
             raise ValueError(f"got {len(prompts)} states but {len(utterances)} utterances")

@@ -4,6 +4,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --vllm || exit 1
 .venv/bin/python -m ruff check . || exit 1
+.venv/bin/python -m ruff format --check . || exit 1
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 status=$?
 if [ "$status" = 5 ]; then

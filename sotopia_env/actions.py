@@ -123,8 +123,7 @@ def parse_action(agent: str, raw: Any, max_chars: int) -> tuple[Action, list[str
         unknown = set(raw) - {"action_type", "argument"}
         if unknown or "action_type" not in raw:
             raise ValueError(
-                f"agent {agent!r}: an action dict needs 'action_type' and optionally 'argument', "
-                f"got keys {sorted(raw)}"
+                f"agent {agent!r}: an action dict needs 'action_type' and optionally 'argument', got keys {sorted(raw)}"
             )
         try:
             action_type = ActionType.parse(raw["action_type"])
@@ -154,4 +153,3 @@ def parse_action(agent: str, raw: Any, max_chars: int) -> tuple[Action, list[str
     if action_type in (ActionType.leave, ActionType.none):
         argument = ""
     return Action(action_type, argument), notes
-

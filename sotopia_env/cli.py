@@ -38,9 +38,13 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in fields(cls):
         kind, is_list = _flag_type(hints[f.name])
         if kind not in (str, int, float, bool):
-            raise TypeError(f"{cls.__name__}.{f.name}: a {hints[f.name]} field has no command-line form; use str, int, "
-                            "float, bool, a list of one of them, or an Optional of one")
-        default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
+            raise TypeError(
+                f"{cls.__name__}.{f.name}: a {hints[f.name]} field has no command-line form; use str, int, "
+                "float, bool, a list of one of them, or an Optional of one"
+            )
+        default = (
+            f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
+        )
         required = f.default is MISSING and f.default_factory is MISSING
         text = f.metadata.get("help", "")
         if f.metadata.get("positional"):
@@ -51,7 +55,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=shown)
         elif is_list:
-            parser.add_argument(flag, dest=f.name, action="append", type=kind, default=None, help=shown + " (repeatable)")
+            parser.add_argument(
+                flag, dest=f.name, action="append", type=kind, default=None, help=shown + " (repeatable)"
+            )
         else:
             parser.add_argument(flag, dest=f.name, type=kind, default=default, required=required, help=shown)
 

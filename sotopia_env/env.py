@@ -115,7 +115,9 @@ class SocialParallelEnv(ParallelEnv):
         self.render_mode = render_mode
         self.possible_agents = ["agent_0", "agent_1"]
         self.agents: list[str] = []
-        self._observation_spaces = {a: obs_lib.observation_space(max_turns, max_utterance_chars) for a in self.possible_agents}
+        self._observation_spaces = {
+            a: obs_lib.observation_space(max_turns, max_utterance_chars) for a in self.possible_agents
+        }
         self._action_spaces = {a: obs_lib.action_space(max_utterance_chars) for a in self.possible_agents}
         self._rng = random.Random()
         self._episode: Episode | None = None
@@ -243,23 +245,37 @@ class SocialParallelEnv(ParallelEnv):
                 spoke = True
                 if self.reward_fn is not None:
                     context = RewardContext(
-                        scenario=self._episode.scenario, characters=self._pair, agent=agent, seat=seat, turn=self._turn,
-                        prompt=prompts[agent], action=action, history=history_before,
+                        scenario=self._episode.scenario,
+                        characters=self._pair,
+                        agent=agent,
+                        seat=seat,
+                        turn=self._turn,
+                        prompt=prompts[agent],
+                        action=action,
+                        history=history_before,
                     )
                     reward = float(self.reward_fn(context))
             left = left or action.action_type is ActionType.leave
             rewards[agent] = reward
             self._episode.turns.append(
                 Turn(
-                    index=self._turn, agent=agent, character=self._pair[seat].name,
-                    action_type=SOTOPIA_NAMES[action.action_type], argument=action.argument,
-                    reward=reward, repairs=repairs,
+                    index=self._turn,
+                    agent=agent,
+                    character=self._pair[seat].name,
+                    action_type=SOTOPIA_NAMES[action.action_type],
+                    argument=action.argument,
+                    reward=reward,
+                    repairs=repairs,
                 )
             )
             if action.action_type is not ActionType.none:
                 self._history.append((seat, action))
-                self._history_lines.append(obs_lib.history_line(len(self._history_lines), self._pair[seat].name, action))
-                self._history_obs.append({"speaker": seat, "action_type": int(action.action_type), "argument": action.argument})
+                self._history_lines.append(
+                    obs_lib.history_line(len(self._history_lines), self._pair[seat].name, action)
+                )
+                self._history_obs.append(
+                    {"speaker": seat, "action_type": int(action.action_type), "argument": action.argument}
+                )
 
         if self._history_lines:
             self._dialogue = "\n".join(self._history_lines)
@@ -331,7 +347,9 @@ class SocialParallelEnv(ParallelEnv):
             raise TypeError(f"options['scenario'] must be a Scenario or a scenario id, not {type(choice).__name__}")
         return self.scenarios[self._rng.choice(sorted(self.scenarios))]
 
-    def _pick_characters(self, scenario: Scenario, choice: Sequence[Character | str] | None) -> tuple[Character, Character]:
+    def _pick_characters(
+        self, scenario: Scenario, choice: Sequence[Character | str] | None
+    ) -> tuple[Character, Character]:
         if choice is not None:
             if len(choice) != 2:
                 raise ValueError(f"options['characters'] must name exactly two characters, got {len(choice)}")
@@ -346,7 +364,9 @@ class SocialParallelEnv(ParallelEnv):
             if out[0].id == out[1].id:
                 raise ValueError(f"a character cannot talk to itself ({out[0].id!r} in both seats)")
             return out[0], out[1]
-        pairs = [p for p in library_pairings().get(scenario.id, ()) if p[0] in self.characters and p[1] in self.characters]
+        pairs = [
+            p for p in library_pairings().get(scenario.id, ()) if p[0] in self.characters and p[1] in self.characters
+        ]
         if pairs:
             a, b = self._rng.choice(pairs)
         else:
@@ -396,4 +416,3 @@ class SocialParallelEnv(ParallelEnv):
                 "judge_failures": list(episode.judge_failures),
             }
         return info
-

@@ -79,10 +79,7 @@ class Episode(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
     def speech_turns(self, agent: str | None = None) -> list[Turn]:
-        return [
-            t for t in self.turns
-            if t.is_speech and (agent is None or t.agent == agent)
-        ]
+        return [t for t in self.turns if t.is_speech and (agent is None or t.agent == agent)]
 
     def total_reward(self, agent: str) -> float:
         return sum(t.reward for t in self.turns if t.agent == agent)

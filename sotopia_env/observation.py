@@ -55,7 +55,13 @@ def prompt_header(scenario: Scenario, characters: Sequence[Character], seat: int
     """The part of an agent's prompt that stays fixed for the whole episode."""
     me, partner = characters[seat], characters[1 - seat]
     role = scenario.roles[seat]
-    lines = [f"Scenario: {scenario.situation}", "", describe_self(me), "", describe_partner(partner, scenario.relationship)]
+    lines = [
+        f"Scenario: {scenario.situation}",
+        "",
+        describe_self(me),
+        "",
+        describe_partner(partner, scenario.relationship),
+    ]
     secrets = [s for s in (me.secret, role.secret) if s]
     if secrets:
         lines += ["", "Your secret (do not reveal it unless it serves your goal): " + " ".join(secrets)]

@@ -19,7 +19,9 @@ class Policy(Protocol):
     def act(self, observation: dict[str, Any]) -> Any: ...
 
 
-def act_batch(policy: Policy, observations: Sequence[dict[str, Any]], keys: Sequence[tuple[Any, ...]] | None = None) -> list[Any]:
+def act_batch(
+    policy: Policy, observations: Sequence[dict[str, Any]], keys: Sequence[tuple[Any, ...]] | None = None
+) -> list[Any]:
     """One action per observation, in one call when the policy can batch (LLM policies can).
 
     keys: one identity per request, e.g. (episode id, turn, seat), passed on to an `act_batch` that takes
@@ -31,7 +33,9 @@ def act_batch(policy: Policy, observations: Sequence[dict[str, Any]], keys: Sequ
         takes_keys = keys is not None and "keys" in inspect.signature(batched).parameters
         actions = list(batched(list(observations), keys=list(keys)) if takes_keys else batched(list(observations)))
         if len(actions) != len(observations):
-            raise ValueError(f"{type(policy).__name__}.act_batch returned {len(actions)} actions for {len(observations)} observations")
+            raise ValueError(
+                f"{type(policy).__name__}.act_batch returned {len(actions)} actions for {len(observations)} observations"
+            )
         return actions
     return [policy.act(o) for o in observations]
 

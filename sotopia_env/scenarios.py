@@ -170,8 +170,7 @@ def _validate(model: type[M], path: Path, where: str, raw: Any) -> M:
         return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in err['loc']) or '<record>'}': {err['msg']}"
-            for err in exc.errors()
+            f"field '{'.'.join(str(p) for p in err['loc']) or '<record>'}': {err['msg']}" for err in exc.errors()
         )
         raise ScenarioFileError(f"{path}: {where} (id {record_id!r}): {problems}") from exc
 
@@ -234,9 +233,7 @@ def library_pairings() -> dict[str, tuple[Pairing, ...]]:
         for a, b in pairs:
             for cid in (a, b):
                 if cid not in characters:
-                    raise ScenarioFileError(
-                        f"pairings.json: scenario {scenario_id!r} names unknown character {cid!r}"
-                    )
+                    raise ScenarioFileError(f"pairings.json: scenario {scenario_id!r} names unknown character {cid!r}")
         pairings[scenario_id] = tuple((a, b) for a, b in pairs)
     return pairings
 

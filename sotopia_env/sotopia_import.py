@@ -102,7 +102,8 @@ def _scenario(record: dict[str, Any]) -> Scenario:
         relationship=_relationship(record.get("relationship", 0)),
         roles=(Role(goal=_goal_text(goals[0])), Role(goal=_goal_text(goals[1]))),
         tags=tags,
-        source=f"sotopia:{record.get('source') or 'unknown'}" + (f":{record['codename']}" if record.get("codename") else ""),
+        source=f"sotopia:{record.get('source') or 'unknown'}"
+        + (f":{record['codename']}" if record.get("codename") else ""),
     )
 
 
@@ -150,7 +151,10 @@ def import_sotopia(paths: Iterable[str | Path]) -> SotopiaImport:
                     agent_ids[str(record.get("pk") or character.id)] = character.id
                 elif kind == "relationship":
                     pair = frozenset((str(record["agent_1_id"]), str(record["agent_2_id"])))
-                    result.relationships[pair] = (_relationship(record["relationship"]), record.get("background_story") or "")
+                    result.relationships[pair] = (
+                        _relationship(record["relationship"]),
+                        record.get("background_story") or "",
+                    )
                 elif kind == "environment_list":
                     lists.append(record)
                 elif kind == "combo":
@@ -188,7 +192,11 @@ def write_library(result: SotopiaImport, out_dir: str | Path) -> dict[str, Path]
     """Write an import as our own files (scenarios.jsonl, characters.jsonl, pairings.json) for reuse."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"scenarios": out / "scenarios.jsonl", "characters": out / "characters.jsonl", "pairings": out / "pairings.json"}
+    paths = {
+        "scenarios": out / "scenarios.jsonl",
+        "characters": out / "characters.jsonl",
+        "pairings": out / "pairings.json",
+    }
     with paths["scenarios"].open("w", encoding="utf-8") as f:
         for s in result.scenarios.values():
             f.write(s.model_dump_json() + "\n")

@@ -19,7 +19,12 @@ from sotopia_env import ActionType, SocialParallelEnv, read_episodes, split
         ('Ben said: "I can do $400."', ActionType.speak, "I can do $400.", True),
         ("Ben Kowalski: Fine.\nAmara Okafor: No!", ActionType.speak, "Fine.", True),
         ('{"action_type": "leave", "argument": ""}', ActionType.leave, "", False),
-        ('Sure. {"action_type": "non-verbal communication", "argument": "smiles"}', ActionType.non_verbal, "smiles", True),
+        (
+            'Sure. {"action_type": "non-verbal communication", "argument": "smiles"}',
+            ActionType.non_verbal,
+            "smiles",
+            True,
+        ),
         ('{"action_type": "dance", "argument": "twirls"}', ActionType.speak, "twirls", True),
         ('{"action_type": "action", "argument": {"x": 1}}', ActionType.action, '{"x": 1}', True),
         ("{not json at all}", ActionType.speak, "{not json at all}", True),
@@ -89,15 +94,31 @@ def test_human_agent_commands():
     obs = {"prompt": "p"}
     got = [agent.act(obs) for _ in range(5)]
     assert [(a.action_type, a.argument) for a in got] == [
-        (ActionType.speak, "hello there"), (ActionType.non_verbal, "waves"), (ActionType.action, "opens the door"),
-        (ActionType.none, ""), (ActionType.leave, ""),
+        (ActionType.speak, "hello there"),
+        (ActionType.non_verbal, "waves"),
+        (ActionType.action, "opens the door"),
+        (ActionType.none, ""),
+        (ActionType.leave, ""),
     ]
 
 
 def test_episode_command_with_scripted_agents_prints_and_records(tmp_path, capsys):
     out = tmp_path / "eps.jsonl"
-    code = main(["episode", "--scenario", "neg-used-bike", "--characters", "ben_kowalski,amara_okafor",
-                 "--agent0", "scripted:It is $480.|Fine, $430.", "--agent1", "scripted:Too much.", "--out", str(out)])
+    code = main(
+        [
+            "episode",
+            "--scenario",
+            "neg-used-bike",
+            "--characters",
+            "ben_kowalski,amara_okafor",
+            "--agent0",
+            "scripted:It is $480.|Fine, $430.",
+            "--agent1",
+            "scripted:Too much.",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert 'Ben Kowalski said: "It is $480."' in printed and "Amara Okafor left the conversation." in printed

@@ -34,7 +34,10 @@ def test_bootstrap_interval_and_paired_difference_match_hand_computation():
     # Paired: only shared keys count; differences 1, 0, 3 -> the same numbers as above.
     diff = paired_difference({"a": 5, "b": 7, "c": 9}, {"a": 4, "b": 7, "c": 6, "d": 1}, resamples=20_000, seed=2)
     assert diff.n == 3 and diff.mean == pytest.approx(4 / 3) and (diff.low, diff.high) == (0.0, 3.0)
-    assert group_means({"x": 1.0, "y": 3.0, "z": 10.0}, {"x": "s1", "y": "s1", "z": "s2"}) == {"s1": (2.0, 2), "s2": (10.0, 1)}
+    assert group_means({"x": 1.0, "y": 3.0, "z": 10.0}, {"x": "s1", "y": "s1", "z": "s2"}) == {
+        "s1": (2.0, 2),
+        "s2": (10.0, 1),
+    }
     empty = bootstrap_ci([])
     assert empty.n == 0 and str(empty) == "n/a"
     with pytest.raises(ValueError, match="level"):
@@ -78,10 +81,14 @@ def scored(episodes: dict, seat_of: dict, goals: dict) -> dict:
     out = {}
     for key, episode in episodes.items():
         if goals.get(key) is None:  # an episode the judge could not score
-            out[key] = episode.model_copy(update={"judge_failures": [f"judge test on agent_{seat_of[key]}: invalid JSON (after 3 attempts)"]})
+            out[key] = episode.model_copy(
+                update={"judge_failures": [f"judge test on agent_{seat_of[key]}: invalid JSON (after 3 attempts)"]}
+            )
             continue
         dims = {n: min(BY_NAME[n].low + goals[key], BY_NAME[n].high) for n in NAMES}
-        out[key] = episode.model_copy(update={"judge_scores": {f"agent_{seat_of[key]}": {**dims, "overall": overall(dims)}}})
+        out[key] = episode.model_copy(
+            update={"judge_scores": {f"agent_{seat_of[key]}": {**dims, "overall": overall(dims)}}}
+        )
     return out
 
 
@@ -100,8 +107,16 @@ def table_widths(markdown: str) -> list[set[int]]:
 
 def test_report_numbers_intervals_failures_files_and_leaderboard(tmp_path):
     specs = [SCRIPTED, "openai:some-model@http://127.0.0.1:9/v1"]
-    cfg = BenchmarkConfig(policies=specs, partner=SCRIPTED, scenarios=2, pairings=1, max_turns=4, resamples=20_000,
-                          out=str(tmp_path / "bench"), leaderboard=str(tmp_path / "board.jsonl"))
+    cfg = BenchmarkConfig(
+        policies=specs,
+        partner=SCRIPTED,
+        scenarios=2,
+        pairings=1,
+        max_turns=4,
+        resamples=20_000,
+        out=str(tmp_path / "bench"),
+        leaderboard=str(tmp_path / "board.jsonl"),
+    )
     cells = plan(cfg)
     assert len(cells) == 4
     episodes = _play(cfg, SCRIPTED, cells, Path(cfg.out), progress=False)  # real scripted episodes
@@ -114,9 +129,17 @@ def test_report_numbers_intervals_failures_files_and_leaderboard(tmp_path):
     assert (pa.planned, pa.judged, pb.judged) == (4, 3, 4)
     assert pa.dimensions["goal"].mean == pytest.approx(6.0) and pa.dimensions["goal"].n == 3  # (4 + 6 + 8) / 3
     assert pa.dimensions["secret"].mean == pytest.approx(-10 + 6.0)
-    assert pa.failures == [{"episode": episodes[keys[3]].id, "cell": keys[3], "reason": "judge test on agent_1: invalid JSON (after 3 attempts)"}]
+    assert pa.failures == [
+        {
+            "episode": episodes[keys[3]].id,
+            "cell": keys[3],
+            "reason": "judge test on agent_1: invalid JSON (after 3 attempts)",
+        }
+    ]
     scenario_1 = cells[0].scenario
-    assert pa.scenarios[scenario_1]["goal"] == pytest.approx(5.0) and pa.scenarios[scenario_1]["n"] == 2  # cells 0 and 1
+    assert (
+        pa.scenarios[scenario_1]["goal"] == pytest.approx(5.0) and pa.scenarios[scenario_1]["n"] == 2
+    )  # cells 0 and 1
     # Goals by scenario: [4, 6] and [8]: the hand-computed case of the clustered test shifted by 4 (see there).
     assert pa.dimensions["goal"] == Estimate(6.0, 4.5, 8.0, 3, 2)
     assert pa.dimensions_given_scenarios["goal"] == Estimate(6.0, 4.0, 8.0, 3)
@@ -125,7 +148,11 @@ def test_report_numbers_intervals_failures_files_and_leaderboard(tmp_path):
     # -3 the low end; the high end needs four draws of 0 from scenario 1 (1/64 < 2.5%), so it is the next value,
     # -1/4 (4/64). Over pairs alone: one of 27 resamples has mean 0 (> 2.5%): [-3, 0].
     assert cmp.pairs == 3 and cmp.differences["goal"].mean == pytest.approx(-4 / 3)
-    assert (cmp.differences["goal"].low, cmp.differences["goal"].high, cmp.differences["goal"].clusters) == (-3.0, -0.25, 2)
+    assert (cmp.differences["goal"].low, cmp.differences["goal"].high, cmp.differences["goal"].clusters) == (
+        -3.0,
+        -0.25,
+        2,
+    )
     assert (cmp.differences_given_scenarios["goal"].low, cmp.differences_given_scenarios["goal"].high) == (-3.0, 0.0)
 
     paths = write_report(result, Path(cfg.out))
@@ -133,14 +160,23 @@ def test_report_numbers_intervals_failures_files_and_leaderboard(tmp_path):
         assert path.stat().st_size > 0
     md = paths["markdown"].read_text()
     assert "1 episode(s) could not be judged and are left out of the means" in md and episodes[keys[3]].id in md
-    assert "two-stage bootstrap that resamples scenarios, then episodes" in md and "### Conditional on these 2 scenarios" in md
+    assert (
+        "two-stage bootstrap that resamples scenarios, then episodes" in md
+        and "### Conditional on these 2 scenarios" in md
+    )
     assert "| 6.00 [4.50, 8.00] |" in md and "| 6.00 [4.00, 8.00] |" in md and "-1.33 [-3.00, -0.25]" in md
     assert all(len(widths) == 1 for widths in table_widths(md)), table_widths(md)  # `|` in the scripted spec is escaped
     report = json.loads(paths["json"].read_text())
     assert report["provenance"]["judge_model"] == "test-judge" and report["provenance"]["versions"]["torch"]
     assert report["config"]["seed"] == 0 and report["policies"][0]["failures"][0]["cell"] == keys[3]
-    assert "scenarios resampled" in report["intervals"]["dimensions"] and "conditional" in report["intervals"]["dimensions_given_scenarios"]
-    assert report["policies"][0]["dimensions"]["goal"]["low"] == 4.5 and report["policies"][0]["dimensions_given_scenarios"]["goal"]["low"] == 4.0
+    assert (
+        "scenarios resampled" in report["intervals"]["dimensions"]
+        and "conditional" in report["intervals"]["dimensions_given_scenarios"]
+    )
+    assert (
+        report["policies"][0]["dimensions"]["goal"]["low"] == 4.5
+        and report["policies"][0]["dimensions_given_scenarios"]["goal"]["low"] == 4.0
+    )
     rows = paths["dimensions_csv"].read_text().splitlines()
     assert rows[0] == "policy,dimension,mean,ci_low,ci_high,ci_low_given_scenarios,ci_high_given_scenarios,n,scenarios"
     assert len(rows) == 1 + 2 * (len(NAMES) + 1) and f"{SCRIPTED},goal,6.0,4.5,8.0,4.0,8.0,3,2" in rows
@@ -156,13 +192,25 @@ def test_report_numbers_intervals_failures_files_and_leaderboard(tmp_path):
 
 
 def test_partner_scores_are_reported_only_when_the_partner_is_judged(tmp_path):
-    cfg = BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=2, pairings=1, max_turns=2, resamples=200,
-                          out=str(tmp_path), judge_partner=True)
+    cfg = BenchmarkConfig(
+        policies=[SCRIPTED],
+        partner=SCRIPTED,
+        scenarios=2,
+        pairings=1,
+        max_turns=2,
+        resamples=200,
+        out=str(tmp_path),
+        judge_partner=True,
+    )
     cells = plan(cfg)
     episodes = _play(cfg, SCRIPTED, cells, tmp_path, progress=False)
     own = scored(episodes, {c.key: c.seat for c in cells}, {c.key: 5 for c in cells})
-    other = scored(episodes, {c.key: 1 - c.seat for c in cells}, {c.key: goal for c, goal in zip(cells, [1, 2, 3, None])})
-    both = {k: e.model_copy(update={"judge_scores": {**e.judge_scores, **other[k].judge_scores}}) for k, e in own.items()}
+    other = scored(
+        episodes, {c.key: 1 - c.seat for c in cells}, {c.key: goal for c, goal in zip(cells, [1, 2, 3, None])}
+    )
+    both = {
+        k: e.model_copy(update={"judge_scores": {**e.judge_scores, **other[k].judge_scores}}) for k, e in own.items()
+    }
     [policy] = summarize(cfg, cells, {SCRIPTED: both}, "j").policies
     assert policy.dimensions["goal"].mean == 5.0 and (policy.partner["goal"].mean, policy.partner["goal"].n) == (2.0, 3)
     assert "## The partner's scores" in markdown(summarize(cfg, cells, {SCRIPTED: both}, "j"))
@@ -177,7 +225,9 @@ def test_rerun_with_another_protocol_is_refused(tmp_path):
     more = BenchmarkConfig(policies=["embedded"], partner=SCRIPTED, scenarios=1, pairings=1, out=str(tmp_path))
     _pin_protocol(more, tmp_path, plan(more))  # adding a policy keeps the protocol
     assert json.loads((tmp_path / "config.json").read_text())["policies"] == [SCRIPTED, "embedded"]
-    other = BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=1, pairings=1, max_turns=6, out=str(tmp_path))
+    other = BenchmarkConfig(
+        policies=[SCRIPTED], partner=SCRIPTED, scenarios=1, pairings=1, max_turns=6, out=str(tmp_path)
+    )
     with pytest.raises(ValueError, match=r"another protocol \(max_turns: 20 -> 6\); use a new --out"):
         _pin_protocol(other, tmp_path, plan(other))
     with pytest.raises(ValueError, match="repeat"):
@@ -206,8 +256,15 @@ def test_a_rerun_with_other_cells_is_refused_and_runs_of_different_size_are_rank
     board = tmp_path / "board.jsonl"
 
     def config(out: str, scenarios: int, pairings: int) -> BenchmarkConfig:
-        return BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=scenarios, pairings=pairings, max_turns=2,
-                               out=str(tmp_path / out), leaderboard=str(board))
+        return BenchmarkConfig(
+            policies=[SCRIPTED],
+            partner=SCRIPTED,
+            scenarios=scenarios,
+            pairings=pairings,
+            max_turns=2,
+            out=str(tmp_path / out),
+            leaderboard=str(board),
+        )
 
     engine = CountingEngine(transformers_engine)
     small = run(config("a", 1, 1), judge=one_token_judge(engine, tmp_path / "a"), progress=False)
@@ -220,20 +277,34 @@ def test_a_rerun_with_other_cells_is_refused_and_runs_of_different_size_are_rank
     [cell] = {(c.scenario, c.characters) for c in plan(config("a", 1, 1))}
     pinned = json.loads((tmp_path / "a" / "config.json").read_text())["cells"]
     assert pinned == {"scenarios": [cell[0]], "pairings": {cell[0]: [list(cell[1])]}, "seats": [0, 1], "repeats": 1}
-    with pytest.raises(ValueError, match=r"another protocol \(cells.scenarios: 1 -> 2 \(removed none, added \S+\)\); use a new --out"):
+    with pytest.raises(
+        ValueError, match=r"another protocol \(cells.scenarios: 1 -> 2 \(removed none, added \S+\)\); use a new --out"
+    ):
         run(config("a", 2, 1), judge=one_token_judge(engine, tmp_path / "a"), progress=False)
-    with pytest.raises(ValueError, match=rf"another protocol \(cells.pairings of {cell[0]}: \[\[[^]]+\]\] -> \[\[[^]]+\], \[[^]]+\]\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"another protocol \(cells.pairings of {cell[0]}: \[\[[^]]+\]\] -> \[\[[^]]+\], \[[^]]+\]\]\)",
+    ):
         run(config("a", 1, 2), judge=one_token_judge(engine, tmp_path / "a"), progress=False)
 
 
 def test_the_benchmark_judges_only_the_seat_under_test_unless_the_partner_is_asked_for(tmp_path, transformers_engine):
-    cfg = BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=2, pairings=1, max_turns=2, out=str(tmp_path / "a"),
-                          leaderboard=None)
+    cfg = BenchmarkConfig(
+        policies=[SCRIPTED],
+        partner=SCRIPTED,
+        scenarios=2,
+        pairings=1,
+        max_turns=2,
+        out=str(tmp_path / "a"),
+        leaderboard=None,
+    )
     engine = CountingEngine(transformers_engine)
     [policy] = run(cfg, judge=one_token_judge(engine, tmp_path / "a"), progress=False).policies
     seats = [c.seat for c in plan(cfg)]
     assert len(engine.asked) == 4  # one judge call per episode, not two
-    assert [f["reason"].split(": ")[0] for f in policy.failures] == [f"judge {engine.model_name} on agent_{s}" for s in seats]
+    assert [f["reason"].split(": ")[0] for f in policy.failures] == [
+        f"judge {engine.model_name} on agent_{s}" for s in seats
+    ]
     assert policy.partner == {}
 
     cfg_partner = BenchmarkConfig(**{**vars(cfg), "out": str(tmp_path / "b"), "judge_partner": True})
@@ -251,9 +322,19 @@ def test_benchmark_end_to_end_and_resume_after_a_kill_at_concurrency_4_gives_the
     from rewards.judge import Judge
 
     def config(name: str) -> BenchmarkConfig:
-        return BenchmarkConfig(policies=["embedded"], partner=SCRIPTED, scenarios=2, pairings=1, episodes_per_cell=2,
-                               max_turns=4, max_new_tokens=32, concurrency=4, resamples=500, out=str(tmp_path / name),
-                               leaderboard=None)
+        return BenchmarkConfig(
+            policies=["embedded"],
+            partner=SCRIPTED,
+            scenarios=2,
+            pairings=1,
+            episodes_per_cell=2,
+            max_turns=4,
+            max_new_tokens=32,
+            concurrency=4,
+            resamples=500,
+            out=str(tmp_path / name),
+            leaderboard=None,
+        )
 
     a = run(config("a"), judge=Judge(vllm_engine, cache_path=tmp_path / "a" / "judge_cache.jsonl"), progress=False)
     pa = a.policies[0]
@@ -263,9 +344,31 @@ def test_benchmark_end_to_end_and_resume_after_a_kill_at_concurrency_4_gives_the
 
     cfg_b = config("b")
     episodes_b = policy_dir(Path(cfg_b.out), "embedded") / "episodes.jsonl"
-    cmd = [str(Path(sys.executable).parent / "sotopia-env"), "benchmark", "embedded", "--partner", SCRIPTED, "--scenarios", "2",
-           "--pairings", "1", "--episodes-per-cell", "2", "--max-turns", "4", "--max-new-tokens", "32", "--concurrency", "4",
-           "--resamples", "500", "--out", cfg_b.out, "--leaderboard", ""]
+    cmd = [
+        str(Path(sys.executable).parent / "sotopia-env"),
+        "benchmark",
+        "embedded",
+        "--partner",
+        SCRIPTED,
+        "--scenarios",
+        "2",
+        "--pairings",
+        "1",
+        "--episodes-per-cell",
+        "2",
+        "--max-turns",
+        "4",
+        "--max-new-tokens",
+        "32",
+        "--concurrency",
+        "4",
+        "--resamples",
+        "500",
+        "--out",
+        cfg_b.out,
+        "--leaderboard",
+        "",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while not (episodes_b.exists() and episodes_b.read_bytes().count(b"\n") >= 1):

@@ -38,7 +38,9 @@ def test_transformers_engine_returns_n_well_formed_samples(transformers_engine):
 def test_transformers_engine_greedy_logprobs_match_a_forward_pass(transformers_engine):
     import torch
 
-    [[sample]] = transformers_engine.generate(CONVERSATIONS[:1], SamplingParams(max_new_tokens=6, temperature=0, logprobs=True))
+    [[sample]] = transformers_engine.generate(
+        CONVERSATIONS[:1], SamplingParams(max_new_tokens=6, temperature=0, logprobs=True)
+    )
     prompt = transformers_engine.encode(CONVERSATIONS[:1])[0]
     ids = torch.tensor([prompt + sample.token_ids])
     with torch.no_grad():
@@ -51,7 +53,9 @@ def test_transformers_engine_static_cache_mode_gives_the_plain_greedy_tokens(emb
     """The static-KV-cache mode (the GPU fast path) must produce what plain `generate` produces."""
     from agents.transformers_engine import TransformersEngine
 
-    static = TransformersEngine.from_model(transformers_engine.model, transformers_engine.tokenizer, "embedded", mode="static")
+    static = TransformersEngine.from_model(
+        transformers_engine.model, transformers_engine.tokenizer, "embedded", mode="static"
+    )
     params = SamplingParams(max_new_tokens=8, temperature=0)
     plain = [[s.token_ids for s in r] for r in transformers_engine.generate(CONVERSATIONS, params)]
     assert [[s.token_ids for s in r] for r in static.generate(CONVERSATIONS, params)] == plain

@@ -10,7 +10,9 @@ from sotopia_env.episode import Episode, append_jsonl, episode_ids, write_episod
 
 
 def play(path=None, judge=None, seed=0) -> Episode:
-    env = SocialParallelEnv(episodes_path=path, judge=judge, agent_models={"agent_0": "scripted", "agent_1": "scripted"})
+    env = SocialParallelEnv(
+        episodes_path=path, judge=judge, agent_models={"agent_0": "scripted", "agent_1": "scripted"}
+    )
     env.reset(seed=seed, options={"scenario": "exc-game-console"})
     env.step({"agent_0": "Does the lens have scratches?"})
     env.step({"agent_1": {"action_type": "action", "argument": "hands over the lens"}})

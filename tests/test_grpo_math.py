@@ -74,10 +74,26 @@ def test_the_learning_rate_warms_up_to_its_peak_and_then_decays():
     assert lr_factor(0, 0, 4) == 1.0 and lr_factor(5, 0, 4) == 0.0  # no warm-up: the peak first; 0 past the end
 
 
-BAD_GRPO = [("group_size", 1), ("steps", 0), ("prompts_per_step", 0), ("temperature", 0.0), ("top_p", 0.0),
-            ("top_p", 1.5), ("clip_eps", 0.0), ("kl_coef", -0.1), ("lr", 0.0), ("micro_batch", 0), ("eval_samples", 0),
-            ("heldout_states", 0), ("warmup_steps", -1), ("updates_per_batch", 0), ("max_new_tokens", 0),
-            ("lora_layers", 0), ("engine", "vlm"), ("rollout_mode", "fast")]
+BAD_GRPO = [
+    ("group_size", 1),
+    ("steps", 0),
+    ("prompts_per_step", 0),
+    ("temperature", 0.0),
+    ("top_p", 0.0),
+    ("top_p", 1.5),
+    ("clip_eps", 0.0),
+    ("kl_coef", -0.1),
+    ("lr", 0.0),
+    ("micro_batch", 0),
+    ("eval_samples", 0),
+    ("heldout_states", 0),
+    ("warmup_steps", -1),
+    ("updates_per_batch", 0),
+    ("max_new_tokens", 0),
+    ("lora_layers", 0),
+    ("engine", "vlm"),
+    ("rollout_mode", "fast"),
+]
 
 
 @pytest.mark.parametrize(("field", "value"), BAD_GRPO)
@@ -97,10 +113,16 @@ def test_grpo_refuses_a_config_changed_after_construction_before_touching_anythi
         GRPOConfig(prompts="p.jsonl", episodes="e.jsonl")
 
 
-BAD_BC = [({"epochs": 0}, "epochs = 0"), ({"batch_size": 0}, "batch_size = 0"), ({"lr": -1.0}, "lr = -1.0"),
-          ({"top_fraction": 0.0}, "top_fraction = 0.0"), ({"top_fraction": 1.2}, "top_fraction = 1.2"),
-          ({"agents": "agent_2"}, "agents = 'agent_2'"), ({"agents": "agent_0", "top_fraction": 0.2}, "agents = 'agent_0'"),
-          ({"max_length": 1}, "max_length = 1")]
+BAD_BC = [
+    ({"epochs": 0}, "epochs = 0"),
+    ({"batch_size": 0}, "batch_size = 0"),
+    ({"lr": -1.0}, "lr = -1.0"),
+    ({"top_fraction": 0.0}, "top_fraction = 0.0"),
+    ({"top_fraction": 1.2}, "top_fraction = 1.2"),
+    ({"agents": "agent_2"}, "agents = 'agent_2'"),
+    ({"agents": "agent_0", "top_fraction": 0.2}, "agents = 'agent_0'"),
+    ({"max_length": 1}, "max_length = 1"),
+]
 
 
 @pytest.mark.parametrize(("fields", "message"), BAD_BC)

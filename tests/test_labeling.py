@@ -31,8 +31,10 @@ class FlakyJudgeModel:
 
     def generate(self, conversations: list[Messages], params: SamplingParams) -> list[list[Sample]]:
         self.seen += conversations
-        return [[Sample("I would rather not say." if self.fails(c) else json.dumps(answer(params.json_schema)))]
-                for c in conversations]
+        return [
+            [Sample("I would rather not say." if self.fails(c) else json.dumps(answer(params.json_schema)))]
+            for c in conversations
+        ]
 
     def load_adapter(self, path: str) -> None:
         raise NotImplementedError("the scripted judge has no adapters")
@@ -84,7 +86,9 @@ def setup(tmp_path):
 
 
 def raw_failures(out) -> dict[str, list[str]]:
-    return {r["episode_id"]: r["failures"] for r in map(json.loads, out.with_suffix(".raw.jsonl").read_text().splitlines())}
+    return {
+        r["episode_id"]: r["failures"] for r in map(json.loads, out.with_suffix(".raw.jsonl").read_text().splitlines())
+    }
 
 
 def test_a_failed_judge_is_retried_on_the_next_run_and_failures_match_the_exact_episode_id(setup):
@@ -95,7 +99,9 @@ def test_a_failed_judge_is_retried_on_the_next_run_and_failures_match_the_exact_
     assert failures["bike|1"] == []  # today it also claims "bike|10 agent_0: no judge scores"
     assert len(failures["bike|10"]) == 4  # the judge on both agents, then "no judge scores" for both
     assert sum("after 2 attempts" in f for f in failures["bike|10"]) == 2
-    assert first["labelled_now"] == 2 and {json.loads(line)["episode_id"] for line in out.read_text().splitlines()} == {"bike|1"}
+    assert first["labelled_now"] == 2 and {json.loads(line)["episode_id"] for line in out.read_text().splitlines()} == {
+        "bike|1"
+    }
 
     model.fails, model.seen = (lambda conv: False), []  # the judge model recovers
     second = run()
@@ -119,8 +125,9 @@ def test_a_failed_attribution_is_retried_alone_and_stays_with_its_episode(setup)
     run()
     failures = raw_failures(out)
     assert failures["bike|1"] == []
-    assert len(failures["bike|10"]) == 2 and all(f.startswith("bike|10 agent_") and "attribution failed" in f
-                                                 for f in failures["bike|10"])
+    assert len(failures["bike|10"]) == 2 and all(
+        f.startswith("bike|10 agent_") and "attribution failed" in f for f in failures["bike|10"]
+    )
 
     model.fails, model.seen = (lambda conv: False), []
     second = run()

@@ -93,16 +93,22 @@ def test_flags_parse_into_the_commands_config():
     assert config_from_args(args.config_cls, args).file == []
 
 
-@pytest.mark.parametrize(("argv", "named"), [
-    (["label", "--episodes", "e.jsonl", "--out", "l.jsonl", "--weights", "1,2"], "weights must be 3 numbers"),
-    (["label", "--episodes", "e.jsonl", "--out", "l.jsonl", "--method", "vibes"], "unknown attribution method 'vibes'"),
-    (["collect", "--batch-size", "0"], "CollectConfig.batch_size = 0"),
-    (["train-rm", "--heldout-fraction", "1"], "RMTrainConfig.heldout_fraction = 1.0"),
-    (["benchmark", "embedded", "--concurrency", "0"], "BenchmarkConfig.concurrency = 0"),
-    (["episode", "--characters", "ben_kowalski"], "EpisodeConfig.characters = 'ben_kowalski'"),
-    (["pipeline", "--grpo-group-size", "1"], "PipelineConfig.grpo_group_size = 1"),
-    (["judge", "--episodes", "e.jsonl", "--out", "j.jsonl", "--batch-size", "0"], "JudgeConfig.batch_size = 0"),
-])
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["label", "--episodes", "e.jsonl", "--out", "l.jsonl", "--weights", "1,2"], "weights must be 3 numbers"),
+        (
+            ["label", "--episodes", "e.jsonl", "--out", "l.jsonl", "--method", "vibes"],
+            "unknown attribution method 'vibes'",
+        ),
+        (["collect", "--batch-size", "0"], "CollectConfig.batch_size = 0"),
+        (["train-rm", "--heldout-fraction", "1"], "RMTrainConfig.heldout_fraction = 1.0"),
+        (["benchmark", "embedded", "--concurrency", "0"], "BenchmarkConfig.concurrency = 0"),
+        (["episode", "--characters", "ben_kowalski"], "EpisodeConfig.characters = 'ben_kowalski'"),
+        (["pipeline", "--grpo-group-size", "1"], "PipelineConfig.grpo_group_size = 1"),
+        (["judge", "--episodes", "e.jsonl", "--out", "j.jsonl", "--batch-size", "0"], "JudgeConfig.batch_size = 0"),
+    ],
+)
 def test_a_bad_config_is_one_error_line_before_any_work(argv, named, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -134,11 +134,18 @@ def test_server_killed_mid_run_and_restarted_loses_and_repeats_nothing(server, t
 @pytest.mark.vllm
 def test_an_episode_through_the_server_records_the_base_model_and_the_adapter(server, random_loras, tmp_path):
     adapter = random_loras[1]
-    learner, partner = make_policies([f"openai:smollm2@{server.base_url}+lora:{adapter}", "scripted:Hello."],
-                                     SamplingParams(max_new_tokens=8, seed=0))
+    learner, partner = make_policies(
+        [f"openai:smollm2@{server.base_url}+lora:{adapter}", "scripted:Hello."],
+        SamplingParams(max_new_tokens=8, seed=0),
+    )
     out = tmp_path / "episodes.jsonl"
-    run_episodes([EpisodeJob("neg-used-bike", ("ben_kowalski", "amara_okafor"), seed=0)], (learner, partner), out,
-                 env_kwargs={"max_turns": 2}, progress=False)
+    run_episodes(
+        [EpisodeJob("neg-used-bike", ("ben_kowalski", "amara_okafor"), seed=0)],
+        (learner, partner),
+        out,
+        env_kwargs={"max_turns": 2},
+        progress=False,
+    )
     [episode] = read_episodes(out)
     # Like the transformers and vLLM engines: "base+adapter path", not the server's name for the adapter.
     assert episode.agent_models == {"agent_0": f"smollm2+{adapter}", "agent_1": "scripted"}
@@ -158,7 +165,9 @@ def test_a_dead_endpoint_ends_after_its_retries_in_one_line_naming_the_url_and_w
         engine.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
     message = str(raised.value)
     assert "\n" not in message and message.startswith(f"{url} did not answer request 0 for model 'x': 3 attempts")
-    assert "APIConnectionError: Connection error. (ConnectionRefusedError: " in message  # the cause, not only "Connection error."
+    assert (
+        "APIConnectionError: Connection error. (ConnectionRefusedError: " in message
+    )  # the cause, not only "Connection error."
     assert engine.retries == 2
 
 
@@ -176,9 +185,27 @@ def test_the_episode_command_reports_a_dead_endpoint_as_one_error_line(tmp_path)
     out = tmp_path / "episodes.jsonl"
     env = {**os.environ, "SOTOPIA_OPENAI_MAX_RETRIES": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", "from benchmarks.cli import main; raise SystemExit(main())", "episode", "--scenario", "neg-used-bike", "--characters",
-         "ben_kowalski,amara_okafor", "--agent0", f"openai:x@{url}", "--agent1", "scripted:Hello.", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from benchmarks.cli import main; raise SystemExit(main())",
+            "episode",
+            "--scenario",
+            "neg-used-bike",
+            "--characters",
+            "ben_kowalski,amara_okafor",
+            "--agent0",
+            f"openai:x@{url}",
+            "--agent1",
+            "scripted:Hello.",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     [error] = [line for line in done.stderr.splitlines() if "error:" in line]

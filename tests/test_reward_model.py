@@ -15,11 +15,26 @@ from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env import SocialParallelEnv
 from trainers.train_reward_model import RMTrainConfig, load_rows, pearson, split_rows, train_reward_model
 
-QUESTIONS = ["Could you lower the price a bit?", "What do you need from me?", "Would Friday work for you?",
-             "How about we split it?", "Why is that important to you?", "Can you tell me more?",
-             "Is that your final offer?", "Do you have time tomorrow?"]
-STATEMENTS = ["I think that is fair.", "That works for me.", "I cannot do that.", "Let me think about it.",
-              "I will bring it tomorrow.", "This is my best offer.", "I understand your point.", "We should meet halfway."]
+QUESTIONS = [
+    "Could you lower the price a bit?",
+    "What do you need from me?",
+    "Would Friday work for you?",
+    "How about we split it?",
+    "Why is that important to you?",
+    "Can you tell me more?",
+    "Is that your final offer?",
+    "Do you have time tomorrow?",
+]
+STATEMENTS = [
+    "I think that is fair.",
+    "That works for me.",
+    "I cannot do that.",
+    "Let me think about it.",
+    "I will bring it tomorrow.",
+    "This is my best offer.",
+    "I understand your point.",
+    "We should meet halfway.",
+]
 
 
 def synthetic_rows(n_episodes: int, seed: int = 0, prompts: list[str] | None = None) -> list[dict]:
@@ -34,8 +49,7 @@ def synthetic_rows(n_episodes: int, seed: int = 0, prompts: list[str] | None = N
             if rng.random() < 0.5:
                 text = rng.choice(["Well, ", "Okay. ", "Hmm, ", "Listen, "]) + text[0].lower() + text[1:]
             prompt = prompts[(4 * ep + k) % len(prompts)] if prompts else f"Scenario: a talk.\nTurn {k}: they spoke."
-            rows.append({"episode_id": f"e{ep}", "prompt": prompt,
-                         "utterance": text, "label": 10.0 if asks else 0.0})
+            rows.append({"episode_id": f"e{ep}", "prompt": prompt, "utterance": text, "label": 10.0 if asks else 0.0})
     return rows
 
 
@@ -50,8 +64,17 @@ def question_rm(embedded_dir, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("question_rm")
     write_rows(tmp / "synthetic.jsonl", synthetic_rows(60, prompts=states_online(40, "all", 1)))
-    cfg = RMTrainConfig(data=str(tmp / "synthetic.jsonl"), out=str(tmp / "rm"), epochs=4, batch_size=8, lr=1e-3,
-                        max_length=288, lora_layers=6, eval_every=24, seed=0)  # 288: every state's fixed part fits
+    cfg = RMTrainConfig(
+        data=str(tmp / "synthetic.jsonl"),
+        out=str(tmp / "rm"),
+        epochs=4,
+        batch_size=8,
+        lr=1e-3,
+        max_length=288,
+        lora_layers=6,
+        eval_every=24,
+        seed=0,
+    )  # 288: every state's fixed part fits
     return train_reward_model(cfg, progress=False), tmp / "rm"
 
 
@@ -72,15 +95,30 @@ def test_grpo_raises_the_learned_reward_on_held_out_states(question_rm, tmp_path
     trained on) must rise clearly above the starting policy's, with the KL to the base staying bounded."""
     from trainers.grpo import GRPOConfig, train_grpo
 
-    cfg = GRPOConfig(reward_model=str(question_rm[1] / "best"), out=str(tmp_path / "grpo"), steps=16, prompts_per_step=4,
-                     group_size=4, max_new_tokens=24, max_prompt_tokens=288, lr=1.5e-3, lora_layers=8, heldout_states=8,
-                     eval_samples=4, seed=0, tensorboard=False)
+    cfg = GRPOConfig(
+        reward_model=str(question_rm[1] / "best"),
+        out=str(tmp_path / "grpo"),
+        steps=16,
+        prompts_per_step=4,
+        group_size=4,
+        max_new_tokens=24,
+        max_prompt_tokens=288,
+        lr=1.5e-3,
+        lora_layers=8,
+        heldout_states=8,
+        eval_samples=4,
+        seed=0,
+        tensorboard=False,
+    )
     summary = train_grpo(cfg, progress=False)
     before, after = summary["heldout_reward_before"], summary["heldout_reward_after"]
     assert after >= before + 1.0, summary  # labels are 0 / 10: +1 is a tenth of the scale, on unseen states
     assert 0 < summary["max_kl"] < 0.5, summary
     # The behaviour behind the number: more of the held-out samples ask a question than before.
-    asked = {t: sum("?" in x for x in json.loads((tmp_path / "grpo" / f"eval_{t}.json").read_text())["samples"]) for t in ("before", "after")}
+    asked = {
+        t: sum("?" in x for x in json.loads((tmp_path / "grpo" / f"eval_{t}.json").read_text())["samples"])
+        for t in ("before", "after")
+    }
     assert asked["after"] > asked["before"], asked
 
 
@@ -139,8 +177,10 @@ def test_wrappers_env_reward_and_trl_style(small_rm):
     assert rewards["agent_0"] == pytest.approx(small_rm.score([obs["agent_0"]["prompt"]], ["Would you take $400?"])[0])
     trl_reward = small_rm.as_trl_reward()
     # TRL passes conversational data as the chat the policy saw: the same state, so the same reward.
-    conversational = trl_reward(prompts=[build_messages(obs["agent_0"])],
-                                completions=[[{"role": "assistant", "content": "Would you take $400?"}]])
+    conversational = trl_reward(
+        prompts=[build_messages(obs["agent_0"])],
+        completions=[[{"role": "assistant", "content": "Would you take $400?"}]],
+    )
     plain = trl_reward(prompts=[obs["agent_0"]["prompt"]], completions=["Would you take $400?"])
     assert plain == pytest.approx([rewards["agent_0"]])
     assert conversational == pytest.approx(plain, abs=1e-5)

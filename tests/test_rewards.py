@@ -48,8 +48,16 @@ def test_spread_methods_follow_their_formulas():
 
 def test_normalizer_min_max_and_weighted_aggregate_by_hand():
     cfg = AttributionConfig(method="uniform", dims=("goal", "relationship"), weights=(3.0, 1.0))
-    rows = [UtteranceLabel("e", i, "agent_0", "p", "u", "speak", dims) for i, dims in enumerate(
-        [{"goal": 2.0, "relationship": -4.0}, {"goal": 10.0, "relationship": 4.0}, {"goal": 6.0, "relationship": 0.0}])]
+    rows = [
+        UtteranceLabel("e", i, "agent_0", "p", "u", "speak", dims)
+        for i, dims in enumerate(
+            [
+                {"goal": 2.0, "relationship": -4.0},
+                {"goal": 10.0, "relationship": 4.0},
+                {"goal": 6.0, "relationship": 0.0},
+            ]
+        )
+    ]
     norm = Normalizer.fit(rows, cfg)
     assert norm.low == {"goal": 2.0, "relationship": -4.0} and norm.high == {"goal": 10.0, "relationship": 4.0}
     # goal 6 -> 0.5, relationship 0 -> 0.5; 10 * (3*0.5 + 1*0.5) / 4 = 5.0
@@ -142,8 +150,15 @@ def test_direct_attribution_on_vllm_and_label_command_resumes(vllm_engine, tmp_p
     episodes_path = tmp_path / "episodes.jsonl"
     for seed in range(3):
         ep = play(seed=seed)
-        ep.judge_scores = {a: {**dict.fromkeys(NAMES, 0.0), "goal": 2.0 + 3 * seed + i, "relationship": float(seed - 1),
-                               "knowledge": 4.0} for i, a in enumerate(ep.agents)}
+        ep.judge_scores = {
+            a: {
+                **dict.fromkeys(NAMES, 0.0),
+                "goal": 2.0 + 3 * seed + i,
+                "relationship": float(seed - 1),
+                "knowledge": 4.0,
+            }
+            for i, a in enumerate(ep.agents)
+        }
         from sotopia_env.episode import write_episode
 
         write_episode(episodes_path, ep)
@@ -185,8 +200,13 @@ def test_model_free_attribution_needs_no_engine():
 
 def test_dimension_ranges_match_sotopia_eval():
     assert {n: (BY_NAME[n].low, BY_NAME[n].high) for n in NAMES} == {
-        "believability": (0, 10), "relationship": (-5, 5), "knowledge": (0, 10), "secret": (-10, 0),
-        "social_rules": (-10, 0), "financial_and_material_benefits": (-5, 5), "goal": (0, 10),
+        "believability": (0, 10),
+        "relationship": (-5, 5),
+        "knowledge": (0, 10),
+        "secret": (-10, 0),
+        "social_rules": (-10, 0),
+        "financial_and_material_benefits": (-5, 5),
+        "goal": (0, 10),
     }
     assert SamplingParams(json_schema={"type": "object"}).json_schema == {"type": "object"}
 
@@ -198,13 +218,26 @@ def test_an_interrupted_reward_model_run_resumes_with_one_metric_row_per_step(em
 
     data = tmp_path / "d.jsonl"
     utterances = ["Can we talk?", "Fine.", "Why not?", "No."]
-    data.write_text("".join(json.dumps({"episode_id": f"e{e}", "prompt": f"Scenario {e}.", "utterance": u,
-                                        "label": 10.0 if u.endswith("?") else 0.0}) + "\n"
-                            for e in range(10) for u in utterances))
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "episode_id": f"e{e}",
+                    "prompt": f"Scenario {e}.",
+                    "utterance": u,
+                    "label": 10.0 if u.endswith("?") else 0.0,
+                }
+            )
+            + "\n"
+            for e in range(10)
+            for u in utterances
+        )
+    )
     out = tmp_path / "rm"
     # 8 training episodes x 4 rows / batch 8 = 4 steps per epoch, 8 in all; checkpoints every 2 steps.
-    cfg = rm_trainer.RMTrainConfig(data=str(data), out=str(out), epochs=2, batch_size=8, max_length=128, lora_layers=2,
-                                   eval_every=2, seed=1)
+    cfg = rm_trainer.RMTrainConfig(
+        data=str(data), out=str(out), epochs=2, batch_size=8, max_length=128, lora_layers=2, eval_every=2, seed=1
+    )
     append = rm_trainer.append_jsonl
 
     def append_then_interrupt_at_step_3(path, record):
@@ -228,11 +261,18 @@ def test_metric_readers_keep_one_row_per_step(tmp_path):
     from trainers.checkpoint import read_metrics, resume_metrics
 
     path = tmp_path / "metrics.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"step": 1, "kl": 0.1}, {"step": 2, "kl": 0.2}, {"step": 3, "kl": 0.9}, {"step": 3, "kl": 0.3}]))
+    path.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [{"step": 1, "kl": 0.1}, {"step": 2, "kl": 0.2}, {"step": 3, "kl": 0.9}, {"step": 3, "kl": 0.3}]
+        )
+    )
     assert [r["kl"] for r in read_metrics(path)] == [0.1, 0.2, 0.3]  # the later row of step 3 wins
     resume_metrics(path, 2)
-    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"step": 1, "kl": 0.1}, {"step": 2, "kl": 0.2}]
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"step": 1, "kl": 0.1},
+        {"step": 2, "kl": 0.2},
+    ]
     resume_metrics(tmp_path / "absent.jsonl", 5)  # a fresh run has no file yet
     assert not (tmp_path / "absent.jsonl").exists()
 
@@ -243,11 +283,15 @@ def test_the_package_exports_judge_and_reward_model_and_imports_torch_only_when_
     import sys
     from pathlib import Path
 
-    code = ("import sys, rewards\n"
-            "assert 'torch' not in sys.modules, 'import rewards loaded torch'\n"
-            "from rewards import Judge, RewardModel\n"
-            "from rewards.judge import Judge as J\n"
-            "from rewards.reward_model import RewardModel as R\n"
-            "assert Judge is J and RewardModel is R and 'torch' in sys.modules\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    code = (
+        "import sys, rewards\n"
+        "assert 'torch' not in sys.modules, 'import rewards loaded torch'\n"
+        "from rewards import Judge, RewardModel\n"
+        "from rewards.judge import Judge as J\n"
+        "from rewards.reward_model import RewardModel as R\n"
+        "assert Judge is J and RewardModel is R and 'torch' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr

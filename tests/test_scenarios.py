@@ -33,7 +33,9 @@ def test_hard_split_follows_the_documented_rule_and_has_ten_pairings_each():
     for s in hard:
         assert "conflict" in s.tags and ("asymmetry" in s.tags or any(r.secret for r in s.roles))
     easy = [s for s in library_scenarios().values() if not is_hard(s)]
-    assert easy and all("conflict" not in s.tags or ("asymmetry" not in s.tags and not any(r.secret for r in s.roles)) for s in easy)
+    assert easy and all(
+        "conflict" not in s.tags or ("asymmetry" not in s.tags and not any(r.secret for r in s.roles)) for s in easy
+    )
     pairings = library_pairings()
     assert set(pairings) == {s.id for s in hard}
     chars = library_characters()
@@ -54,8 +56,11 @@ def _write(tmp_path, name, records):
 
 
 GOOD = {
-    "id": "s1", "situation": "Two people meet.", "relationship": "friend",
-    "roles": [{"goal": "Say hi."}, {"goal": "Say bye.", "secret": "Tired."}], "category": "negotiation",
+    "id": "s1",
+    "situation": "Two people meet.",
+    "relationship": "friend",
+    "roles": [{"goal": "Say hi."}, {"goal": "Say bye.", "secret": "Tired."}],
+    "category": "negotiation",
 }
 
 
@@ -93,10 +98,26 @@ def test_malformed_json_reports_the_line(tmp_path):
 
 def test_character_validation_names_the_field(tmp_path):
     path = tmp_path / "chars.json"
-    path.write_text(json.dumps([{"id": "x", "name": "X", "age": 12, "occupation": "o", "pronouns": "p", "personality": "q"}]))
+    path.write_text(
+        json.dumps([{"id": "x", "name": "X", "age": 12, "occupation": "o", "pronouns": "p", "personality": "q"}])
+    )
     with pytest.raises(ScenarioFileError, match=r"chars.json: record 0 \(id 'x'\): field 'age'"):
         load_characters(path)
-    path.write_text(json.dumps([{"id": "x", "name": "X", "age": 30, "occupation": "o", "pronouns": "p", "personality": "q", "colour": "red"}]))
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "x",
+                    "name": "X",
+                    "age": 30,
+                    "occupation": "o",
+                    "pronouns": "p",
+                    "personality": "q",
+                    "colour": "red",
+                }
+            ]
+        )
+    )
     with pytest.raises(ScenarioFileError, match="field 'colour'"):
         load_characters(path)
 

@@ -24,7 +24,12 @@ def test_import_reads_every_sotopia_record_kind(fixtures):
     assert tent.source == "sotopia:fixture:borrowed_tent"
     assert not result.scenarios["01ENVBBBB"].hard
     mira = result.characters["01agta"]
-    assert (mira.name, mira.age, mira.pronouns, mira.secret) == ("Mira Solberg", 31, "She/her", "She lost a hiker once.")
+    assert (mira.name, mira.age, mira.pronouns, mira.secret) == (
+        "Mira Solberg",
+        31,
+        "She/her",
+        "She lost a hiker once.",
+    )
     assert result.pairings == {"01ENVAAAA": [("01agta", "01agtb")], "01ENVBBBB": [("01agtb", "01agta")]}
     assert result.relationships[frozenset({"01AGTA", "01AGTB"})][0] is Relationship.friend
 

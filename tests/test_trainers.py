@@ -65,7 +65,9 @@ def test_bc_masks_the_prompt_and_learns_only_the_reply(transformers_engine):
 def test_bc_trains_resumes_and_saves_an_adapter(embedded_dir, tmp_path):
     episodes = tmp_path / "e.jsonl"
     judged_episodes(episodes, [(1, 9), (5, 2)])
-    cfg = dict(episodes=str(episodes), out=str(tmp_path / "bc"), batch_size=2, max_length=320, lora_layers=2, save_every=1)
+    cfg = dict(
+        episodes=str(episodes), out=str(tmp_path / "bc"), batch_size=2, max_length=320, lora_layers=2, save_every=1
+    )
     first = train_bc(BCConfig(epochs=1, **cfg), progress=False)
     second = train_bc(BCConfig(epochs=2, **cfg), progress=False)
     assert second["steps"] == 2 * first["steps"]
@@ -81,8 +83,20 @@ def metrics(out):
 def test_grpo_steps_log_metrics_and_resume(embedded_dir, tmp_path):
     rm_dir = tmp_path / "rm"
     RewardModel.create(RewardModelConfig(max_length=320)).save(rm_dir)
-    base = dict(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), prompts_per_step=2, group_size=2, max_new_tokens=8,
-                max_prompt_tokens=320, lr=5e-3, lora_layers=2, heldout_states=2, eval_samples=1, save_every=1, tensorboard=False)
+    base = dict(
+        reward_model=str(rm_dir),
+        out=str(tmp_path / "grpo"),
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=8,
+        max_prompt_tokens=320,
+        lr=5e-3,
+        lora_layers=2,
+        heldout_states=2,
+        eval_samples=1,
+        save_every=1,
+        tensorboard=False,
+    )
     train_grpo(GRPOConfig(steps=1, **base), progress=False)
     summary = train_grpo(GRPOConfig(steps=2, **base), progress=False)
     records = metrics(tmp_path / "grpo")
@@ -109,9 +123,19 @@ def test_grpo_from_an_init_adapter_starts_at_zero_kl_to_its_reference(embedded_d
     would measure the distance to the base model, which this adapter moves far."""
     rm_dir = tmp_path / "rm"
     RewardModel.create(RewardModelConfig(max_length=320)).save(rm_dir)
-    cfg = GRPOConfig(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), init_adapter=str(random_loras[0]), steps=1,
-                     prompts_per_step=1, group_size=2, max_new_tokens=6, max_prompt_tokens=320, heldout_states=1,
-                     eval_samples=1, tensorboard=False)
+    cfg = GRPOConfig(
+        reward_model=str(rm_dir),
+        out=str(tmp_path / "grpo"),
+        init_adapter=str(random_loras[0]),
+        steps=1,
+        prompts_per_step=1,
+        group_size=2,
+        max_new_tokens=6,
+        max_prompt_tokens=320,
+        heldout_states=1,
+        eval_samples=1,
+        tensorboard=False,
+    )
     train_grpo(cfg, progress=False)
     (record,) = metrics(tmp_path / "grpo")
     assert abs(record["kl"]) < 1e-6, record
@@ -119,7 +143,9 @@ def test_grpo_from_an_init_adapter_starts_at_zero_kl_to_its_reference(embedded_d
     assert not (tmp_path / "grpo" / "adapter" / "reference").exists()
 
 
-def test_the_reference_is_a_frozen_copy_of_the_init_adapter_through_training_and_resume(embedded_dir, random_loras, tmp_path):
+def test_the_reference_is_a_frozen_copy_of_the_init_adapter_through_training_and_resume(
+    embedded_dir, random_loras, tmp_path
+):
     from trainers.checkpoint import load_checkpoint, save_checkpoint
 
     cfg = GRPOConfig(init_adapter=str(random_loras[0]))
@@ -181,7 +207,9 @@ def test_logprobs_are_taken_at_the_sampling_temperature(embedded_dir):
             "plain": sequence_logprobs(model, [prompt], [completion], 0, temperature=0.7)[0],
             "shared": grouped_logprobs(model, [prompt], [[completion]], 0, temperature=0.7)[0],
             "config, shared": group_logprobs(model, [prompt], [completion] * 2, range(1), cfg, 0)[1],
-            "config, plain": group_logprobs(model, [prompt], [completion] * 2, range(1), dataclasses.replace(cfg, shared_prompt=False), 0)[1],
+            "config, plain": group_logprobs(
+                model, [prompt], [completion] * 2, range(1), dataclasses.replace(cfg, shared_prompt=False), 0
+            )[1],
         }
         at_one = sequence_logprobs(model, [prompt], [completion], 0)[0]
     for name, lp in paths.items():
@@ -195,9 +223,20 @@ def test_training_and_evaluation_sample_with_the_configured_top_p(embedded_dir, 
     every advantage is 0 (no spread in any group) and the first update has KL 0, so the gradient is 0."""
     rm_dir = tmp_path / "rm"
     RewardModel.create(RewardModelConfig(max_length=320)).save(rm_dir)
-    cfg = GRPOConfig(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), steps=1, prompts_per_step=2, group_size=2,
-                     max_new_tokens=6, max_prompt_tokens=320, lora_layers=2, heldout_states=2, eval_samples=2, top_p=1e-6,
-                     tensorboard=False)
+    cfg = GRPOConfig(
+        reward_model=str(rm_dir),
+        out=str(tmp_path / "grpo"),
+        steps=1,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=6,
+        max_prompt_tokens=320,
+        lora_layers=2,
+        heldout_states=2,
+        eval_samples=2,
+        top_p=1e-6,
+        tensorboard=False,
+    )
     summary = train_grpo(cfg, progress=False)
     assert (summary["temperature"], summary["top_p"]) == (1.0, 1e-6)
     samples = json.loads((tmp_path / "grpo" / "eval_before.json").read_text())["samples"]
@@ -225,7 +264,9 @@ def test_grouped_logprobs_equal_the_plain_per_sequence_ones_values_and_gradients
         torch.stack([lp.sum() * (i + 1) for i, lp in enumerate(lps)]).sum().backward()
         return [lp.detach() for lp in lps], [p.grad.clone() for p in params]
 
-    plain, plain_grads = run(lambda: sequence_logprobs(model, [p for p in prompts for _ in range(2)], [c for g in groups for c in g], 0))
+    plain, plain_grads = run(
+        lambda: sequence_logprobs(model, [p for p in prompts for _ in range(2)], [c for g in groups for c in g], 0)
+    )
     shared, shared_grads = run(lambda: grouped_logprobs(model, prompts, groups, 0))
     assert [len(x) for x in shared] == [2, 5, 2, 3]
     for a, b in zip(plain, shared):
@@ -255,7 +296,9 @@ def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, t
         if params.n == 2:  # the training rollouts (evaluation samples one per state)
             sampled.extend(tuple(group[0].prompt_token_ids) for group in out)
             rendered.extend(map(tuple, render_prompts(vllm_engine.tokenizer, conversations, 288)))
-            full.extend(len(chat_token_ids(vllm_engine.tokenizer, c, add_generation_prompt=True)) for c in conversations)
+            full.extend(
+                len(chat_token_ids(vllm_engine.tokenizer, c, add_generation_prompt=True)) for c in conversations
+            )
         return out
 
     def spy_group_logprobs(model, prompt_ids, *args, **kwargs):
@@ -266,17 +309,38 @@ def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, t
     monkeypatch.setattr(grpo_module, "group_logprobs", spy_group_logprobs)
     start_version = vllm_engine.adapter_version
     try:
-        summary = train_grpo(GRPOConfig(reward_model=str(rm_dir), out=str(tmp_path / "grpo"), engine="vllm", steps=2, prompts_per_step=2,
-                                        group_size=2, max_new_tokens=8, max_prompt_tokens=288, lr=1e-3, lora_layers=2, heldout_states=2,
-                                        eval_samples=1, tensorboard=False), progress=False, rollout_engine=vllm_engine)
-        assert vllm_engine.adapter_version == start_version + 3  # step 0 (the starting policy), then after steps 1 and 2
+        summary = train_grpo(
+            GRPOConfig(
+                reward_model=str(rm_dir),
+                out=str(tmp_path / "grpo"),
+                engine="vllm",
+                steps=2,
+                prompts_per_step=2,
+                group_size=2,
+                max_new_tokens=8,
+                max_prompt_tokens=288,
+                lr=1e-3,
+                lora_layers=2,
+                heldout_states=2,
+                eval_samples=1,
+                tensorboard=False,
+            ),
+            progress=False,
+            rollout_engine=vllm_engine,
+        )
+        assert (
+            vllm_engine.adapter_version == start_version + 3
+        )  # step 0 (the starting policy), then after steps 1 and 2
         assert vllm_engine.lora_request.lora_name == f"adapter-v{start_version + 3}"
         assert vllm_engine.lora_request.lora_path.endswith("step-2")
     finally:
         vllm_engine.clear_adapter()
     records = metrics(tmp_path / "grpo")
     assert [r["step"] for r in records] == [1, 2] and all(r["new_tokens"] > 0 and r["time_sync"] > 0 for r in records)
-    assert summary["heldout_reward_after"] == json.loads((tmp_path / "grpo" / "eval_after.json").read_text())["mean_reward"]
+    assert (
+        summary["heldout_reward_after"]
+        == json.loads((tmp_path / "grpo" / "eval_after.json").read_text())["mean_reward"]
+    )
     assert len(sampled) == 4 and sampled == rendered  # vLLM sampled from the rendered ids
     assert set(trained) == set(sampled)  # ...and the reference and policy passes ran on those ids
     assert any(len(ids) < n for ids, n in zip(sampled, full))  # some states were past the budget and fitted

@@ -61,11 +61,18 @@ def examples(pairs: Sequence[tuple[Episode, str]]) -> list[tuple[list[dict[str, 
     for ep, agent in pairs:
         for state in utterance_states(ep):
             if state.agent == agent:
-                out.append((build_messages({"prompt": state.prompt}), reply_text(state.action.action_type.sotopia_name, state.action.argument)))
+                out.append(
+                    (
+                        build_messages({"prompt": state.prompt}),
+                        reply_text(state.action.action_type.sotopia_name, state.action.argument),
+                    )
+                )
     return out
 
 
-def tokenize_example(tokenizer: Any, messages: list[dict[str, str]], reply: str, max_length: int) -> tuple[list[int], list[int]]:
+def tokenize_example(
+    tokenizer: Any, messages: list[dict[str, str]], reply: str, max_length: int
+) -> tuple[list[int], list[int]]:
     """(input ids, labels) with labels -100 on the prompt, fitted to max_length by `agents.render` (the oldest
     dialogue lines are left out; a reply longer than half the budget is cut at its end)."""
     rendered = render_chat(tokenizer, messages, max_length, reply=reply, reply_budget=max_length // 2)
@@ -94,7 +101,9 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     data = examples(pairs)
     if not data:
         raise ValueError(f"{cfg.episodes}: no turns to learn from")
-    model, tokenizer = load_policy(GRPOConfig(base=cfg.base, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_layers=cfg.lora_layers))
+    model, tokenizer = load_policy(
+        GRPOConfig(base=cfg.base, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_layers=cfg.lora_layers)
+    )
     encoded = [tokenize_example(tokenizer, m, r, cfg.max_length) for m, r in data]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
@@ -132,6 +141,12 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
             save_checkpoint(out / "checkpoint", model, optimizer, schedule, {"step": step})
     bar.close()
     model.save_pretrained(out / "adapter")
-    summary = {"examples": len(encoded), "pairs": len(pairs), "steps": step, "final_loss": last_loss, "adapter": str(out / "adapter")}
+    summary = {
+        "examples": len(encoded),
+        "pairs": len(pairs),
+        "steps": step,
+        "final_loss": last_loss,
+        "adapter": str(out / "adapter"),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -14,7 +14,10 @@ class BCConfig:
     out: str = field(default="runs/bc")
     base: str = field(default="embedded")
     agents: str = field(default="all", metadata={"help": "whose turns to learn from: all, agent_0 or agent_1"})
-    top_fraction: float | None = field(default=None, metadata={"help": "self-reinforcement: keep the top fraction per scenario by goal (Sotopia-π: 0.2)"})
+    top_fraction: float | None = field(
+        default=None,
+        metadata={"help": "self-reinforcement: keep the top fraction per scenario by goal (Sotopia-π: 0.2)"},
+    )
     epochs: int = field(default=2)
     batch_size: int = field(default=8)
     lr: float = field(default=2e-4)
@@ -33,17 +36,27 @@ class BCConfig:
         top = self.top_fraction
         rules = [
             ("agents", self.agents in ("all", "agent_0", "agent_1"), "must be all, agent_0 or agent_1"),
-            ("top_fraction", top is None or 0 < top <= 1,
-             "must be in (0, 1] (Sotopia-π keeps 0.2 per scenario), or unset to learn from every turn"),
-            ("agents", top is None or self.agents == "all",
-             "cannot be combined with --top-fraction, which keeps the best (episode, agent) pairs of both seats"),
+            (
+                "top_fraction",
+                top is None or 0 < top <= 1,
+                "must be in (0, 1] (Sotopia-π keeps 0.2 per scenario), or unset to learn from every turn",
+            ),
+            (
+                "agents",
+                top is None or self.agents == "all",
+                "cannot be combined with --top-fraction, which keeps the best (episode, agent) pairs of both seats",
+            ),
             ("epochs", self.epochs >= 1, "must be at least 1"),
             ("batch_size", self.batch_size >= 1, "must be at least 1"),
             ("lr", self.lr > 0, "must be > 0"),
             ("max_length", self.max_length >= 2, "must be at least 2 tokens (half at most go to the reply)"),
             ("lora_r", self.lora_r >= 1, "must be at least 1"),
             ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
-            ("lora_layers", self.lora_layers is None or self.lora_layers >= 1, "must be at least 1, or unset for all layers"),
+            (
+                "lora_layers",
+                self.lora_layers is None or self.lora_layers >= 1,
+                "must be at least 1, or unset for all layers",
+            ),
             ("save_every", self.save_every >= 1, "must be at least 1 step"),
         ]
         for name, ok, need in rules:

@@ -27,8 +27,10 @@ def save_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any, state
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state()},
-               tmp / "trainer_state.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state()},
+        tmp / "trainer_state.pt",
+    )
     (tmp / "state.json").write_text(json.dumps(state))
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():

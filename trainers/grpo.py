@@ -40,8 +40,14 @@ def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return (rewards - mean) / (std + 1e-4)
 
 
-def grpo_loss(logprobs: list[torch.Tensor], old_logprobs: list[torch.Tensor], ref_logprobs: list[torch.Tensor],
-              advantages: torch.Tensor, clip_eps: float, kl_coef: float) -> tuple[torch.Tensor, dict[str, float]]:
+def grpo_loss(
+    logprobs: list[torch.Tensor],
+    old_logprobs: list[torch.Tensor],
+    ref_logprobs: list[torch.Tensor],
+    advantages: torch.Tensor,
+    clip_eps: float,
+    kl_coef: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO objective over N sampled sequences, as a loss to minimise; returns (loss, stats).
 
     logprobs: N tensors [T_i], the sequences' tokens under the policy being trained (carrying gradients);
@@ -125,8 +131,14 @@ def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
     else:
         n = model.config.num_hidden_layers
         layers = list(range(n - cfg.lora_layers, n)) if cfg.lora_layers else None
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], layers_to_transform=layers)
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=0.0,
+            task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            layers_to_transform=layers,
+        )
         model = get_peft_model(model, lora)
     return model, tokenizer
 
@@ -151,8 +163,9 @@ def reference_policy(model: Any) -> Iterator[None]:
         model.set_adapter("default")
 
 
-def sequence_logprobs(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
-                      temperature: float = 1.0) -> list[torch.Tensor]:
+def sequence_logprobs(
+    model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int, temperature: float = 1.0
+) -> list[torch.Tensor]:
     """Per-token log-probabilities of each completion given its prompt, under the distribution sampled from at
     `temperature` (log_softmax(logits / T)): a list of [len(completion)] tensors.
 
@@ -170,12 +183,15 @@ def sequence_logprobs(model: Any, prompts: list[list[int]], completions: list[li
     out = []
     for i, (p, c) in enumerate(zip(prompts, completions)):
         step_logits = logits[i, len(p) - 1 : len(p) - 1 + len(c)].float()  # position t predicts token t+1
-        out.append((step_logits / temperature).log_softmax(-1).gather(-1, torch.tensor(c, device=device)[:, None]).squeeze(-1))
+        out.append(
+            (step_logits / temperature).log_softmax(-1).gather(-1, torch.tensor(c, device=device)[:, None]).squeeze(-1)
+        )
     return out
 
 
-def grouped_logprobs(model: Any, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int,
-                     temperature: float = 1.0) -> list[torch.Tensor]:
+def grouped_logprobs(
+    model: Any, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int, temperature: float = 1.0
+) -> list[torch.Tensor]:
     """Per-token log-probabilities (at `temperature`) of G completions per prompt, running each prompt
     through the model once.
 
@@ -208,8 +224,13 @@ def grouped_logprobs(model: Any, prompts: list[list[int]], groups: list[list[lis
         cids[i, : len(c)] = torch.tensor(c, device=device)
         cmask[i, : len(c)] = 1
     cpositions = positions[:, -1:].repeat_interleave(g, 0) + 1 + torch.arange(length, device=device)
-    tail = model(input_ids=cids, attention_mask=torch.cat([mask.repeat_interleave(g, 0), cmask], 1),
-                 position_ids=cpositions, past_key_values=cache, use_cache=True)
+    tail = model(
+        input_ids=cids,
+        attention_mask=torch.cat([mask.repeat_interleave(g, 0), cmask], 1),
+        position_ids=cpositions,
+        past_key_values=cache,
+        use_cache=True,
+    )
     # Token 0 of a completion is predicted by the prompt's last position, token t by completion position t-1.
     logits = torch.cat([head.logits[:, -1:].repeat_interleave(g, 0), tail.logits[:, :-1]], 1)
     out = []
@@ -219,15 +240,21 @@ def grouped_logprobs(model: Any, prompts: list[list[int]], groups: list[list[lis
     return out
 
 
-def group_logprobs(model: Any, prompt_ids: list[list[int]], completions: list[list[int]], states: range, cfg: GRPOConfig,
-                   pad_id: int) -> list[torch.Tensor]:
+def group_logprobs(
+    model: Any, prompt_ids: list[list[int]], completions: list[list[int]], states: range, cfg: GRPOConfig, pad_id: int
+) -> list[torch.Tensor]:
     """Log-probs of the completions of `states` (G consecutive completions per state), the shared-prompt
     way or the plain way as the config says."""
     groups = [completions[k * cfg.group_size : (k + 1) * cfg.group_size] for k in states]
     if cfg.shared_prompt:
         return grouped_logprobs(model, [prompt_ids[k] for k in states], groups, pad_id, cfg.temperature)
-    return sequence_logprobs(model, [prompt_ids[k] for k in states for _ in range(cfg.group_size)], [c for g in groups for c in g], pad_id,
-                             cfg.temperature)
+    return sequence_logprobs(
+        model,
+        [prompt_ids[k] for k in states for _ in range(cfg.group_size)],
+        [c for g in groups for c in g],
+        pad_id,
+        cfg.temperature,
+    )
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -266,14 +293,25 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
     random.Random(cfg.seed).shuffle(states)
     heldout, train_states = states[: cfg.heldout_states], states[cfg.heldout_states :]
     if len(train_states) < cfg.prompts_per_step:
-        raise ValueError(f"only {len(train_states)} training states; need at least prompts_per_step={cfg.prompts_per_step}")
+        raise ValueError(
+            f"only {len(train_states)} training states; need at least prompts_per_step={cfg.prompts_per_step}"
+        )
 
     model, tokenizer = load_policy(cfg)
     rm = RewardModel.load(cfg.reward_model)
-    mode = cfg.rollout_mode if cfg.rollout_mode != "auto" else ("static" if next(model.parameters()).is_cuda else "generate")
-    engine: Any = TransformersEngine.from_model(model, tokenizer, model_name=f"grpo:{cfg.base}",
-                                                batch_size=cfg.prompts_per_step * cfg.group_size,
-                                                max_prompt_tokens=cfg.max_prompt_tokens, mode=mode)
+    mode = (
+        cfg.rollout_mode
+        if cfg.rollout_mode != "auto"
+        else ("static" if next(model.parameters()).is_cuda else "generate")
+    )
+    engine: Any = TransformersEngine.from_model(
+        model,
+        tokenizer,
+        model_name=f"grpo:{cfg.base}",
+        batch_size=cfg.prompts_per_step * cfg.group_size,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+        mode=mode,
+    )
     vllm_engine = None
     if cfg.engine == "vllm":  # rollouts on vLLM; the adapter is pushed after every update
         from agents.vllm_engine import VLLMEngine
@@ -291,21 +329,31 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
     writer = _tensorboard(out) if cfg.tensorboard else None
     metrics_path = out / "metrics.jsonl"
     resume_metrics(metrics_path, start_step)  # steps logged after the checkpoint are trained and logged again
-    sampling = SamplingParams(n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    sampling = SamplingParams(
+        n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
+    )
 
     def evaluate(tag: str) -> float:
-        params_eval = SamplingParams(n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        params_eval = SamplingParams(
+            n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
+        )
         # Each held-out state keeps its seed across evaluations: before and after differ by the policy only.
-        samples = rollout.generate([build_messages({"prompt": s}) for s in heldout], params_eval,
-                                   seeds=[request_seed(cfg.seed, "eval", s) for s in heldout])
+        samples = rollout.generate(
+            [build_messages({"prompt": s}) for s in heldout],
+            params_eval,
+            seeds=[request_seed(cfg.seed, "eval", s) for s in heldout],
+        )
         texts = [parse_reply(x.text).argument for group in samples for x in group]
         rewards = rm.score([s for s in heldout for _ in range(cfg.eval_samples)], texts)
         mean = sum(rewards) / len(rewards)
         (out / f"eval_{tag}.json").write_text(json.dumps({"mean_reward": mean, "samples": texts[:20]}, indent=1))
         return mean
 
-    summary: dict[str, Any] = {"heldout_reward_before": evaluate("before") if start_step == 0 else
-                               json.loads((out / "eval_before.json").read_text())["mean_reward"]}
+    summary: dict[str, Any] = {
+        "heldout_reward_before": evaluate("before")
+        if start_step == 0
+        else json.loads((out / "eval_before.json").read_text())["mean_reward"]
+    }
     bar = tqdm(total=cfg.steps, initial=start_step, desc="grpo", unit="step", disable=not progress)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for step in range(start_step, cfg.steps):
@@ -316,7 +364,9 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
         t0 = time.perf_counter()
         convs = [build_messages({"prompt": s}) for s in batch_states]
         model.eval()
-        groups = rollout.generate(convs, sampling, seeds=[request_seed(cfg.seed, "train", step, s) for s in batch_states])
+        groups = rollout.generate(
+            convs, sampling, seeds=[request_seed(cfg.seed, "train", step, s) for s in batch_states]
+        )
         t1 = time.perf_counter()
 
         # 2. Score each utterance as the env would see it (the parsed reply) with the reward model.
@@ -336,7 +386,9 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
 
         model.train()
         with torch.no_grad(), reference_policy(model):
-            ref_lp = [lp for states in micro for lp in group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)]
+            ref_lp = [
+                lp for states in micro for lp in group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)
+            ]
         old_lp: list[torch.Tensor] | None = None
         stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
         lr = optimizer.param_groups[0]["lr"]  # this step's rate (the schedule moves on after the step)
@@ -346,7 +398,9 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
             for states in micro:
                 seqs = slice(states[0] * cfg.group_size, (states[-1] + 1) * cfg.group_size)
                 lps = group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)
-                olds = [lp.detach() for lp in lps] if old_lp is None else old_lp[seqs]  # first update: the sampler itself
+                olds = (
+                    [lp.detach() for lp in lps] if old_lp is None else old_lp[seqs]
+                )  # first update: the sampler itself
                 loss, micro_stats = grpo_loss(lps, olds, ref_lp[seqs], advantages[seqs], cfg.clip_eps, cfg.kl_coef)
                 share = len(lps) / len(completions)  # the step's loss is the mean over all its sequences
                 (loss * share).backward()
@@ -368,10 +422,20 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
 
         new_tokens = sum(len(c) for c in completions)
         record = {
-            "step": step + 1, "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
-            "kl": stats["kl"], "clip_frac": stats["clip_frac"], "loss": stats["loss"], "grad_norm": grad_norm,
-            "lr": lr, "new_tokens": new_tokens, "gen_tokens_per_s": new_tokens / max(t1 - t0, 1e-9),
-            "time_generate": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2, "time_sync": t4 - t3,
+            "step": step + 1,
+            "reward_mean": rewards.mean().item(),
+            "reward_std": rewards.std().item(),
+            "kl": stats["kl"],
+            "clip_frac": stats["clip_frac"],
+            "loss": stats["loss"],
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "new_tokens": new_tokens,
+            "gen_tokens_per_s": new_tokens / max(t1 - t0, 1e-9),
+            "time_generate": t1 - t0,
+            "time_score": t2 - t1,
+            "time_update": t3 - t2,
+            "time_sync": t4 - t3,
         }
         _log(metrics_path, writer, record)
         bar.update(1)

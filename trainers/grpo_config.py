@@ -12,33 +12,54 @@ from sotopia_env.cli import config_error
 @dataclass
 class GRPOConfig:
     reward_model: str = field(default="runs/rm/best", metadata={"help": "a saved RewardModel folder"})
-    episodes: str | None = field(default=None, metadata={"help": "dialogue states from these episodes; None: roll the env online"})
-    prompts: str | None = field(default=None, metadata={"help": "or: a JSONL file of {\"prompt\": <observation prompt>} records"})
+    episodes: str | None = field(
+        default=None, metadata={"help": "dialogue states from these episodes; None: roll the env online"}
+    )
+    prompts: str | None = field(
+        default=None, metadata={"help": 'or: a JSONL file of {"prompt": <observation prompt>} records'}
+    )
     split: str = field(default="all", metadata={"help": "scenarios for online states"})
     out: str = field(default="runs/grpo")
     base: str = field(default="embedded")
     init_adapter: str | None = field(default=None, metadata={"help": "start from this LoRA (e.g. behaviour cloning's)"})
-    engine: str = field(default="transformers", metadata={"help": "rollout engine: transformers (shares the live weights) or vllm"})
-    rollout_mode: str = field(default="auto", metadata={"help": "transformers engine: generate, static or continuous; auto: static on a GPU, else generate"})
+    engine: str = field(
+        default="transformers", metadata={"help": "rollout engine: transformers (shares the live weights) or vllm"}
+    )
+    rollout_mode: str = field(
+        default="auto",
+        metadata={"help": "transformers engine: generate, static or continuous; auto: static on a GPU, else generate"},
+    )
     steps: int = field(default=20)
     prompts_per_step: int = field(default=4, metadata={"help": "B dialogue states per step"})
     group_size: int = field(default=4, metadata={"help": "G samples per state"})
     max_new_tokens: int = field(default=32)
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature, training and evaluation; log-probs are taken at it too"})
+    temperature: float = field(
+        default=1.0, metadata={"help": "sampling temperature, training and evaluation; log-probs are taken at it too"}
+    )
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling, training and evaluation alike"})
-    max_prompt_tokens: int = field(default=512, metadata={"help": "token budget of a dialogue state; beyond it the oldest dialogue lines are left out"})
+    max_prompt_tokens: int = field(
+        default=512,
+        metadata={"help": "token budget of a dialogue state; beyond it the oldest dialogue lines are left out"},
+    )
     lr: float = field(default=5e-5)
     warmup_steps: int = field(default=2)
     updates_per_batch: int = field(default=1, metadata={"help": ">1 reuses each batch: the clipped ratio then matters"})
-    micro_batch: int = field(default=8, metadata={"help": "sequences per forward/backward (gradient accumulation across them); whole groups"})
-    shared_prompt: bool = field(default=True, metadata={"help": "run each state's prompt once per group (grouped_logprobs); False: once per sample"})
+    micro_batch: int = field(
+        default=8, metadata={"help": "sequences per forward/backward (gradient accumulation across them); whole groups"}
+    )
+    shared_prompt: bool = field(
+        default=True,
+        metadata={"help": "run each state's prompt once per group (grouped_logprobs); False: once per sample"},
+    )
     clip_eps: float = field(default=0.2)
     kl_coef: float = field(default=0.04)
     max_grad_norm: float = field(default=1.0)
     lora_r: int = field(default=16)
     lora_alpha: int = field(default=32)
     lora_layers: int | None = field(default=None, metadata={"help": "LoRA on the top N layers only (None: all)"})
-    heldout_states: int = field(default=16, metadata={"help": "states kept out of training, for the before/after reward"})
+    heldout_states: int = field(
+        default=16, metadata={"help": "states kept out of training, for the before/after reward"}
+    )
     eval_samples: int = field(default=2, metadata={"help": "samples per held-out state in evaluations"})
     save_every: int = field(default=10)
     seed: int = field(default=0)
@@ -53,11 +74,17 @@ class GRPOConfig:
         rules = [
             ("steps", self.steps >= 1, "must be at least 1"),
             ("prompts_per_step", self.prompts_per_step >= 1, "must be at least 1 dialogue state per step"),
-            ("group_size", self.group_size >= 2,
-             "must be at least 2: each sample's advantage compares it with the other samples of its state"),
+            (
+                "group_size",
+                self.group_size >= 2,
+                "must be at least 2: each sample's advantage compares it with the other samples of its state",
+            ),
             ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
-            ("temperature", self.temperature > 0,
-             "must be > 0: log-probs are taken at it (logits / T); for near-greedy sampling use e.g. 0.1"),
+            (
+                "temperature",
+                self.temperature > 0,
+                "must be > 0: log-probs are taken at it (logits / T); for near-greedy sampling use e.g. 0.1",
+            ),
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]; 1 samples from the whole distribution"),
             ("max_prompt_tokens", self.max_prompt_tokens >= 1, "must be at least 1"),
             ("lr", self.lr > 0, "must be > 0"),
@@ -69,17 +96,26 @@ class GRPOConfig:
             ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
             ("lora_r", self.lora_r >= 1, "must be at least 1"),
             ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
-            ("lora_layers", self.lora_layers is None or self.lora_layers >= 1, "must be at least 1, or unset for all layers"),
-            ("heldout_states", self.heldout_states >= 1,
-             "must be at least 1: the held-out states measure the reward before and after training"),
+            (
+                "lora_layers",
+                self.lora_layers is None or self.lora_layers >= 1,
+                "must be at least 1, or unset for all layers",
+            ),
+            (
+                "heldout_states",
+                self.heldout_states >= 1,
+                "must be at least 1: the held-out states measure the reward before and after training",
+            ),
             ("eval_samples", self.eval_samples >= 1, "must be at least 1 sample per held-out state"),
             ("save_every", self.save_every >= 1, "must be at least 1 step"),
             ("engine", self.engine in ("transformers", "vllm"), "must be 'transformers' or 'vllm'"),
             ("rollout_mode", self.rollout_mode in ("auto", *MODES), f"must be one of auto, {', '.join(MODES)}"),
-            ("prompts", not (self.prompts and self.episodes),
-             f"--prompts and --episodes ({self.episodes!r}) both give the training states; give only one"),
+            (
+                "prompts",
+                not (self.prompts and self.episodes),
+                f"--prompts and --episodes ({self.episodes!r}) both give the training states; give only one",
+            ),
         ]
         for name, ok, need in rules:
             if not ok:
                 raise config_error(self, name, need)
-

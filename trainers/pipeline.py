@@ -28,7 +28,10 @@ class PipelineConfig:
     episodes_per_scenario: int = field(default=2, metadata={"help": "both seat orders of one pairing"})
     max_turns: int = field(default=6)
     max_new_tokens: int = field(default=40)
-    judge: str = field(default="vllm:embedded", metadata={"help": "judge model spec; guided JSON needs vLLM or an OpenAI-compatible server"})
+    judge: str = field(
+        default="vllm:embedded",
+        metadata={"help": "judge model spec; guided JSON needs vLLM or an OpenAI-compatible server"},
+    )
     attribution: str = field(default="direct")
     rm_epochs: int = field(default=3)
     # Token budgets. A state's fixed part (system turn, scenario, names, secret, goal, closing line) is about
@@ -57,8 +60,11 @@ class PipelineConfig:
             ("grpo_max_prompt_tokens", self.grpo_max_prompt_tokens >= 1, "must be at least 1"),
             ("bc_top_fraction", 0 < self.bc_top_fraction <= 1, "must be in (0, 1]"),
             ("grpo_steps", self.grpo_steps >= 1, "must be at least 1"),
-            ("grpo_group_size", self.grpo_group_size >= 2,
-             "must be at least 2: each sample's advantage compares it with the other samples of its state"),
+            (
+                "grpo_group_size",
+                self.grpo_group_size >= 2,
+                "must be at least 2: each sample's advantage compares it with the other samples of its state",
+            ),
             ("grpo_prompts_per_step", self.grpo_prompts_per_step >= 1, "must be at least 1"),
         ]
         for name, ok, need in rules:
@@ -92,10 +98,24 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     # 1. Collect: the embedded model plays itself on the first scenarios of the split, both seat orders.
     stage("collect")
     episodes_path = out / "episodes.jsonl"
-    jobs = jobs_for(split(cfg.split)[: cfg.scenarios], pairs_per_scenario=1,
-                    episodes_per_pair=max(1, cfg.episodes_per_scenario // 2), both_seats=cfg.episodes_per_scenario > 1, seed=cfg.seed)
-    policy = make_policies(["embedded"], SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.8, seed=cfg.seed))[0]
-    run_episodes(jobs, (policy, policy), episodes_path, batch_size=len(jobs), env_kwargs={"max_turns": cfg.max_turns}, progress=progress)
+    jobs = jobs_for(
+        split(cfg.split)[: cfg.scenarios],
+        pairs_per_scenario=1,
+        episodes_per_pair=max(1, cfg.episodes_per_scenario // 2),
+        both_seats=cfg.episodes_per_scenario > 1,
+        seed=cfg.seed,
+    )
+    policy = make_policies(
+        ["embedded"], SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.8, seed=cfg.seed)
+    )[0]
+    run_episodes(
+        jobs,
+        (policy, policy),
+        episodes_path,
+        batch_size=len(jobs),
+        env_kwargs={"max_turns": cfg.max_turns},
+        progress=progress,
+    )
 
     # 2. Judge every episode (cached), keeping a judged copy of the file.
     stage("judge")
@@ -123,32 +143,74 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     stage("train-rm")
     rm_dir = out / "rm"
     if not (rm_dir / "summary.json").exists():
-        train_reward_model(RMTrainConfig(data=str(labels_path), out=str(rm_dir), epochs=cfg.rm_epochs, batch_size=8,
-                                         lr=5e-4, max_length=cfg.rm_max_length, lora_layers=6, eval_every=5, seed=cfg.seed), progress=progress)
+        train_reward_model(
+            RMTrainConfig(
+                data=str(labels_path),
+                out=str(rm_dir),
+                epochs=cfg.rm_epochs,
+                batch_size=8,
+                lr=5e-4,
+                max_length=cfg.rm_max_length,
+                lora_layers=6,
+                eval_every=5,
+                seed=cfg.seed,
+            ),
+            progress=progress,
+        )
     rm_summary = json.loads((rm_dir / "summary.json").read_text())
 
     # 5. Self-reinforcement: behaviour-clone the better (episode, agent) pairs by judge goal score.
     stage("bc")
     bc_dir = out / "bc"
     if not (bc_dir / "summary.json").exists():
-        train_bc(BCConfig(episodes=str(judged_path), out=str(bc_dir), top_fraction=cfg.bc_top_fraction, epochs=1,
-                          batch_size=4, max_length=384, lora_layers=8, seed=cfg.seed), progress=progress)
+        train_bc(
+            BCConfig(
+                episodes=str(judged_path),
+                out=str(bc_dir),
+                top_fraction=cfg.bc_top_fraction,
+                epochs=1,
+                batch_size=4,
+                max_length=384,
+                lora_layers=8,
+                seed=cfg.seed,
+            ),
+            progress=progress,
+        )
 
     # 6. GRPO from the BC adapter against the reward model, on the collected dialogue states.
     stage("grpo")
     grpo_dir = out / "grpo"
     if not (grpo_dir / "summary.json").exists():
-        train_grpo(GRPOConfig(reward_model=str(rm_dir / "best"), episodes=str(episodes_path), out=str(grpo_dir),
-                              init_adapter=str(bc_dir / "adapter"), steps=cfg.grpo_steps, group_size=cfg.grpo_group_size,
-                              prompts_per_step=cfg.grpo_prompts_per_step, max_new_tokens=24, max_prompt_tokens=cfg.grpo_max_prompt_tokens,
-                              lr=1e-3, heldout_states=8, eval_samples=2, save_every=4, seed=cfg.seed), progress=progress)
+        train_grpo(
+            GRPOConfig(
+                reward_model=str(rm_dir / "best"),
+                episodes=str(episodes_path),
+                out=str(grpo_dir),
+                init_adapter=str(bc_dir / "adapter"),
+                steps=cfg.grpo_steps,
+                group_size=cfg.grpo_group_size,
+                prompts_per_step=cfg.grpo_prompts_per_step,
+                max_new_tokens=24,
+                max_prompt_tokens=cfg.grpo_max_prompt_tokens,
+                lr=1e-3,
+                heldout_states=8,
+                eval_samples=2,
+                save_every=4,
+                seed=cfg.seed,
+            ),
+            progress=progress,
+        )
     grpo = json.loads((grpo_dir / "summary.json").read_text())
     timings["end"] = time.monotonic()
     names = list(timings)
     report = {
-        "episodes": len(judged), "judge_failures": n_failed, "labelled_utterances": n_rows,
-        "rm_heldout_mse": rm_summary["heldout_mse"], "rm_heldout_pearson": rm_summary["heldout_pearson"],
-        "heldout_reward_before_grpo": grpo["heldout_reward_before"], "heldout_reward_after_grpo": grpo["heldout_reward_after"],
+        "episodes": len(judged),
+        "judge_failures": n_failed,
+        "labelled_utterances": n_rows,
+        "rm_heldout_mse": rm_summary["heldout_mse"],
+        "rm_heldout_pearson": rm_summary["heldout_pearson"],
+        "heldout_reward_before_grpo": grpo["heldout_reward_before"],
+        "heldout_reward_after_grpo": grpo["heldout_reward_after"],
         "grpo_max_kl": grpo["max_kl"],
         "stage_seconds": {n: round(timings[names[i + 1]] - timings[n], 1) for i, n in enumerate(names[:-1])},
     }

@@ -31,14 +31,25 @@ class RMTrainConfig:
             ("epochs", self.epochs >= 1, "must be at least 1"),
             ("batch_size", self.batch_size >= 1, "must be at least 1"),
             ("lr", self.lr > 0, "must be > 0"),
-            ("heldout_fraction", 0 < self.heldout_fraction < 1,
-             "must be in (0, 1): the held-out episodes choose the best adapter and stop training early"),
+            (
+                "heldout_fraction",
+                0 < self.heldout_fraction < 1,
+                "must be in (0, 1): the held-out episodes choose the best adapter and stop training early",
+            ),
             ("eval_every", self.eval_every >= 1, "must be at least 1 step"),
             ("patience", self.patience >= 1, "must be at least 1 evaluation"),
             ("max_length", self.max_length >= 2, "must be at least 2 tokens"),
             ("lora_r", self.lora_r >= 1, "must be at least 1"),
-            ("lora_layers", self.lora_layers is None or self.lora_layers >= 1, "must be at least 1, or unset for all layers"),
-            ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "must be > 0, or unset for no time limit"),
+            (
+                "lora_layers",
+                self.lora_layers is None or self.lora_layers >= 1,
+                "must be at least 1, or unset for all layers",
+            ),
+            (
+                "max_minutes",
+                self.max_minutes is None or self.max_minutes > 0,
+                "must be > 0, or unset for no time limit",
+            ),
         ]
         for name, ok, need in rules:
             if not ok:

@@ -74,17 +74,25 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
     train, heldout = split_rows(rows, cfg.heldout_fraction, cfg.seed)
     if not heldout:
         raise ValueError("need at least two episodes in the data for a held-out split")
-    rm_config = RewardModelConfig(base=cfg.base, lora_r=cfg.lora_r, lora_layers=cfg.lora_layers, max_length=cfg.max_length)
+    rm_config = RewardModelConfig(
+        base=cfg.base, lora_r=cfg.lora_r, lora_layers=cfg.lora_layers, max_length=cfg.max_length
+    )
     rm = RewardModel.create(rm_config)
     params = [p for p in rm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / max(1, total)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / max(1, total))
+    )
 
     # Resume: adapter weights, optimizer, schedule, step and best metric from the last checkpoint.
     ckpt = out / "checkpoint"
-    state = load_checkpoint(ckpt, rm.model, optimizer, schedule) or {"step": 0, "best_mse": float("inf"), "bad_evals": 0}
+    state = load_checkpoint(ckpt, rm.model, optimizer, schedule) or {
+        "step": 0,
+        "best_mse": float("inf"),
+        "bad_evals": 0,
+    }
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     metrics_path = out / "metrics.jsonl"
     resume_metrics(metrics_path, state["step"])  # steps logged after the checkpoint run again below
@@ -127,8 +135,15 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
             save_checkpoint(ckpt, rm.model, optimizer, schedule, state)
         append_jsonl(metrics_path, record)
     bar.close()
-    summary = {"steps": state["step"], "best_step": state.get("best_step"), "heldout_mse": state["best_mse"],
-               "heldout_pearson": state.get("best_pearson"), "train_rows": len(train), "heldout_rows": len(heldout),
-               "stopped": stop or "completed", "model": str(out / "best")}
+    summary = {
+        "steps": state["step"],
+        "best_step": state.get("best_step"),
+        "heldout_mse": state["best_mse"],
+        "heldout_pearson": state.get("best_pearson"),
+        "train_rows": len(train),
+        "heldout_rows": len(heldout),
+        "stopped": stop or "completed",
+        "model": str(out / "best"),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
