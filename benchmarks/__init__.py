@@ -1,5 +1,5 @@
 """Benchmarks: policies on the hard tasks (`run`, `sotopia-env benchmark`), and the speed benchmarks run as
-`python -m benchmarks.<name>` (env_overhead, rollout_throughput, reward_throughput, judge_throughput,
+`python -m benchmarks.<name>` (env_overhead, rollout_throughput, reward_throughput, judge_throughput, seed_stability,
 grpo_vs_trl)."""
 
 from .hard_tasks import BenchmarkConfig, BenchmarkResult, Cell, Comparison, PolicyResult, plan, run, summarize
