@@ -105,9 +105,9 @@ class TransformersEngine:
     ) -> list[list[Sample]]:
         check_conversations(conversations)
         prompts = self.encode(conversations)
-        request = request_seeds(conversations, params, seeds)
         if self.mode == "continuous":  # transformers' continuous batching takes no per-request generator
             return self._generate_continuous(prompts, params)
+        request = request_seeds(conversations, params, seeds)
         # One row per sample, each with its own seed: a row's tokens depend on its prompt and seed alone.
         rows = [(i, request_seed(request[i], j)) for i in range(len(prompts)) for j in range(params.n)]
         samples: list[Sample] = []
