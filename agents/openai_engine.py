@@ -60,9 +60,18 @@ class OpenAIEngine:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 30.0,
         return_token_ids: bool = False,
+        tokenizer: Any = None,
+        max_prompt_tokens: int = 3072,
     ) -> None:
         """return_token_ids: ask a vLLM server for the sampled token ids (a vLLM extension; other servers
         may reject the field). Without it `Sample.token_ids` is empty.
+
+        tokenizer: the served model's tokenizer (loaded, or a local path / "embedded"). With it, each
+        conversation is rendered here by `agents.render`, fitted to `max_prompt_tokens` like every other
+        engine does (the oldest dialogue lines go first), and sent as token ids to the completions endpoint
+        of a vLLM server; samples carry exactly those prompt ids and the sampled ids, so a trainer can train
+        on what was sampled. Without it, chat messages go to the chat endpoint whole (a remote model's
+        tokenizer is not known here).
 
         max_retries (default 8) and retry_budget_s (default 300) fall back to $SOTOPIA_OPENAI_MAX_RETRIES
         and $SOTOPIA_OPENAI_RETRY_BUDGET_S: the command line builds engines from policy specs, which have
@@ -84,6 +93,16 @@ class OpenAIEngine:
         self.backoff_max_s = backoff_max_s
         self.return_token_ids = return_token_ids
         self.retries = 0  # how many retries this engine has made (for logs and tests)
+        if isinstance(tokenizer, str):
+            from transformers import AutoTokenizer
+
+            from .models import resolve_model
+
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer))
+        self.tokenizer = tokenizer
+        self.max_prompt_tokens = max_prompt_tokens
+        if tokenizer is not None:
+            self.return_token_ids = True  # the trainer's ids come from the server's answer
         self.adapter_version = 0
         self._adapter_tag = uuid.uuid4().hex[:8]
 
@@ -131,6 +150,11 @@ class OpenAIEngine:
         request = request_seeds(conversations, params, seeds) if seeds is not None or params.seed is not None else None
         client = self._client_cls(**self._client_args)
         limit = asyncio.Semaphore(self.max_concurrency)
+        prompts = None
+        if self.tokenizer is not None:
+            from .render import render_prompts
+
+            prompts = render_prompts(self.tokenizer, conversations, self.max_prompt_tokens)
 
         async def one(i: int, conv: Messages) -> list[Sample]:
             extra: dict[str, Any] = {}
@@ -138,7 +162,6 @@ class OpenAIEngine:
                 extra["return_token_ids"] = True
             kwargs: dict[str, Any] = {
                 "model": self.served_name,
-                "messages": conv,
                 "n": params.n,
                 "max_tokens": params.max_new_tokens,
                 "temperature": params.temperature,
@@ -147,7 +170,7 @@ class OpenAIEngine:
             if request is not None:
                 kwargs["seed"] = request[i]  # the request's own seed (a vLLM server seeds sample j with seed + j)
             if params.logprobs:
-                kwargs["logprobs"] = True
+                kwargs["logprobs"] = True if prompts is None else 1  # chat: a flag; completions: top-k count
             if params.stop:
                 kwargs["stop"] = list(params.stop)
             if params.json_schema:
@@ -157,9 +180,18 @@ class OpenAIEngine:
                 }
             if extra:
                 kwargs["extra_body"] = extra
+            if prompts is None:
+                call = client.chat.completions.create
+                kwargs["messages"] = conv
+            else:
+                call = client.completions.create
+                kwargs["prompt"] = prompts[i]
             async with limit:
-                response = await self._with_retries(lambda: client.chat.completions.create(**kwargs), f"request {i}")
-            return [self._sample(choice) for choice in sorted(response.choices, key=lambda c: c.index)]
+                response = await self._with_retries(lambda: call(**kwargs), f"request {i}")
+            choices = sorted(response.choices, key=lambda c: c.index)
+            if prompts is None:
+                return [self._sample(choice) for choice in choices]
+            return [self._completion_sample(choice, prompts[i]) for choice in choices]
 
         try:
             return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations))))
@@ -177,6 +209,20 @@ class OpenAIEngine:
             token_ids=token_ids,
             logprobs=logprobs,
             finish_reason=choice.finish_reason or "",
+        )
+
+    @staticmethod
+    def _completion_sample(choice: Any, prompt_ids: list[int]) -> Sample:
+        served = getattr(choice, "prompt_token_ids", None)
+        if served is not None and list(served) != prompt_ids:  # the server must sample from the ids we sent
+            raise RuntimeError("the server reports other prompt token ids than the ones sent")
+        logprobs = list(choice.logprobs.token_logprobs) if choice.logprobs is not None else None
+        return Sample(
+            text=choice.text or "",
+            token_ids=list(getattr(choice, "token_ids", None) or []),
+            logprobs=logprobs,
+            finish_reason=choice.finish_reason or "",
+            prompt_token_ids=list(prompt_ids),
         )
 
     def generate(

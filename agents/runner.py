@@ -7,15 +7,17 @@ are already there, so an interrupted run resumes without losing or repeating an 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sotopia_env import Episode, Policy, SocialParallelEnv
+from sotopia_env.env import step_envs
 from sotopia_env.episode import episode_ids
 from sotopia_env.policy import act_batch
-from sotopia_env.scenarios import Scenario, library_characters, library_pairings
+from sotopia_env.scenarios import Scenario, library_characters, scenario_pairings
 
 
 @dataclass(frozen=True)
@@ -38,19 +40,13 @@ def jobs_for(
     both_seats: bool = False,
     seed: int = 0,
 ) -> list[EpisodeJob]:
-    """Jobs over scenarios x character pairings (the library's pairings where a scenario has them)."""
-    import random
-
+    """Jobs over scenarios x character pairings (`scenario_pairings`: the library's pairings where a scenario
+    has them, else pairs drawn from `seed`)."""
     rng = random.Random(seed)
-    chars = sorted(library_characters())
+    characters = library_characters()
     jobs = []
     for s in scenarios:
-        pairs = list(library_pairings().get(s.id, ()))[:pairs_per_scenario]
-        while len(pairs) < pairs_per_scenario:
-            pair = tuple(rng.sample(chars, 2))
-            if pair not in pairs:
-                pairs.append(pair)  # type: ignore[arg-type]
-        for a, b in pairs:
+        for a, b in scenario_pairings(s.id, characters, pairs_per_scenario, rng):
             orders = [(a, b), (b, a)] if both_seats else [(a, b)]
             for order in orders:
                 for k in range(episodes_per_pair):
@@ -98,11 +94,12 @@ def run_episodes(
                 keys = [(batch[i].id, o["turn"], seat) for i, o in zip(waiting, seen)]
                 for i, action in zip(waiting, act_batch(policy, seen, keys)):
                     actions[i][agent] = action
-            for i, env in enumerate(envs):
-                if env.agents:
-                    observations[i] = env.step(actions[i])[0]
-                    if not env.agents:  # written to out_path by the env as it ended
-                        finished.append(env.episode)
-                        bar.update(1)
+            live = [i for i, env in enumerate(envs) if env.agents]
+            # One reward call for the round's utterances across the batch (the reward model's batch form).
+            for i, result in zip(live, step_envs([envs[i] for i in live], [actions[i] for i in live])):
+                observations[i] = result[0]
+                if not envs[i].agents:  # written to out_path by the env as it ended
+                    finished.append(envs[i].episode)
+                    bar.update(1)
     bar.close()
     return finished

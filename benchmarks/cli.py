@@ -28,9 +28,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "sotopia_env.cli:scenarios_command",
     ),
     "import-sotopia": (
-        "convert Sotopia EnvironmentProfile/AgentProfile dumps to our files",
+        "convert Sotopia's profile dumps and episodes (EpisodeLog, released JSONL) to our files",
         "sotopia_env.cli:ImportConfig",
         "sotopia_env.cli:import_sotopia_command",
+    ),
+    "generate-tasks": (
+        "generate new scenarios from social keywords with a model (Sotopia-π step 1), resumable",
+        "agents.taskgen:TaskGenConfig",
+        "agents.taskgen:generate_tasks_command",
+    ),
+    "export-sotopia-rl": (
+        "write labels and episode states as Sotopia-RL's reward-model and GRPO JSON files",
+        "rewards.configs:SotopiaRLExportConfig",
+        "rewards.sotopia_rl:export_command",
     ),
     "episode": (
         "play one scenario between two policies, printing the dialogue",
@@ -81,6 +91,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "benchmark policies on the hard tasks: play, judge, report (resumable)",
         "benchmarks.hard_tasks:BenchmarkConfig",
         "benchmarks.cli:benchmark_command",
+    ),
+    "view": (
+        "browse episodes, benchmark folders and training runs in a local web page (or --export one HTML file)",
+        "viewer.configs:ViewConfig",
+        "viewer.cli:view_command",
+    ),
+    "play": (
+        "take a seat in a scenario against a policy, in the browser; the episode is recorded",
+        "viewer.configs:PlayConfig",
+        "viewer.cli:play_command",
     ),
 }
 

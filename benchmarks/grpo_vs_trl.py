@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_json_atomic
+
 
 def write_states(path: Path, count: int, seed: int) -> list[str]:
-    from sotopia_env.episode import append_jsonl
     from trainers.grpo import states_online
 
     states = states_online(count, "hard", seed)
@@ -59,7 +60,7 @@ def run_ours(args, rm_dir: Path, prompts: Path, out: Path, shared: bool, rollout
         rollout_mode=rollout_mode,
     )
     train_grpo(cfg, progress=False)
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
+    records = list(iter_jsonl(out / "metrics.jsonl"))[1:]
     step = [r["time_generate"] + r["time_score"] + r["time_update"] + r["time_sync"] for r in records]
     return {
         "step_s": statistics.median(step),
@@ -218,7 +219,7 @@ def main() -> None:
     if "step_s" in rows.get("trl_static", {}):
         result["ratio_ours_to_trl_static"] = rows["ours"]["step_s"] / rows["trl_static"]["step_s"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_json_atomic(args.out, result)
     print(json.dumps(result, indent=1))
 
 

@@ -14,8 +14,9 @@ meets the partner. Episodes are judged with the Sotopia-EVAL judge (the policy's
 `judge_partner`) and the policy's agent's scores aggregated: means with a two-stage bootstrap interval
 (scenarios, then episodes within them) for claims across scenarios, and an episode-level interval
 conditional on the scenario set. Each policy's episodes live in OUT/<policy>/episodes.jsonl with ids
-naming the cell, and the judge's answers in OUT/judge_cache.jsonl: a rerun plays and judges only what is
-missing, so an interrupted benchmark resumes where it stopped. OUT/config.json pins the protocol (split,
+naming the cell, their judged copies in OUT/<policy>/episodes.judged.jsonl and the judge's answers in
+OUT/judge_cache.jsonl: a rerun plays and judges only what is missing, so an interrupted benchmark resumes
+where it stopped. OUT/config.json pins the protocol (split,
 partner, judge, sampling, seeds, and the cells: scenarios, pairings, seats, repeats); rerunning into the
 same OUT with another protocol is refused, adding policies is not. The protocol's digest keys the
 leaderboard, so runs of different size are never ranked together.
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sotopia_env.cli import config_error
+from sotopia_env.jsonio import read_json, write_json_atomic
 
 from .stats import Estimate, bootstrap_ci, clustered_bootstrap_ci, group_means, group_values, paired_difference
 
@@ -205,7 +207,7 @@ def load_pool(cfg: BenchmarkConfig) -> Pool:
             f"--library {root}: missing {', '.join(missing)} (write it with `sotopia-env import-sotopia`)"
         )
     pairings_path = root / "pairings.json"
-    raw = json.loads(pairings_path.read_text()) if pairings_path.is_file() else {}
+    raw = read_json(pairings_path) if pairings_path.is_file() else {}
     return (
         load_scenarios(root / "scenarios.jsonl"),
         load_characters(root / "characters.jsonl"),
@@ -215,7 +217,7 @@ def load_pool(cfg: BenchmarkConfig) -> Pool:
 
 def plan(cfg: BenchmarkConfig, pool: Pool | None = None) -> list[Cell]:
     """Every cell of the benchmark, in a fixed order. Scenarios without listed pairings get seeded ones."""
-    from sotopia_env.scenarios import make_pairings, split
+    from sotopia_env.scenarios import scenario_pairings, split
 
     scenarios, characters, pairings = pool or load_pool(cfg)
     chosen = split(cfg.split, scenarios)
@@ -225,11 +227,7 @@ def plan(cfg: BenchmarkConfig, pool: Pool | None = None) -> list[Cell]:
         raise ValueError(f"split {cfg.split!r} has no scenarios")
     cells = []
     for scenario in chosen:
-        pairs = (
-            pairings.get(scenario.id)
-            or make_pairings([scenario.id], sorted(characters), cfg.pairings or 10, cfg.seed)[scenario.id]
-        )
-        for a, b in pairs[: cfg.pairings] if cfg.pairings else pairs:
+        for a, b in scenario_pairings(scenario.id, characters, cfg.pairings, cfg.seed, listed=pairings):
             for seat in (0, 1):
                 for k in range(cfg.episodes_per_cell):
                     cells.append(Cell(scenario.id, (a, b), seat, k))
@@ -292,7 +290,10 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
     if not isinstance(judge, Judge):
         judge = Judge(judge, cache_path=out / "judge_cache.jsonl")
     to_judge = {c.key: _judged_agents(cfg, c) for c in cells}
-    judged = {spec: _judge(judge, eps, to_judge, cfg.concurrency, progress) for spec, eps in episodes.items()}
+    judged = {
+        spec: _judge(judge, eps, to_judge, cfg.concurrency, progress, policy_dir(out, spec) / "episodes.judged.jsonl")
+        for spec, eps in episodes.items()
+    }
     if own_engine:
         from agents.engine import close_engine
 
@@ -306,13 +307,11 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
 
 
 def _pin_protocol(cfg: BenchmarkConfig, out: Path, cells: list[Cell]) -> None:
-    from sotopia_env.episode import write_text_atomic
-
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
     current = {**asdict(cfg), "cells": cell_set(cells)}
     if path.exists():
-        before = json.loads(path.read_text())
+        before = read_json(path)
         changed = [f"{k}: {before.get(k)!r} -> {current[k]!r}" for k in PROTOCOL if before.get(k) != current[k]]
         changed += _cell_changes(before.get("cells") or {}, current["cells"])
         if changed:
@@ -322,7 +321,7 @@ def _pin_protocol(cfg: BenchmarkConfig, out: Path, cells: list[Cell]) -> None:
         current["policies"] = list(
             dict.fromkeys(before.get("policies", []) + cfg.policies)
         )  # remember every policy run here
-    write_text_atomic(path, json.dumps(current, indent=1))
+    write_json_atomic(path, current)
 
 
 def _cell_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -390,13 +389,15 @@ def _judged_agents(cfg: BenchmarkConfig, cell: Cell) -> list[str]:
 
 
 def _judge(
-    judge: Any, episodes: dict[str, Any], agents: dict[str, list[str]], batch: int, progress: bool
+    judge: Any, episodes: dict[str, Any], agents: dict[str, list[str]], batch: int, progress: bool, path: Path
 ) -> dict[str, Any]:
-    from tqdm import tqdm
+    """The policy's judged episodes by cell key, judged into `path` (`rewards.judge.judge_file`: a rerun
+    judges only what is missing or failed)."""
+    from rewards.judge import judge_file
 
     keys = list(episodes)
-    judged = judge.judge_in_batches([episodes[k] for k in keys], batch, [agents[k] for k in keys])
-    return dict(zip(keys, tqdm(judged, total=len(keys), desc="judge", unit="ep", disable=not progress)))
+    asked = {episodes[k].id: agents[k] for k in keys}
+    return dict(zip(keys, judge_file(judge, [episodes[k] for k in keys], path, batch, asked, progress)))
 
 
 # --- aggregation ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sotopia_env.episode import write_jsonl_atomic, write_text_atomic
+from sotopia_env.jsonio import iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 from .hard_tasks import BenchmarkResult
 from .stats import Estimate
@@ -27,7 +27,7 @@ def write_report(result: BenchmarkResult, out: Path) -> dict[str, Path]:
         "dimensions_png": out / "dimensions.png",
         "scenarios_png": out / "scenarios.png",
     }
-    write_text_atomic(paths["json"], json.dumps(_clean(result.to_dict()), indent=1))
+    write_json_atomic(paths["json"], _clean(result.to_dict()))
     write_text_atomic(paths["markdown"], markdown(result))
     dims = list(result.policies[0].dimensions)
     write_text_atomic(
@@ -320,8 +320,6 @@ def plot_scenarios(result: BenchmarkResult, path: Path) -> None:
 def write_leaderboard(result: BenchmarkResult, path: Path) -> None:
     """One JSONL entry per (protocol, policy), replaced when the same run is reported again; and a
     leaderboard.md beside it ranking the entries of each protocol by overall score."""
-    from sotopia_env.episode import iter_jsonl
-
     prov = result.provenance
     entries = {(e["protocol_sha256"], e["policy"], e["out"]): e for e in iter_jsonl(path)}
     for p in result.policies:

@@ -40,6 +40,13 @@ class LabelConfig:
     )
     gamma: float = field(default=0.9, metadata={"help": "discount for the discounting method"})
     batch_size: int = field(default=8)
+    rejudge: bool = field(
+        default=False,
+        metadata={
+            "help": "judge every episode again with --judge; by default scores an episode already has (e.g. "
+            "Sotopia's GPT-4 scores on imported episodes) are kept as each dimension's G"
+        },
+    )
 
     def attribution(self) -> AttributionConfig:
         """The attribution these flags describe; raises a ValueError for an unknown method or dimension, or
@@ -57,3 +64,17 @@ class LabelConfig:
         if self.batch_size < 1:
             raise config_error(self, "batch_size", "must be at least 1")
         self.attribution()
+
+
+@dataclass
+class SotopiaRLExportConfig:
+    out: str = field(metadata={"help": "folder for reward_model.json and grpo.json (Sotopia-RL's formats)"})
+    labels: str | None = field(default=None, metadata={"help": "`sotopia-env label` output -> reward_model.json"})
+    episodes: str | None = field(default=None, metadata={"help": "episodes JSONL -> grpo.json (dialogue states)"})
+    state_key: str = field(default="input", metadata={"help": "reward-model state field: input or instruction"})
+
+    def validate(self) -> None:
+        if not self.labels and not self.episodes:
+            raise config_error(self, "labels", "give --labels, --episodes or both")
+        if self.state_key not in ("input", "instruction"):
+            raise config_error(self, "state_key", "must be input or instruction (Sotopia-RL uses both)")

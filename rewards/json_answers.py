@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.engine import Engine, Messages, SamplingParams
-from sotopia_env.episode import append_jsonl, iter_jsonl
+from sotopia_env.jsonio import append_jsonl, iter_jsonl
 
 Validator = Callable[[Any], list[str]]  # problems; empty when the answer is usable
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from agents.engine import Engine, Messages
-from sotopia_env import Episode
+from sotopia_env import Episode, read_episodes
+from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_jsonl_atomic
 
 from .dimensions import DIMENSIONS, NAMES, check_scores, overall
 from .json_answers import JSONCache, Request, ask_json
@@ -183,3 +184,49 @@ class Judge:
         if judged.judge_failures:
             raise JudgeFailure("; ".join(judged.judge_failures))
         return judged.judge_scores
+
+
+def _latest_judged(path: Path) -> tuple[dict[str, Episode], int]:
+    """The last line of each episode in a judged file (a retried episode has one line per attempt), and
+    how many lines the file has."""
+    records = list(iter_jsonl(path))
+    latest = {record["id"]: record for record in records}
+    return {eid: Episode.model_validate(record) for eid, record in latest.items()}, len(records)
+
+
+def judge_file(
+    judge: Judge | Callable[[], Judge],
+    episodes: str | Path | Sequence[Episode],
+    out_path: str | Path,
+    batch_size: int = 8,
+    agents: Mapping[str, Sequence[str]] | None = None,
+    progress: bool = True,
+) -> list[Episode]:
+    """Judge a file (or list) of episodes into `out_path`; returns the judged episodes in input order.
+
+    Resumable: an episode whose line in OUT has scores for every agent asked for is taken from there and
+    costs nothing; the others (never judged, or a judge failed on some agent) are judged `batch_size` at a
+    time, each batch appended to OUT as it ends, so an interrupted run keeps what was judged, and the
+    judge's cache makes answers that passed before free. When retries left an episode several lines, OUT
+    is rewritten with the latest one each. agents: episode id -> the agents to judge (default: all of the
+    episode's). judge: a `Judge`, or a function that makes one, called only when something is left to
+    judge (a judge engine can be costly to start)."""
+    from tqdm import tqdm
+
+    out = Path(out_path)
+    given = read_episodes(episodes) if isinstance(episodes, (str, Path)) else list(episodes)
+    asked = {e.id: list(agents.get(e.id, e.agents) if agents is not None else e.agents) for e in given}
+    judged, lines = _latest_judged(out)
+    todo = [e for e in given if e.id not in judged or set(asked[e.id]) - set(judged[e.id].judge_scores)]
+    if todo:
+        judge = judge if isinstance(judge, Judge) else judge()
+        bar = tqdm(total=len(todo), desc="judge", unit="ep", disable=not progress)
+        for episode in judge.judge_in_batches(todo, batch_size, [asked[e.id] for e in todo]):
+            append_jsonl(out, episode)
+            judged[episode.id] = episode
+            lines += 1
+            bar.update(1)
+        bar.close()
+    if lines > len(judged):  # one line per episode again, for readers that take every line (read_episodes)
+        write_jsonl_atomic(out, judged.values())
+    return [judged[e.id] for e in given]

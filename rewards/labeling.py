@@ -1,7 +1,8 @@
 """`sotopia-env label`: episodes in, reward data set out.
 
-Phase 1, per episode (resumable): judge it if an agent has no judge scores, attribute its score to
-utterances, and append the raw rows of the whole episode, with its failures, as one line of OUT.raw.jsonl.
+Phase 1, per episode (resumable): judge it if an agent has no judge scores (into OUT.judged.jsonl, see
+`judge.judge_file`), attribute its score to utterances, and append the raw rows of the whole episode, with
+its failures, as one line of OUT.raw.jsonl.
 A rerun skips the episodes whose line has no failures and tries the others again (judge and attribution
 answers that passed are cached, so only what failed costs a model call); the latest line of an episode is
 the one that counts. Phase 2, over everything: fit the per-dimension min-max statistics (OUT.stats.json)
@@ -11,17 +12,16 @@ scalar label).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sotopia_env import Episode, read_episodes
-from sotopia_env.episode import append_jsonl, iter_jsonl, write_jsonl_atomic
+from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_json_atomic, write_jsonl_atomic
 
 from .attribution import AttributionConfig, Attributor, Normalizer, UtteranceLabel
-from .judge import Judge
+from .judge import Judge, judge_file
 
 
 def latest_records(raw_path: str | Path) -> dict[str, dict[str, Any]]:
@@ -42,8 +42,9 @@ def failures_by_episode(batch: Sequence[Episode], problems: Sequence[str]) -> di
     return found
 
 
-def judge_missing(batch: list[Episode], judge: Judge | None) -> list[Episode]:
-    """Judge the episodes in which some agent has no scores (never judged, or a judge failed on it)."""
+def judge_missing(batch: list[Episode], judge: Judge | None, judged_path: Path) -> list[Episode]:
+    """Judge the episodes in which some agent has no scores (never judged, or a judge failed on it), into
+    `judged_path` (`judge_file`: what a rerun finds judged there costs nothing)."""
     missing = [e for e in batch if set(e.agents) - set(e.judge_scores)]
     if not missing:
         return batch
@@ -52,7 +53,7 @@ def judge_missing(batch: list[Episode], judge: Judge | None) -> list[Episode]:
         if unjudged is not None:
             raise ValueError(f"episode {unjudged.id} has no judge scores; pass a judge (--judge SPEC)")
         return batch  # partly judged elsewhere: label the judged agents, report the rest as failures
-    judged = {e.id: e for e in judge.judge_episodes(missing)}
+    judged = {e.id: e for e in judge_file(judge, missing, judged_path, batch_size=len(missing), progress=False)}
     return [judged.get(e.id, e) for e in batch]
 
 
@@ -63,19 +64,27 @@ def label_episodes(
     config: AttributionConfig,
     batch_size: int = 8,
     progress: bool = True,
+    rejudge: bool = False,
 ) -> dict[str, Any]:
+    """rejudge: drop the scores episodes come with (e.g. Sotopia's, on imported episodes) and judge them all
+    with `judge`; otherwise an agent's existing scores are its G on each dimension."""
     from tqdm import tqdm
 
     out = Path(out_path)
     raw_path = out.with_suffix(".raw.jsonl")
     cache_dir = out.parent
     episodes = read_episodes(episodes_path)
+    if rejudge:
+        if judge is None:
+            raise ValueError("rejudge needs a judge (--judge SPEC)")
+        blank = {"judge_scores": {}, "judge_reasoning": {}, "judge_failures": [], "judge_model": ""}
+        episodes = [e.model_copy(update=blank) for e in episodes]
     done = {eid for eid, rec in latest_records(raw_path).items() if not rec.get("failures")}
     todo = [e for e in episodes if e.id not in done]
     attributor = Attributor(judge.engine if judge else None, config, cache_dir / "attribution_cache.jsonl")
     bar = tqdm(total=len(todo), desc="label", unit="ep", disable=not progress)
     for start in range(0, len(todo), batch_size):
-        batch = judge_missing(todo[start : start + batch_size], judge)
+        batch = judge_missing(todo[start : start + batch_size], judge, out.with_suffix(".judged.jsonl"))
         rows, problems = attributor.label_episodes(batch)
         problems_of = failures_by_episode(batch, problems)
         by_episode: dict[str, list[UtteranceLabel]] = {}
@@ -101,5 +110,5 @@ def label_episodes(
     normalizer.apply(rows)
     write_jsonl_atomic(out, (asdict(r) for r in rows))
     stats = {**normalizer.to_json(), "method": config.method, "gamma": config.gamma}
-    out.with_suffix(".stats.json").write_text(json.dumps(stats, indent=1))
+    write_json_atomic(out.with_suffix(".stats.json"), stats)
     return {"episodes": len(episodes), "labelled_now": len(todo), "rows": len(rows), "failures": all_failures}

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from agents.llm_agent import build_messages
+from agents.lora import with_lora
 from agents.models import default_device, resolve_model
 from agents.render import render_chat
+from sotopia_env.jsonio import read_json, write_json_atomic
 
 
 @dataclass
@@ -45,7 +47,6 @@ class RewardModel:
 
     @classmethod
     def create(cls, config: RewardModelConfig | None = None, device: str | None = None) -> RewardModel:
-        from peft import LoraConfig, get_peft_model
         from transformers import AutoTokenizer
 
         config = config or RewardModelConfig()
@@ -55,21 +56,13 @@ class RewardModel:
             tokenizer.pad_token = tokenizer.eos_token
         model = _base_classifier(path)
         model.config.pad_token_id = tokenizer.pad_token_id
-        n_layers = model.config.num_hidden_layers
-        layers = list(range(n_layers - config.lora_layers, n_layers)) if config.lora_layers else None
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            task_type="SEQ_CLS",
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-            layers_to_transform=layers,
-        )
-        model = get_peft_model(model, lora).to(device or default_device())
+        model = with_lora(
+            model, rank=config.lora_r, alpha=config.lora_alpha, top_layers=config.lora_layers, task_type="SEQ_CLS"
+        ).to(device or default_device())
         return cls(model, tokenizer, config)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> RewardModel:
-        from peft import PeftModel
         from transformers import AutoTokenizer
 
         path = Path(path)
@@ -77,12 +70,12 @@ class RewardModel:
             raise FileNotFoundError(
                 f"{path} is not a saved reward model (no rm_config.json); train one with sotopia-env train-rm"
             )
-        config = RewardModelConfig(**json.loads((path / "rm_config.json").read_text()))
+        config = RewardModelConfig(**read_json(path / "rm_config.json"))
         base = resolve_model(config.base)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = _base_classifier(base)
         model.config.pad_token_id = tokenizer.pad_token_id
-        model = PeftModel.from_pretrained(model, path).to(device or default_device()).eval()
+        model = with_lora(model, adapter=path, trainable=False).to(device or default_device()).eval()
         return cls(model, tokenizer, config)
 
     def save(self, path: str | Path) -> None:
@@ -90,7 +83,7 @@ class RewardModel:
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        (path / "rm_config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        write_json_atomic(path / "rm_config.json", asdict(self.config))
 
     # --- inputs -------------------------------------------------------------------------------------
 
@@ -144,13 +137,10 @@ class RewardModel:
 
     # --- wrappers -------------------------------------------------------------------------------------
 
-    def as_env_reward(self):  # noqa: ANN201 - an UtteranceReward
-        """The env's per-utterance reward function: scores (the prompt the speaker saw, what it said)."""
-
-        def reward(context) -> float:  # noqa: ANN001 - sotopia_env.RewardContext
-            return self.score([context.prompt], [context.action.argument])[0]
-
-        return reward
+    def as_env_reward(self) -> EnvReward:
+        """The env's per-utterance reward function: scores (the prompt the speaker saw, what it said); its
+        `batch` form scores many contexts in one batched pass (vector envs, trainers' candidates)."""
+        return EnvReward(self)
 
     def as_trl_reward(self):  # noqa: ANN201
         """A TRL-style reward function `(prompts, completions, **kwargs) -> list[float]`.
@@ -165,6 +155,19 @@ class RewardModel:
 
         reward.__name__ = "sotopia_reward_model"
         return reward
+
+
+class EnvReward:
+    """A `RewardModel` as the env's `UtteranceReward` (sotopia_env.env): one context, or a batch of them."""
+
+    def __init__(self, model: RewardModel) -> None:
+        self.model = model
+
+    def __call__(self, context: Any) -> float:  # a sotopia_env.RewardContext
+        return self.batch([context])[0]
+
+    def batch(self, contexts: Sequence[Any]) -> list[float]:
+        return self.model.score([c.prompt for c in contexts], [c.action.argument for c in contexts])
 
 
 def _base_classifier(path: str) -> Any:

@@ -3,6 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --vllm || exit 1
+bash scripts/install_browser.sh || exit 1  # headless chromium for tests/test_viewer.py
 .venv/bin/python -m ruff check . || exit 1
 .venv/bin/python -m ruff format --check . || exit 1
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

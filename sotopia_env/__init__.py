@@ -3,7 +3,7 @@
 from gymnasium.envs.registration import register, registry
 
 from .actions import Action, ActionType
-from .env import EpisodeJudge, RewardContext, SocialParallelEnv, UtteranceReward
+from .env import EpisodeJudge, RewardContext, SocialParallelEnv, UtteranceReward, score_contexts, step_envs
 from .episode import Episode, Turn, read_episodes, to_hf_dataset, to_sotopia_episode_log, write_episode
 from .gym_env import SocialGymEnv, SocialVectorEnv
 from .policy import Policy, ScriptedPolicy
@@ -59,7 +59,9 @@ __all__ = [
     "load_scenarios",
     "parallel_env",
     "read_episodes",
+    "score_contexts",
     "split",
+    "step_envs",
     "to_hf_dataset",
     "to_sotopia_episode_log",
     "write_episode",

@@ -49,6 +49,9 @@ class ActionType(IntEnum):
 SPEECH_TYPES = (ActionType.speak, ActionType.non_verbal, ActionType.action)
 SPEECH_NAMES = frozenset(t.sotopia_name for t in SPEECH_TYPES)
 SOTOPIA_NAMES = {t: t.sotopia_name for t in ActionType}
+# Members as module constants for the per-step paths (an Enum class attribute is a Python-level lookup).
+_SPEAK = ActionType.speak
+_NO_ARGUMENT = (ActionType.leave, ActionType.none)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class Action:
 
     def render(self, speaker: str) -> str:
         """One line of dialogue as the other characters perceive it."""
-        if self.action_type is ActionType.speak:
+        if self.action_type is _SPEAK:
             return f'{speaker} said: "{self.argument}"'
         if self.action_type is ActionType.non_verbal:
             return f"{speaker} [non-verbal communication]: {self.argument}"
@@ -113,6 +116,10 @@ def parse_action(agent: str, raw: Any, max_chars: int) -> tuple[Action, list[str
 
     Raises ValueError/TypeError with a message naming the agent when the input cannot be used.
     """
+    if type(raw) is str and len(raw) <= max_chars and raw.strip() and raw.isascii() and raw.isprintable():
+        # The common case: a plain utterance that every rule below would pass unchanged (within the limit,
+        # not blank, printable ASCII, so nothing to replace).
+        return Action(_SPEAK, raw), []
     notes: list[str] = []
     if isinstance(raw, Action):
         action_type, argument = raw.action_type, raw.argument
@@ -150,6 +157,6 @@ def parse_action(agent: str, raw: Any, max_chars: int) -> tuple[Action, list[str
     if action_type in SPEECH_TYPES and not argument.strip():
         notes.append(f"empty {action_type.sotopia_name} treated as none")
         action_type, argument = ActionType.none, ""
-    if action_type in (ActionType.leave, ActionType.none):
+    if action_type in _NO_ARGUMENT:
         argument = ""
     return Action(action_type, argument), notes

@@ -81,8 +81,16 @@ class ScenariosConfig:
 
 @dataclass
 class ImportConfig:
-    files: list[str] = field(metadata={"help": "Sotopia JSON or JSONL dump files", "positional": True})
-    out: str = field(metadata={"help": "output folder for scenarios.jsonl, characters.jsonl, pairings.json"})
+    files: list[str] = field(
+        metadata={"help": "Sotopia JSON/JSONL files: profiles, combos, EpisodeLogs, episodes", "positional": True}
+    )
+    out: str = field(
+        metadata={"help": "output folder for scenarios.jsonl, characters.jsonl, pairings.json and episodes.jsonl"}
+    )
+    library: str | None = field(
+        default=None,
+        metadata={"help": "a folder an earlier import-sotopia wrote: its profiles complete the imported episodes"},
+    )
 
 
 def scenarios_command(cfg: ScenariosConfig) -> int:
@@ -103,13 +111,32 @@ def scenarios_command(cfg: ScenariosConfig) -> int:
 
 
 def import_sotopia_command(cfg: ImportConfig) -> int:
-    from .sotopia_import import import_sotopia, write_library
+    from pathlib import Path
 
-    result = import_sotopia(cfg.files)
-    paths = write_library(result, cfg.out)
-    print(
-        f"imported {len(result.scenarios)} scenarios ({len(result.hard_ids & set(result.scenarios))} hard), "
-        f"{len(result.characters)} characters, {sum(map(len, result.pairings.values()))} pairings -> "
-        + ", ".join(str(p) for p in paths.values())
-    )
+    from .episode import write_jsonl_atomic
+    from .sotopia_episodes import import_episodes, is_episode_file, load_library
+    from .sotopia_import import SotopiaImport, import_sotopia, write_library
+
+    episode_files = [f for f in cfg.files if Path(f).exists() and is_episode_file(f)]
+    profile_files = [f for f in cfg.files if f not in episode_files]
+    result = import_sotopia(profile_files) if profile_files else SotopiaImport()
+    if profile_files:  # only episodes given: leave a library already in OUT as it is
+        paths = write_library(result, cfg.out)
+        print(
+            f"imported {len(result.scenarios)} scenarios ({len(result.hard_ids & set(result.scenarios))} hard), "
+            f"{len(result.characters)} characters, {sum(map(len, result.pairings.values()))} pairings -> "
+            + ", ".join(str(p) for p in paths.values())
+        )
+    if episode_files:
+        profiles = load_library(cfg.library, result) if cfg.library else result
+        imported = import_episodes(episode_files, profiles)
+        out = Path(cfg.out) / "episodes.jsonl"
+        write_jsonl_atomic(out, imported.episodes)
+        rebuilt = sum(bool(e.meta["sotopia"]["rebuilt"]) for e in imported.episodes)
+        print(
+            f"imported {len(imported.episodes)} episodes ({rebuilt} with scenario or characters rebuilt from the "
+            f"episode's own text) -> {out}"
+        )
+        for problem in imported.problems:
+            print(problem, file=sys.stderr)
     return 0

@@ -23,11 +23,17 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from . import observation as obs_lib
-from .actions import SOTOPIA_NAMES, Action, ActionType, parse_action
+from .actions import SOTOPIA_NAMES, SPEECH_TYPES, Action, ActionType, parse_action
 from .episode import Episode, Turn, write_episode
-from .scenarios import Character, Scenario, library_characters, library_pairings, library_scenarios, split
+from .scenarios import Character, Scenario, library_characters, library_scenarios, scenario_pairings, split
 
 TurnMode = Literal["round-robin", "simultaneous"]
+
+# Looked up on every step: enum members and seat numbers as plain module constants (an attribute of an
+# Enum class costs a Python-level lookup each time).
+_NONE, _LEAVE = ActionType.none, ActionType.leave
+_CODE = {kind: int(kind) for kind in ActionType}
+_SEAT = {"agent_0": 0, "agent_1": 1}
 
 # The settings that shape what agents observe and may do; recorded in each episode's `meta` so that a
 # replay (`replay.utterance_states`) rebuilds the env the episode was played in.
@@ -49,15 +55,62 @@ class RewardContext:
 
 
 class UtteranceReward(Protocol):
-    """Scores one utterance for its speaker. `rewards.RewardModel.as_env_reward()` implements it."""
+    """Scores one utterance for its speaker. `rewards.RewardModel.as_env_reward()` implements it.
+
+    It may also have `batch(contexts) -> list[float]`, scoring many contexts in one call with the same
+    numbers as calling it on each: `score_contexts` and `step_envs` use it, so a vector env scores all its
+    sub-envs' utterances of a round (and a trainer all its candidates) in one model call."""
 
     def __call__(self, context: RewardContext) -> float: ...
+
+
+def score_contexts(
+    reward_fn: UtteranceReward | Callable[[RewardContext], float], contexts: Sequence[RewardContext]
+) -> list[float]:
+    """The rewards of these contexts: one `reward_fn.batch` call where it has one, else one call each."""
+    if not contexts:
+        return []
+    batch = getattr(reward_fn, "batch", None)
+    scores = [float(x) for x in batch(list(contexts))] if batch is not None else [float(reward_fn(c)) for c in contexts]
+    if len(scores) != len(contexts):
+        raise ValueError(
+            f"{type(reward_fn).__name__}.batch returned {len(scores)} rewards for {len(contexts)} contexts"
+        )
+    return scores
 
 
 class EpisodeJudge(Protocol):
     """Scores a finished episode: agent -> dimension -> score. `rewards.Judge` implements it."""
 
     def __call__(self, episode: Episode) -> Mapping[str, Mapping[str, float]]: ...
+
+
+@dataclass
+class _StepPlan:
+    parsed: dict[str, tuple[Action, list[str]]]  # agent -> (action, repairs), for the agents whose turn it is
+    ignored: set[str]  # agents that acted out of turn
+    contexts: list[RewardContext]  # the speech actions to score, in `parsed` order
+
+
+def step_envs(
+    envs: Sequence[SocialParallelEnv], actions: Sequence[Mapping[str, Any]]
+) -> list[tuple[dict, dict, dict, dict, dict]]:
+    """`env.step(actions)` for many envs, with every utterance of the round scored in one call per reward
+    function (its `batch` form where it has one). Returns each env's step result, in order; the rewards
+    are the numbers the envs' own `step` would give."""
+    if len(envs) != len(actions):
+        raise ValueError(f"{len(actions)} action dicts for {len(envs)} envs")
+    plans = [env._plan(a) for env, a in zip(envs, actions)]
+    scores: list[list[float]] = [[] for _ in envs]
+    by_fn: dict[int, list[int]] = {}
+    for i, env in enumerate(envs):
+        if env.reward_fn is not None and plans[i].contexts:
+            by_fn.setdefault(id(env.reward_fn), []).append(i)
+    for members in by_fn.values():
+        flat = score_contexts(envs[members[0]].reward_fn, [c for i in members for c in plans[i].contexts])
+        for i in members:
+            scores[i], flat = flat[: len(plans[i].contexts)], flat[len(plans[i].contexts) :]
+    return [env._apply(plan, s) for env, plan, s in zip(envs, plans, scores)]
 
 
 class SocialParallelEnv(ParallelEnv):
@@ -191,18 +244,57 @@ class SocialParallelEnv(ParallelEnv):
         self._dialogue = obs_lib.NO_DIALOGUE
         self._headers = {a: obs_lib.prompt_header(scenario, pair, i) for i, a in enumerate(self.possible_agents)}
         self._rendered_upto = 0
-        for agent in self.agents:
-            bound = obs_lib.PROMPT_OVERHEAD_CHARS
-            if len(self._prompt(agent)) > bound:
-                raise ValueError(
-                    f"scenario {scenario.id!r} with these characters renders a prompt over {bound} characters "
-                    "before any dialogue; shorten its texts"
-                )
         observations = {a: self._observe(a) for a in self.agents}
+        bound = obs_lib.PROMPT_OVERHEAD_CHARS
+        if any(len(obs["prompt"]) > bound for obs in observations.values()):
+            raise ValueError(
+                f"scenario {scenario.id!r} with these characters renders a prompt over {bound} characters "
+                "before any dialogue; shorten its texts"
+            )
         infos = {a: self._info(a) for a in self.agents}
         return observations, infos
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        plan = self._plan(actions)
+        scores = score_contexts(self.reward_fn, plan.contexts) if self.reward_fn is not None else []
+        return self._apply(plan, scores)
+
+    def reward_context(self, agent: str, action: Any) -> RewardContext:
+        """The context the env's `reward_fn` would score `action` by `agent` with, if it were played now.
+        `agent` must be one whose turn it is; the action is parsed as `step` parses it."""
+        if self._episode is None or agent not in self._active:
+            raise ValueError(f"it is not {agent!r}'s turn (active: {self._active if self._episode else 'no episode'})")
+        parsed, _ = parse_action(agent, action, self.max_utterance_chars)
+        return self._context(agent, parsed, self._prompt(agent), tuple(self._episode.turns))
+
+    def would_earn(self, agent: str, actions: Sequence[Any]) -> list[float]:
+        """What each of these candidate actions by `agent` would be rewarded now, without playing any: the
+        same function and the same contexts as `step`, so a trainer's candidate rewards and the env's
+        reward of the one played are one number. Non-speech actions earn 0, as in `step`."""
+        if self.reward_fn is None:
+            raise ValueError("this env has no reward_fn to score candidates with")
+        contexts = [self.reward_context(agent, a) for a in actions]
+        speech = [i for i, c in enumerate(contexts) if c.action.is_speech]
+        scores = score_contexts(self.reward_fn, [contexts[i] for i in speech])
+        out = [0.0] * len(contexts)
+        for i, v in zip(speech, scores):
+            out[i] = v
+        return out
+
+    def _context(self, agent: str, action: Action, prompt: str, history: tuple[Turn, ...]) -> RewardContext:
+        return RewardContext(
+            scenario=self._episode.scenario,
+            characters=self._pair,
+            agent=agent,
+            seat=self.possible_agents.index(agent),
+            turn=self._turn,
+            prompt=prompt,
+            action=action,
+            history=history,
+        )
+
+    def _plan(self, actions: Mapping[str, Any]) -> _StepPlan:
+        """Validate and parse a step's actions (nothing changes yet) and build the contexts to score."""
         if self._episode is None:
             raise RuntimeError("call reset() before step()")
         if not self.agents:
@@ -211,16 +303,18 @@ class SocialParallelEnv(ParallelEnv):
             raise TypeError(f"step() takes a dict of agent -> action, not {type(actions).__name__}")
 
         # Validate everything before touching state, so bad input loses nothing.
-        unknown = [a for a in actions if a not in self.agents]
-        if unknown:
-            raise ValueError(f"unknown agent(s) {unknown}; the agents in this episode are {self.agents}")
+        agents = self.agents
+        for name in actions:  # a loop, not a comprehension: this runs every step
+            if name not in agents:
+                unknown = [a for a in actions if a not in agents]
+                raise ValueError(f"unknown agent(s) {unknown}; the agents in this episode are {agents}")
         active = self._active
         parsed: dict[str, tuple[Action, list[str]]] = {}
         ignored: set[str] = set()
         for agent, raw in actions.items():
             action, repairs = parse_action(agent, raw, self.max_utterance_chars)
             if agent not in active:
-                if action.action_type is not ActionType.none:
+                if action.action_type is not _NONE:
                     if self.strict_turns:
                         raise ValueError(
                             f"agent '{agent}' acted out of turn; it is '{active[0]}'s turn (send only the active "
@@ -229,53 +323,44 @@ class SocialParallelEnv(ParallelEnv):
                     ignored.add(agent)
                 continue
             parsed[agent] = (action, repairs)
-        missing = [a for a in active if a not in parsed]
-        if missing:
+        if len(parsed) < len(active):
+            missing = [a for a in active if a not in parsed]
             raise ValueError(f"no action for {missing}; expected actions from {active} this step")
 
+        contexts = []
+        if self.reward_fn is not None:
+            history = tuple(self._episode.turns)
+            contexts = [
+                self._context(agent, action, self._prompt(agent), history)
+                for agent, (action, _) in parsed.items()
+                if action.is_speech
+            ]
+        return _StepPlan(parsed, ignored, contexts)
+
+    def _apply(self, plan: _StepPlan, scores: Sequence[float]) -> tuple[dict, dict, dict, dict, dict]:
+        """Play a planned step; `scores` are the rewards of `plan.contexts`, in order."""
+        parsed, ignored = plan.parsed, plan.ignored
+        if len(scores) != len(plan.contexts):
+            raise ValueError(f"{len(scores)} rewards for {len(plan.contexts)} scored actions")
+        score_of = dict(zip([c.agent for c in plan.contexts], scores)) if scores else {}
         rewards = dict.fromkeys(self.agents, 0.0)
-        prompts = {agent: self._prompt(agent) for agent in parsed} if self.reward_fn else {}
-        history_before = tuple(self._episode.turns) if self.reward_fn is not None else ()
         spoke = False
         left = False
         for agent, (action, repairs) in parsed.items():
-            seat = self.possible_agents.index(agent)
-            reward = 0.0
-            if action.is_speech:
-                spoke = True
-                if self.reward_fn is not None:
-                    context = RewardContext(
-                        scenario=self._episode.scenario,
-                        characters=self._pair,
-                        agent=agent,
-                        seat=seat,
-                        turn=self._turn,
-                        prompt=prompts[agent],
-                        action=action,
-                        history=history_before,
-                    )
-                    reward = float(self.reward_fn(context))
-            left = left or action.action_type is ActionType.leave
+            seat = _SEAT[agent]
+            kind = action.action_type
+            name = self._pair[seat].name
+            spoke = spoke or kind in SPEECH_TYPES
+            reward = score_of.get(agent, 0.0)
+            left = left or kind is _LEAVE
             rewards[agent] = reward
             self._episode.turns.append(
-                Turn(
-                    index=self._turn,
-                    agent=agent,
-                    character=self._pair[seat].name,
-                    action_type=SOTOPIA_NAMES[action.action_type],
-                    argument=action.argument,
-                    reward=reward,
-                    repairs=repairs,
-                )
+                Turn(self._turn, agent, name, SOTOPIA_NAMES[kind], action.argument, reward, repairs)
             )
-            if action.action_type is not ActionType.none:
+            if kind is not _NONE:
                 self._history.append((seat, action))
-                self._history_lines.append(
-                    obs_lib.history_line(len(self._history_lines), self._pair[seat].name, action)
-                )
-                self._history_obs.append(
-                    {"speaker": seat, "action_type": int(action.action_type), "argument": action.argument}
-                )
+                self._history_lines.append(obs_lib.history_line(len(self._history_lines), name, action))
+                self._history_obs.append({"speaker": seat, "action_type": _CODE[kind], "argument": action.argument})
 
         if self._history_lines:
             self._dialogue = "\n".join(self._history_lines)
@@ -289,17 +374,18 @@ class SocialParallelEnv(ParallelEnv):
             end_reason = "silence"
         elif self._turn >= self.max_turns:
             end_reason = "turn_limit"
-        done_terminal = end_reason in ("leave", "silence")
         live = self.agents
-        terminations = {a: done_terminal for a in live}
-        truncations = {a: end_reason == "turn_limit" for a in live}
+        terminations = dict.fromkeys(live, end_reason in ("leave", "silence"))
+        truncations = dict.fromkeys(live, end_reason == "turn_limit")
         if end_reason:
             self._finish(end_reason)
             # Cleared before the last observations are made, so they give nobody a turn.
             self.agents = []
             self._active = []
-        observations = {a: self._observe(a) for a in live}
-        infos = {a: self._info(a, parsed[a][1] if a in parsed else [], a in ignored) for a in live}
+        observations, infos = {}, {}
+        for a in live:
+            observations[a] = self._observe(a)
+            infos[a] = self._info(a, parsed[a][1] if a in parsed else None, a in ignored)
         if self.render_mode == "human":
             print(self.render(), end="")
         return observations, rewards, terminations, truncations, infos
@@ -364,30 +450,22 @@ class SocialParallelEnv(ParallelEnv):
             if out[0].id == out[1].id:
                 raise ValueError(f"a character cannot talk to itself ({out[0].id!r} in both seats)")
             return out[0], out[1]
-        pairs = [
-            p for p in library_pairings().get(scenario.id, ()) if p[0] in self.characters and p[1] in self.characters
-        ]
-        if pairs:
-            a, b = self._rng.choice(pairs)
-        else:
-            if len(self.characters) < 2:
-                raise ValueError("need at least two characters")
-            a, b = self._rng.sample(sorted(self.characters), 2)
+        a, b = self._rng.choice(scenario_pairings(scenario.id, self.characters, rng=self._rng, unlisted=1))
         return self.characters[a], self.characters[b]
 
-    def _prompt(self, agent: str) -> str:
-        seat = 0 if agent == "agent_0" else 1
-        footer = obs_lib.prompt_footer(
-            self._pair, seat, self._turn, self.max_turns, agent in self._active, ended=not self.agents
-        )
-        return self._headers[agent] + self._dialogue + footer
+    def _prompt(self, agent: str, your_turn: bool | None = None) -> str:
+        seat = _SEAT[agent]
+        if your_turn is None:
+            your_turn = agent in self._active
+        footer = obs_lib.prompt_footer(self._pair, seat, self._turn, self.max_turns, your_turn, not self.agents)
+        return "".join((self._headers[agent], self._dialogue, footer))
 
     def _observe(self, agent: str) -> dict[str, Any]:
         your_turn = agent in self._active
         mask = obs_lib.MASK_ANY if your_turn else obs_lib.MASK_WAIT if self.agents else obs_lib.MASK_ENDED
-        seat = 0 if agent == "agent_0" else 1
+        seat = _SEAT[agent]
         return {
-            "prompt": self._prompt(agent),
+            "prompt": self._prompt(agent, your_turn),
             "name": self._pair[seat].name,
             "turn": self._turn,
             "seat": seat,
@@ -397,15 +475,14 @@ class SocialParallelEnv(ParallelEnv):
         }
 
     def _info(self, agent: str, repairs: list[str] | None = None, ignored_action: bool = False) -> dict[str, Any]:
-        seat = self.possible_agents.index(agent)
+        episode = self._episode
         info: dict[str, Any] = {
-            "character": self._pair[seat].id,
-            "scenario": self._episode.scenario.id,
-            "active_agents": self.active_agents,
-            "repairs": list(repairs or []),
+            "character": self._pair[_SEAT[agent]].id,
+            "scenario": episode.scenario.id,
+            "active_agents": list(self._active) if self.agents else [],
+            "repairs": list(repairs) if repairs else [],
             "ignored_action": ignored_action,  # an out-of-turn action this step that had no effect
         }
-        episode = self._episode
         if episode.end_reason:
             info["episode"] = {
                 "id": episode.id,

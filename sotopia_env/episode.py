@@ -1,18 +1,16 @@
 """Episode records: the one JSONL format that collection, judging, labelling, training and benchmarks share.
 
-Each line of an episodes file is one finished `Episode`. Lines are appended whole, under a file lock,
-with one `write` call and an fsync, so a crash leaves at most one partial trailing line; readers skip
-it and the next append cuts it off first. Reruns resume by skipping the ids already present.
+Each line of an episodes file is one finished `Episode`, appended whole by `jsonio.append_jsonl`, so a
+crash leaves at most one partial trailing line; readers skip it and the next append cuts it off first.
+Reruns resume by skipping the ids already present.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,6 +19,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .actions import SPEECH_NAMES
+from .jsonio import (  # noqa: F401 - the I/O helpers' old home: `from sotopia_env.episode import ...` keeps working
+    append_jsonl,
+    iter_jsonl,
+    jsonl_line,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 from .scenarios import Character, Scenario
 
 FORMAT_VERSION = 1
@@ -36,11 +41,11 @@ def package_version() -> str:
         return "0+unknown"
 
 
-@dataclass
+@dataclass(slots=True)
 class Turn:
     """One agent's action in one env step, with the reward the env gave it.
 
-    A plain dataclass (pydantic validates it inside `Episode`): the env makes one per action, and
+    A plain dataclass with slots (pydantic validates it inside `Episode`): the env makes one per action, and
     building a pydantic model there cost more than the rest of the step.
     """
 
@@ -85,86 +90,7 @@ class Episode(BaseModel):
         return sum(t.reward for t in self.turns if t.agent == agent)
 
 
-# --- JSONL storage ---------------------------------------------------------------------------
-
-
-def _cut_partial_tail(fd: int) -> None:
-    """Drop a trailing line that has no newline (left by a crash mid-write)."""
-    size = os.lseek(fd, 0, os.SEEK_END)
-    if size == 0:
-        return
-    pos = size
-    chunk = 4096
-    while pos > 0:
-        start = max(0, pos - chunk)
-        os.lseek(fd, start, os.SEEK_SET)
-        data = os.read(fd, pos - start)
-        if pos == size and data.endswith(b"\n"):
-            return
-        nl = data.rfind(b"\n")
-        if nl >= 0:
-            os.ftruncate(fd, start + nl + 1)
-            return
-        pos = start
-    os.ftruncate(fd, 0)
-
-
-def jsonl_line(record: BaseModel | dict[str, Any]) -> str:
-    """One record as one JSONL line (a pydantic model is dumped in JSON mode)."""
-    payload = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
-    return json.dumps(payload, ensure_ascii=False) + "\n"
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Replace a file's whole content: written to a temporary name beside it, then renamed over it, so
-    a reader or a crash never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def write_jsonl_atomic(path: str | Path, records: Iterable[BaseModel | dict[str, Any]]) -> None:
-    """A whole JSONL file at once (see `write_text_atomic`); `append_jsonl` adds to one line by line."""
-    write_text_atomic(path, "".join(jsonl_line(r) for r in records))
-
-
-def append_jsonl(path: str | Path, record: BaseModel | dict[str, Any]) -> None:
-    """Append one record as one line, atomically with respect to other writers and crashes."""
-    line = jsonl_line(record).encode("utf-8")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        _cut_partial_tail(fd)
-        os.lseek(fd, 0, os.SEEK_END)
-        written = os.write(fd, line)
-        if written != len(line):  # a short write on a regular file means the disk is full
-            raise OSError(f"{path}: short write ({written} of {len(line)} bytes); is the disk full?")
-        os.fsync(fd)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file; a partial last line (crash mid-write) is skipped, a bad middle line raises."""
-    path = Path(path)
-    if not path.exists():
-        return
-    with path.open("rb") as f:
-        lines = f.read().split(b"\n")
-    complete, tail = lines[:-1], lines[-1]
-    for lineno, raw in enumerate(complete, 1):
-        if not raw.strip():
-            continue
-        try:
-            yield json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {lineno} is not valid JSON ({exc.msg}); fix or remove it") from exc
-    del tail  # no newline yet: an append in progress or interrupted
+# --- JSONL storage (the I/O itself lives in jsonio) ------------------------------------------------
 
 
 def write_episode(path: str | Path, episode: Episode) -> None:

@@ -23,7 +23,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from . import observation as obs_lib
-from .env import SocialParallelEnv
+from .env import SocialParallelEnv, step_envs
 from .policy import Policy, ScriptedPolicy, act_batch
 
 DEFAULT_PARTNER_LINES = (
@@ -65,9 +65,6 @@ class _Match:
         """The partner must act before the learner can (round-robin, partner's turn)."""
         return self.live and self.learner not in self.env.active_agents
 
-    def play(self, actions: dict[str, Any]) -> None:
-        self._take(*self.env.step(actions))
-
     def _take(self, obs: dict, rewards: dict, terms: dict, truncs: dict, infos: dict) -> None:
         self.obs = obs[self.learner]
         self.partner_obs = obs.get(self.partner, {})
@@ -85,15 +82,22 @@ def _run_round(matches: Sequence[_Match], learner_actions: Sequence[Any] | None,
     if learner_actions is not None:
         simultaneous = [m for m in matches if m.env.turn_mode == "simultaneous"]
         partner_actions = dict(zip(map(id, simultaneous), _partner_acts(partner, simultaneous)))
+        joints = []
         for m, action in zip(matches, learner_actions):
             m.reward = 0.0
             joint = {m.learner: action}
             if id(m) in partner_actions:
                 joint[m.partner] = partner_actions[id(m)]
-            m.play(joint)
+            joints.append(joint)
+        _play(matches, joints)
     while waiting := [m for m in matches if m.needs_partner()]:
-        for m, action in zip(waiting, _partner_acts(partner, waiting)):
-            m.play({m.partner: action})
+        _play(waiting, [{m.partner: a} for m, a in zip(waiting, _partner_acts(partner, waiting))])
+
+
+def _play(matches: Sequence[_Match], joints: Sequence[dict[str, Any]]) -> None:
+    """Step these matches together: every utterance of the round is scored in one reward call (`step_envs`)."""
+    for m, result in zip(matches, step_envs([m.env for m in matches], joints)):
+        m._take(*result)
 
 
 def _partner_acts(partner: Policy, matches: Sequence[_Match]) -> list[Any]:

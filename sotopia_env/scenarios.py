@@ -7,8 +7,8 @@ reported with the file, the record's position and id, and the field, so it can b
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from enum import Enum
 from functools import cache
 from importlib import resources
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .jsonio import JSONFileError, read_json, read_records
 
 
 class Relationship(str, Enum):
@@ -138,28 +140,9 @@ M = TypeVar("M", bound=BaseModel)
 def _read_records(path: Path) -> list[tuple[str, Any]]:
     """(where, raw record) pairs from a JSON list, a JSON object or a JSONL file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioFileError(f"{path}: cannot read: {exc}") from exc
-    if path.suffix == ".jsonl":
-        records = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"line {lineno}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise ScenarioFileError(f"{path}: line {lineno}: not valid JSON: {exc.msg}") from exc
-        return records
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ScenarioFileError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}") from exc
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise ScenarioFileError(f"{path}: expected a JSON list of records or one record")
-    return [(f"record {i}", record) for i, record in enumerate(data)]
+        return read_records(path)
+    except JSONFileError as exc:
+        raise ScenarioFileError(str(exc)) from exc
 
 
 def _validate(model: type[M], path: Path, where: str, raw: Any) -> M:
@@ -223,10 +206,9 @@ Pairing = tuple[str, str]
 
 @cache
 def library_pairings() -> dict[str, tuple[Pairing, ...]]:
-    """The library's character pairings (first role, second role) by scenario id: every scenario's
-    episodes draw from these when given no characters. The shipped file has 10 for each hard scenario; a
-    scenario without any draws two characters at random."""
-    raw = json.loads(_data_path("pairings.json").read_text(encoding="utf-8"))
+    """The library's character pairings (first role, second role) by scenario id, the ones
+    `scenario_pairings` lists. The shipped file has 10 for each hard scenario; the others have none."""
+    raw = read_json(_data_path("pairings.json"))
     characters = library_characters()
     pairings: dict[str, tuple[Pairing, ...]] = {}
     for scenario_id, pairs in raw.items():
@@ -252,23 +234,50 @@ def split(name: str, scenarios: dict[str, Scenario] | None = None) -> list[Scena
     return sorted(chosen, key=lambda s: s.id)
 
 
-def make_pairings(
-    scenario_ids: Sequence[str], character_ids: Sequence[str], per_scenario: int = 10, seed: int = 0
-) -> dict[str, list[Pairing]]:
-    """Distinct ordered character pairs per scenario, reproducible from `seed` (used to build the data file)."""
-    import random
-
+def _draw_pairs(character_ids: Sequence[str], count: int, rng: random.Random) -> list[Pairing]:
+    """`count` distinct ordered pairs of different characters, drawn by `rng`, sorted."""
     if len(character_ids) < 2:
         raise ValueError("need at least two characters to make pairings")
     possible = len(character_ids) * (len(character_ids) - 1)
-    if per_scenario > possible:
-        raise ValueError(f"{len(character_ids)} characters allow only {possible} ordered pairs, not {per_scenario}")
+    if count > possible:
+        raise ValueError(f"{len(character_ids)} characters allow only {possible} ordered pairs, not {count}")
+    seen: set[Pairing] = set()
+    while len(seen) < count:
+        a, b = rng.sample(list(character_ids), 2)
+        seen.add((a, b))
+    return sorted(seen)
+
+
+def make_pairings(
+    scenario_ids: Sequence[str], character_ids: Sequence[str], per_scenario: int = 10, seed: int = 0
+) -> dict[str, list[Pairing]]:
+    """Distinct ordered character pairs per scenario, reproducible from `seed` (how the shipped pairings
+    file was built, and generated scenarios get theirs)."""
     rng = random.Random(seed)
-    out: dict[str, list[Pairing]] = {}
-    for sid in scenario_ids:
-        seen: set[Pairing] = set()
-        while len(seen) < per_scenario:
-            a, b = rng.sample(list(character_ids), 2)
-            seen.add((a, b))
-        out[sid] = sorted(seen)
-    return out
+    return {sid: _draw_pairs(character_ids, per_scenario, rng) for sid in scenario_ids}
+
+
+def scenario_pairings(
+    scenario_id: str,
+    characters: Collection[str],
+    count: int | None = None,
+    rng: random.Random | int = 0,
+    listed: Mapping[str, Sequence[Pairing]] | None = None,
+    unlisted: int = 10,
+) -> list[Pairing]:
+    """The character pairings (first role, second role) a scenario's episodes are played with: the one rule
+    of the env, the episode runner and the benchmark.
+
+    The pairings listed for the scenario (`listed`, by default the library's, `library_pairings`) whose two
+    characters are both in `characters`, the first `count` of them (None: all). A scenario with none listed
+    gets `count` (None: `unlisted`) distinct ordered pairs of `characters`, drawn by `rng` (a seed, or a
+    `random.Random` to draw from)."""
+    pairs = [
+        (a, b)
+        for a, b in (library_pairings() if listed is None else listed).get(scenario_id, ())
+        if a in characters and b in characters
+    ]
+    if pairs:
+        return pairs if count is None else pairs[:count]
+    draw = rng if isinstance(rng, random.Random) else random.Random(rng)
+    return _draw_pairs(sorted(characters), unlisted if count is None else count, draw)

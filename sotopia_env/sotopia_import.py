@@ -4,7 +4,9 @@ and EnvAgentComboStorage records, as JSON (a list, one object, or an object keye
 The importer reads each record by its fields, so one file may mix kinds (as some dumps do):
 - `scenario` + `agent_goals` -> Scenario
 - `first_name` + `last_name` -> Character
-- `agent_1_id` + `agent_2_id` -> relationship between two characters
+- `agent_1_id` + `agent_2_id` -> a relationship between two characters: recognised and checked, not kept.
+  The scenario carries the relationship its roles have, and Sotopia's combos (below) already pair
+  characters whose relationship fits the scenario.
 - `environments` (+ `agent_index`, `name`) -> an environment list; a list named like "*hard*" marks its
   environments hard
 - `env_id` + `agent_ids` -> a character pairing for a scenario (Sotopia's env-agent combos)
@@ -21,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .jsonio import JSONFileError, read_json, read_records
 from .scenarios import Character, Relationship, Role, Scenario, ScenarioFileError
 
 _HINT = re.compile(r"<(extra_info|clarification_hint|strategy_hint)>(.*?)</\1>", re.S)
@@ -31,32 +34,24 @@ _HINT_LABEL = {"extra_info": "Extra information", "clarification_hint": "Hint", 
 class SotopiaImport:
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     characters: dict[str, Character] = field(default_factory=dict)
-    relationships: dict[frozenset[str], tuple[Relationship, str]] = field(default_factory=dict)
     pairings: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     hard_ids: set[str] = field(default_factory=set)
 
 
 def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    text = path.read_text(encoding="utf-8")
-    out: list[tuple[str, Any]] = []
-    if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append((f"line {lineno}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise ScenarioFileError(f"{path}: line {lineno}: not valid JSON: {exc.msg}") from exc
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ScenarioFileError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}") from exc
-        if isinstance(data, list):
-            out = [(f"record {i}", r) for i, r in enumerate(data)]
-        elif isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()) and not _kind(data):
-            out = [(f"record {k!r}", {"pk": k, **v}) for k, v in data.items()]  # keyed by pk
-        else:
-            out = [("record 0", data)]
+    try:
+        if path.suffix == ".jsonl":
+            out = read_records(path)
+        else:  # Sotopia's dumps add one shape to `read_records`' JSON ones: an object keyed by pk
+            data = read_json(path)
+            if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()) and not _kind(data):
+                out = [(f"record {k!r}", {"pk": k, **v}) for k, v in data.items()]
+            elif isinstance(data, list):
+                out = [(f"record {i}", r) for i, r in enumerate(data)]
+            else:
+                out = [("record 0", data)]
+    except JSONFileError as exc:
+        raise ScenarioFileError(str(exc)) from exc
     for where, record in out:
         if not isinstance(record, dict):
             raise ScenarioFileError(f"{path}: {where}: expected a JSON object, got {type(record).__name__}")
@@ -150,11 +145,7 @@ def import_sotopia(paths: Iterable[str | Path]) -> SotopiaImport:
                     result.characters[character.id] = character
                     agent_ids[str(record.get("pk") or character.id)] = character.id
                 elif kind == "relationship":
-                    pair = frozenset((str(record["agent_1_id"]), str(record["agent_2_id"])))
-                    result.relationships[pair] = (
-                        _relationship(record["relationship"]),
-                        record.get("background_story") or "",
-                    )
+                    _relationship(record["relationship"])  # checked, then left: see the module docstring
                 elif kind == "environment_list":
                     lists.append(record)
                 elif kind == "combo":

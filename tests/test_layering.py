@@ -16,7 +16,7 @@ import pytest
 from benchmarks.cli import COMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
-ABOVE_ENV = ("agents", "rewards", "trainers", "benchmarks")
+ABOVE_ENV = ("agents", "rewards", "trainers", "benchmarks", "viewer")
 
 
 def _fresh(code: str) -> str:

@@ -151,6 +151,90 @@ def test_an_episode_through_the_server_records_the_base_model_and_the_adapter(se
     assert episode.agent_models == {"agent_0": f"smollm2+{adapter}", "agent_1": "scripted"}
 
 
+@pytest.mark.vllm
+def test_with_the_served_models_tokenizer_a_long_state_is_rendered_to_its_budget_and_sent_as_token_ids(
+    server, transformers_engine
+):
+    """Like every other engine: the renderer fits the state to the budget (system turn, goal and latest line
+    kept, oldest lines out), the server samples from exactly those ids, and the sample carries them."""
+    from test_render import LATEST, long_hard_state
+
+    from agents.llm_agent import SYSTEM_PROMPT, build_messages
+    from agents.render import render_prompts
+
+    prompt, goal, oldest = long_hard_state()
+    conv = build_messages({"prompt": prompt})
+    [learner] = make_policies([f"openai:smollm2@{server.base_url}+tokenizer:embedded"])
+    engine = learner.engine
+    engine.max_prompt_tokens = 256
+    [group] = engine.generate([conv], SamplingParams(n=2, max_new_tokens=8, temperature=1.0, seed=3))
+    expected = render_prompts(transformers_engine.tokenizer, [conv], 256)[0]
+    text = transformers_engine.tokenizer.decode(expected)
+    assert len(expected) <= 256 and SYSTEM_PROMPT in text and f"Your goal: {goal}" in text and LATEST in text
+    assert oldest not in text
+    for sample in group:
+        assert sample.prompt_token_ids == expected
+        assert 0 < len(sample.token_ids) <= 8
+        assert transformers_engine.tokenizer.decode(sample.token_ids, skip_special_tokens=True) == sample.text
+
+
+@pytest.mark.vllm
+def test_grpo_in_the_env_with_rollouts_on_the_server_loads_each_new_adapter_version(
+    server, embedded_dir, tmp_path, monkeypatch
+):
+    """The learner's rollouts go to the vLLM server: before the first step and after every update the
+    adapter is saved and loaded into the server under a new name, and each step's episodes were played by
+    the version of their step; the update trains on the prompt ids the server sampled from."""
+    from agents.openai_engine import OpenAIEngine
+    from rewards.reward_model import RewardModel, RewardModelConfig
+    from trainers.grpo import GRPOConfig, Learner, train_grpo
+
+    RewardModel.create(RewardModelConfig(max_length=384)).save(tmp_path / "rm")
+    loaded, trained_prompts, sampled_prompts = [], [], []
+    load, generate, update = OpenAIEngine.load_adapter, OpenAIEngine.generate, Learner.update
+
+    def spy_load(self, path):
+        loaded.append(Path(path).name)
+        return load(self, path)
+
+    def spy_generate(self, conversations, params, seeds=None):
+        out = generate(self, conversations, params, seeds)
+        sampled_prompts.extend(tuple(s.prompt_token_ids) for g in out for s in g)
+        return out
+
+    def spy_update(self, step, groups):
+        trained_prompts.extend(tuple(g.prompt_ids) for g in groups)
+        return update(self, step, groups)
+
+    monkeypatch.setattr(OpenAIEngine, "load_adapter", spy_load)
+    monkeypatch.setattr(OpenAIEngine, "generate", spy_generate)
+    monkeypatch.setattr(Learner, "update", spy_update)
+    cfg = GRPOConfig(
+        reward_model=str(tmp_path / "rm"),
+        out=str(tmp_path / "grpo"),
+        rollout="env",
+        credit="turn",
+        partner="scripted",
+        engine="openai",
+        server=f"openai:smollm2@{server.base_url}",
+        steps=2,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=8,
+        max_prompt_tokens=384,
+        max_turns=4,
+        lora_layers=2,
+        heldout_states=1,
+        lr=1e-3,
+        tensorboard=False,
+    )
+    train_grpo(cfg, progress=False)
+    assert loaded == ["step-0", "step-1", "step-2"]
+    episodes = read_episodes(tmp_path / "grpo" / "episodes.jsonl")
+    assert [e.meta["training"]["adapter"] for e in episodes] == ["step-0", "step-0", "step-1", "step-1"]
+    assert trained_prompts and set(trained_prompts) <= set(sampled_prompts)
+
+
 def closed_port_url() -> str:
     """The URL of a port on 127.0.0.1 that nothing listens on (bound, then released)."""
     return f"http://127.0.0.1:{free_port()}/v1"

@@ -15,6 +15,7 @@ from sotopia_env.scenarios import (
     load_characters,
     load_scenarios,
     make_pairings,
+    scenario_pairings,
     split,
 )
 
@@ -126,3 +127,61 @@ def test_shipped_pairings_are_reproducible_from_their_seed():
     hard = [s.id for s in split("hard")]
     rebuilt = make_pairings(hard, sorted(library_characters()), 10, seed=2026)
     assert {k: tuple(map(tuple, v)) for k, v in rebuilt.items()} == library_pairings()
+
+
+def test_a_listed_scenario_uses_its_listed_pairings_of_loaded_characters_in_order():
+    sid = split("hard")[0].id
+    listed = list(library_pairings()[sid])
+    characters = library_characters()
+    assert scenario_pairings(sid, characters) == listed
+    assert scenario_pairings(sid, characters, count=3, rng=99) == listed[:3]  # listed: the seed plays no part
+    missing = listed[0][0]  # a pool without this character keeps only the pairings it can fill
+    pool = {c for c in characters if c != missing}
+    assert scenario_pairings(sid, pool) == [p for p in listed if missing not in p]
+
+
+def test_an_unlisted_scenario_draws_distinct_ordered_pairs_from_its_seed():
+    sid = next(s.id for s in split("all") if s.id not in library_pairings())
+    # Three characters have 3 x 2 = 6 ordered pairs: asking for all six gives each once, sorted.
+    assert scenario_pairings(sid, ["c", "a", "b"], count=6) == [
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "a"),
+        ("b", "c"),
+        ("c", "a"),
+        ("c", "b"),
+    ]
+    characters = library_characters()
+    drawn = scenario_pairings(sid, characters, rng=5)
+    assert len(drawn) == 10 == len(set(drawn)) and all(a != b for a, b in drawn)
+    assert drawn == scenario_pairings(sid, characters, rng=5) != scenario_pairings(sid, characters, rng=6)
+    assert scenario_pairings(sid, characters, listed={}) == scenario_pairings(sid, characters)
+    with pytest.raises(ValueError, match="3 characters allow only 6 ordered pairs, not 7"):
+        scenario_pairings(sid, ["a", "b", "c"], count=7)
+
+
+def test_the_env_the_runner_and_the_benchmark_choose_pairings_the_same_way():
+    from agents.runner import jobs_for
+    from benchmarks.hard_tasks import BenchmarkConfig, plan
+    from sotopia_env import SocialParallelEnv
+
+    hard, easy = split("hard")[0], next(s for s in split("all") if s.id not in library_pairings())
+    characters = library_characters()
+    # The runner draws for every unlisted scenario from one generator seeded once; a listed scenario draws
+    # nothing from it, so here `easy` gets the pairs of seed 3 itself.
+    jobs = jobs_for([hard, easy], pairs_per_scenario=2, seed=3)
+    assert [(j.scenario, j.characters) for j in jobs] == [(hard.id, p) for p in library_pairings()[hard.id][:2]] + [
+        (easy.id, p) for p in scenario_pairings(easy.id, characters, 2, 3)
+    ]
+    cells = plan(BenchmarkConfig(split="all", pairings=2, seed=4))
+    drawn = scenario_pairings(easy.id, characters, 2, 4)
+    assert sorted({c.characters for c in cells if c.scenario == easy.id}) == drawn
+    assert sorted({c.characters for c in cells if c.scenario == hard.id}) == sorted(library_pairings()[hard.id][:2])
+    env = SocialParallelEnv()
+    for seed in range(5):
+        env.reset(seed=seed, options={"scenario": hard.id})
+        assert tuple(c.id for c in env.pair) in library_pairings()[hard.id]
+    two = [characters["ben_kowalski"], characters["amara_okafor"]]
+    env = SocialParallelEnv(characters=two)
+    env.reset(seed=0, options={"scenario": easy.id})
+    assert {c.id for c in env.pair} == {"ben_kowalski", "amara_okafor"}

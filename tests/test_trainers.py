@@ -206,9 +206,12 @@ def test_logprobs_are_taken_at_the_sampling_temperature(embedded_dir):
         paths = {
             "plain": sequence_logprobs(model, [prompt], [completion], 0, temperature=0.7)[0],
             "shared": grouped_logprobs(model, [prompt], [[completion]], 0, temperature=0.7)[0],
-            "config, shared": group_logprobs(model, [prompt], [completion] * 2, range(1), cfg, 0)[1],
+            "config, shared": group_logprobs(model, [prompt], [[completion] * 2], cfg, 0)[1],
             "config, plain": group_logprobs(
-                model, [prompt], [completion] * 2, range(1), dataclasses.replace(cfg, shared_prompt=False), 0
+                model, [prompt], [[completion] * 2], dataclasses.replace(cfg, shared_prompt=False), 0
+            )[1],
+            "config, one reply per group": group_logprobs(
+                model, [prompt, prompt], [[completion], [completion]], cfg, 0
             )[1],
         }
         at_one = sequence_logprobs(model, [prompt], [completion], 0)[0]

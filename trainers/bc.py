@@ -22,20 +22,31 @@ from typing import Any
 import torch
 
 from agents.llm_agent import build_messages
+from agents.lora import lora_policy
 from agents.render import render_chat
 from sotopia_env import Episode, read_episodes
 from sotopia_env.actions import ActionType
+from sotopia_env.jsonio import append_jsonl, write_json_atomic
 from sotopia_env.replay import utterance_states
+from trainers import distributed
 from trainers.bc_config import BCConfig  # noqa: F401 - re-exported: the trainer's config
 
 
-def select_top(episodes: Sequence[Episode], fraction: float) -> list[tuple[Episode, str]]:
-    """Per scenario, the (episode, agent) pairs whose judge goal score is in the top `fraction` (at least one)."""
+def played_by(episode: Episode, agent: str, models: Sequence[str]) -> bool:
+    """Whether the seat was played by one of `models` (its `agent_models` entry); any model when none given."""
+    return not models or episode.agent_models.get(agent) in models
+
+
+def select_top(episodes: Sequence[Episode], fraction: float, models: Sequence[str] = ()) -> list[tuple[Episode, str]]:
+    """Per scenario, the (episode, agent) pairs whose judge goal score is in the top `fraction` (at least one),
+    among the seats played by `models` (all seats when none are given)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"top_fraction must be in (0, 1], not {fraction}")
     by_scenario: dict[str, list[tuple[float, Episode, str]]] = {}
     for ep in episodes:
         for agent in ep.agents:
+            if not played_by(ep, agent, models):
+                continue
             goal = ep.judge_scores.get(agent, {}).get("goal")
             if goal is not None:
                 by_scenario.setdefault(ep.scenario.id, []).append((goal, ep, agent))
@@ -83,27 +94,28 @@ def tokenize_example(
 def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from sotopia_env.episode import append_jsonl
     from trainers.checkpoint import load_checkpoint, resume_metrics, save_checkpoint
-    from trainers.grpo import GRPOConfig, load_policy
 
     cfg.validate()  # fields may have been set after construction
+    world = distributed.setup()  # a process group under torchrun / accelerate launch, else nothing
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    if world.main:
+        write_json_atomic(out / "config.json", asdict(cfg))
     episodes = read_episodes(cfg.episodes)
     if cfg.top_fraction is not None:
-        pairs = select_top(episodes, cfg.top_fraction)
+        pairs = select_top(episodes, cfg.top_fraction, cfg.models)
     else:
         seats = ("agent_0", "agent_1") if cfg.agents == "all" else (cfg.agents,)
-        pairs = [(ep, a) for ep in episodes for a in ep.agents if a in seats]
+        pairs = [(ep, a) for ep in episodes for a in ep.agents if a in seats and played_by(ep, a, cfg.models)]
     data = examples(pairs)
     if not data:
-        raise ValueError(f"{cfg.episodes}: no turns to learn from")
-    model, tokenizer = load_policy(
-        GRPOConfig(base=cfg.base, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_layers=cfg.lora_layers)
-    )
+        played = sorted({m for ep in episodes for m in ep.agent_models.values()})
+        raise ValueError(
+            f"{cfg.episodes}: no turns to learn from (--models {cfg.models}; models in the file: {played})"
+        )
+    model, tokenizer = lora_policy(cfg.base, rank=cfg.lora_r, alpha=cfg.lora_alpha, top_layers=cfg.lora_layers)
     encoded = [tokenize_example(tokenizer, m, r, cfg.max_length) for m, r in data]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
@@ -111,10 +123,12 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     total = steps_per_epoch * cfg.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / max(1, total)))
     step = (load_checkpoint(out / "checkpoint", model, optimizer, schedule) or {"step": 0})["step"]
-    resume_metrics(out / "metrics.jsonl", step)  # steps logged after the checkpoint are trained and logged again
+    distributed.broadcast_parameters(params)  # every rank starts from the main rank's adapter
+    if world.main:
+        resume_metrics(out / "metrics.jsonl", step)  # steps logged after the checkpoint are trained and logged again
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    bar = tqdm(total=total, initial=step, desc="bc", unit="step", disable=not progress)
+    bar = tqdm(total=total, initial=step, desc="bc", unit="step", disable=not (progress and world.main))
     model.train()
     last_loss = float("nan")
     while step < total:
@@ -122,31 +136,43 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
         order = list(range(len(encoded)))
         random.Random(cfg.seed + epoch).shuffle(order)  # same order after a resume
         batch = [encoded[i] for i in order[within * cfg.batch_size : (within + 1) * cfg.batch_size]]
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
-        labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in batch], device=device)
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
+        batch = distributed.shard(batch)  # this rank's share of the global batch (all of it in one process)
+        # The loss is the mean over the batch's reply tokens (the labels after the one-token shift); ranks
+        # weigh their means by their token counts so the step is the global batch's.
+        tokens, loss_value = 0, 0.0
+        if batch:  # the last batch of an epoch may leave a rank without examples
+            width = max(len(ids) for ids, _ in batch)
+            ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
+            labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in batch], device=device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            tokens, loss_value = int((labels[:, 1:] != -100).sum()), loss.item()
+        distributed.average_gradients(params, tokens)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        last_loss = loss.item()
-        append_jsonl(out / "metrics.jsonl", {"step": step, "loss": last_loss, "lr": schedule.get_last_lr()[0]})
+        last_loss = distributed.mean_over_ranks({"loss": loss_value}, tokens)["loss"]
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.3f}")
+        if not world.main:
+            continue
+        append_jsonl(out / "metrics.jsonl", {"step": step, "loss": last_loss, "lr": schedule.get_last_lr()[0]})
         if step % cfg.save_every == 0 or step == total:
             save_checkpoint(out / "checkpoint", model, optimizer, schedule, {"step": step})
     bar.close()
-    model.save_pretrained(out / "adapter")
+    if world.main:
+        model.save_pretrained(out / "adapter")
     summary = {
         "examples": len(encoded),
         "pairs": len(pairs),
         "steps": step,
         "final_loss": last_loss,
         "adapter": str(out / "adapter"),
+        "world_size": world.size,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if world.main:
+        write_json_atomic(out / "summary.json", summary)
     return summary

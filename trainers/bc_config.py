@@ -18,6 +18,10 @@ class BCConfig:
         default=None,
         metadata={"help": "self-reinforcement: keep the top fraction per scenario by goal (Sotopia-π: 0.2)"},
     )
+    models: list[str] = field(
+        default_factory=list,
+        metadata={"help": "learn only from seats played by this model (its agent_models entry, e.g. gpt-4)"},
+    )
     epochs: int = field(default=2)
     batch_size: int = field(default=8)
     lr: float = field(default=2e-4)

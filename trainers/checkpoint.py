@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sotopia_env.episode import iter_jsonl, write_jsonl_atomic
+from sotopia_env.jsonio import iter_jsonl, read_json, write_jsonl_atomic
 
 
 def save_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any, state: dict[str, Any]) -> None:
@@ -55,7 +55,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any) -> di
     optimizer.load_state_dict(saved["optimizer"])
     schedule.load_state_dict(saved["schedule"])
     torch.set_rng_state(saved["torch_rng"])
-    return json.loads((path / "state.json").read_text())
+    return read_json(path / "state.json")
 
 
 def resume_metrics(path: Path, step: int) -> None:

@@ -15,18 +15,20 @@ so the two are the same policy). Log-probs are taken at the sampling temperature
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from agents.lora import lora_policy
+from sotopia_env.jsonio import append_jsonl, read_json, write_json_atomic
+from trainers import distributed
 from trainers.grpo_config import GRPOConfig  # noqa: F401 - re-exported: the trainer's config
 
 # --- GRPO math: pure functions the training loop calls ------------------------------------------
@@ -115,31 +117,14 @@ def states_online(count: int, split_name: str, seed: int) -> list[str]:
 
 
 def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from agents.models import default_device, default_dtype, resolve_model
-
-    device = default_device()
-    path = resolve_model(cfg.base)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, default_dtype(device))).to(device)
+    """The trainable policy (the init adapter, or a fresh LoRA) and its tokenizer; with an init adapter, also
+    its frozen copy as the KL reference."""
+    model, tokenizer = lora_policy(
+        cfg.base, adapter=cfg.init_adapter or None, rank=cfg.lora_r, alpha=cfg.lora_alpha, top_layers=cfg.lora_layers
+    )
     if cfg.init_adapter:
-        model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
         # disable_adapter() would drop the init adapter too; the KL reference is this starting policy, frozen.
         model.load_adapter(cfg.init_adapter, adapter_name=REFERENCE, is_trainable=False)
-    else:
-        n = model.config.num_hidden_layers
-        layers = list(range(n - cfg.lora_layers, n)) if cfg.lora_layers else None
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=0.0,
-            task_type="CAUSAL_LM",
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-            layers_to_transform=layers,
-        )
-        model = get_peft_model(model, lora)
     return model, tokenizer
 
 
@@ -240,52 +225,237 @@ def grouped_logprobs(
     return out
 
 
+@dataclass
+class Group:
+    """Sampled replies that share one advantage baseline, with their prompts and advantages.
+
+    Offline and `turn` credit: G replies to one dialogue state (one prompt, run once by `grouped_logprobs`).
+    `episode` credit: one learner turn of one episode (its own prompt), so a group holds one reply."""
+
+    prompt_ids: list[int]
+    completions: list[list[int]]
+    advantages: list[float]
+
+
 def group_logprobs(
-    model: Any, prompt_ids: list[list[int]], completions: list[list[int]], states: range, cfg: GRPOConfig, pad_id: int
+    model: Any, prompt_ids: list[list[int]], groups: list[list[list[int]]], cfg: GRPOConfig, pad_id: int
 ) -> list[torch.Tensor]:
-    """Log-probs of the completions of `states` (G consecutive completions per state), the shared-prompt
-    way or the plain way as the config says."""
-    groups = [completions[k * cfg.group_size : (k + 1) * cfg.group_size] for k in states]
-    if cfg.shared_prompt:
-        return grouped_logprobs(model, [prompt_ids[k] for k in states], groups, pad_id, cfg.temperature)
+    """Log-probs of each group's completions given its prompt, flattened in group order: the shared-prompt way
+    when the config asks and the groups are alike (same size, more than one reply), else the plain way."""
+    sizes = {len(g) for g in groups}
+    if cfg.shared_prompt and len(sizes) == 1 and sizes != {1}:
+        return grouped_logprobs(model, prompt_ids, groups, pad_id, cfg.temperature)
     return sequence_logprobs(
         model,
-        [prompt_ids[k] for k in states for _ in range(cfg.group_size)],
+        [p for p, g in zip(prompt_ids, groups) for _ in g],
         [c for g in groups for c in g],
         pad_id,
         cfg.temperature,
     )
 
 
+class Learner:
+    """The policy being trained and its one update, shared by every way of collecting data (offline states,
+    `turn` and `episode` credit in the env): LoRA policy, KL reference, optimizer and LR schedule, the
+    rollout engine kept in sync with the weights, checkpoints with resume, metrics and progress bar.
+
+    rollout_engine: with `engine="vllm"`, a ready `VLLMEngine` on the same base model to use (and leave open)
+    instead of starting one; its adapter is replaced after every update."""
+
+    def __init__(self, cfg: GRPOConfig, rollout_engine: Any = None, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        from agents.transformers_engine import TransformersEngine
+        from trainers.checkpoint import load_checkpoint, resume_metrics
+
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.world = distributed.setup()  # a process group under torchrun / accelerate launch, else nothing
+        self.model, self.tokenizer = load_policy(cfg)
+        mode = (
+            cfg.rollout_mode
+            if cfg.rollout_mode != "auto"
+            else ("static" if next(self.model.parameters()).is_cuda else "generate")
+        )
+        self.engine: Any = TransformersEngine.from_model(
+            self.model,
+            self.tokenizer,
+            model_name=f"grpo:{cfg.base}",
+            batch_size=cfg.prompts_per_step * cfg.group_size,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            mode=mode,
+        )
+        # Rollouts on vLLM (in-process or a server): the adapter is pushed after every update.
+        self.vllm_engine: Any = None
+        self.owns_vllm = rollout_engine is None
+        if cfg.engine == "vllm":
+            from agents.vllm_engine import VLLMEngine
+
+            self.vllm_engine = rollout_engine or VLLMEngine(cfg.base, max_prompt_tokens=cfg.max_prompt_tokens)
+            self.vllm_engine.max_prompt_tokens = cfg.max_prompt_tokens  # one budget for sampling and training
+        elif cfg.engine == "openai":  # a vLLM server with runtime LoRA; prompts rendered here, sent as token ids
+            from agents.openai_engine import OpenAIEngine
+            from agents.spec import parse_spec
+
+            spec = parse_spec(cfg.server)
+            self.vllm_engine = rollout_engine or OpenAIEngine(
+                spec.model, base_url=spec.base_url, tokenizer=self.tokenizer, max_prompt_tokens=cfg.max_prompt_tokens
+            )
+        self.rollout = self.vllm_engine or self.engine
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps)
+        )
+        self.start_step = load_checkpoint(self.out / "checkpoint", self.model, self.optimizer, self.schedule) or {}
+        self.start_step = self.start_step.get("step", 0)
+        distributed.broadcast_parameters(self.params)  # every rank starts from the main rank's policy
+        self.version = f"step-{self.start_step}"  # the adapter version now sampling
+        if self.vllm_engine is not None:  # vLLM starts from the policy as it stands: init, resumed or fresh LoRA
+            _push_adapter(self.model, self.vllm_engine, self.out / "adapters" / self.version)
+        self.writer = _tensorboard(self.out) if cfg.tensorboard and self.world.main else None
+        self.metrics_path = self.out / "metrics.jsonl"
+        if self.world.main:
+            resume_metrics(self.metrics_path, self.start_step)  # steps logged after the checkpoint run again
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        )
+        show = progress and self.world.main
+        self.bar = tqdm(total=cfg.steps, initial=self.start_step, desc="grpo", unit="step", disable=not show)
+
+    def completion_ids(self, sample: Any) -> list[int]:
+        return _completion_ids(sample, self.tokenizer)
+
+    def update(self, step: int, groups: list[Group]) -> dict[str, float]:
+        """One GRPO update on these groups (clipped surrogate with per-token ratios, KL to the starting policy,
+        LoRA step), then the adapter sync. Returns loss, kl, clip_frac, grad_norm, lr and the update's and the
+        sync's seconds. Micro-batches hold whole groups, so a shared prompt runs once per micro-batch.
+
+        Under torch.distributed each rank passes its share of the step's groups: the gradients and statistics
+        are averaged over ranks weighted by their sequences, so the step is the one on the global batch."""
+        cfg, model = self.cfg, self.model
+        t0 = time.perf_counter()
+        micro: list[list[Group]] = [[]]
+        for g in groups:
+            if micro[-1] and sum(len(x.completions) for x in micro[-1]) + len(g.completions) > cfg.micro_batch:
+                micro.append([])
+            micro[-1].append(g)
+        total = sum(len(g.completions) for g in groups)
+        advantages = [torch.tensor([a for g in m for a in g.advantages], dtype=torch.float32) for m in micro]
+
+        def logprobs(m: list[Group]) -> list[torch.Tensor]:
+            return group_logprobs(model, [g.prompt_ids for g in m], [g.completions for g in m], cfg, self.pad_id)
+
+        model.train()
+        with torch.no_grad(), reference_policy(model):
+            ref_lp = [logprobs(m) for m in micro]
+        old_lp: list[list[torch.Tensor]] | None = None
+        stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
+        lr = self.optimizer.param_groups[0]["lr"]  # this step's rate (the schedule moves on after the step)
+        for _ in range(cfg.updates_per_batch):
+            self.optimizer.zero_grad(set_to_none=True)
+            new_old = []
+            for k, m in enumerate(micro):
+                lps = logprobs(m)
+                olds = [lp.detach() for lp in lps] if old_lp is None else old_lp[k]  # first update: the sampler
+                loss, micro_stats = grpo_loss(lps, olds, ref_lp[k], advantages[k], cfg.clip_eps, cfg.kl_coef)
+                share = len(lps) / total  # the step's loss is the mean over all its sequences
+                (loss * share).backward()
+                stats["loss"] += loss.item() * share / cfg.updates_per_batch
+                for key, value in micro_stats.items():
+                    stats[key] += value * share / cfg.updates_per_batch
+                new_old.append([lp.detach() for lp in lps])
+            distributed.average_gradients(self.params, total)  # the global batch's mean over its sequences
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm).item()
+            self.optimizer.step()
+            if old_lp is None:
+                old_lp = new_old  # the sampling policy's log-probs, for the ratios of later updates
+        self.schedule.step()
+        stats = distributed.mean_over_ranks(stats, total)
+        model.eval()
+        t1 = time.perf_counter()
+        # The transformers engine already holds the live weights; vLLM gets a new version.
+        self.version = f"step-{step + 1}"
+        if self.vllm_engine is not None:
+            _push_adapter(model, self.vllm_engine, self.out / "adapters" / self.version)
+        t2 = time.perf_counter()
+        return {**stats, "grad_norm": grad_norm, "lr": lr, "time_update": t1 - t0, "time_sync": t2 - t1}
+
+    def end_step(self, step: int, record: dict[str, Any]) -> None:
+        """Log the step's metrics, move the bar, and save a checkpoint when due (the main rank only)."""
+        from trainers.checkpoint import save_checkpoint
+
+        if not self.world.main:
+            return
+        _log(self.metrics_path, self.writer, {"step": step + 1, **record})
+        self.bar.update(1)
+        self.bar.set_postfix(reward=f"{record['reward_mean']:.2f}", kl=f"{record['kl']:.3f}")
+        if (step + 1) % self.cfg.save_every == 0 or step + 1 == self.cfg.steps:
+            save_checkpoint(self.out / "checkpoint", self.model, self.optimizer, self.schedule, {"step": step + 1})
+
+    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """Save the adapter and complete the summary with the run's KL figures (the main rank's summary, on
+        every rank)."""
+        from trainers.checkpoint import read_metrics
+
+        self.bar.close()
+        if not self.world.main:
+            summary.update(distributed.broadcast(None))
+            return summary
+        self.model.save_pretrained(self.out / "adapter", selected_adapters=["default"])
+        records = read_metrics(self.metrics_path)
+        summary["steps"] = self.cfg.steps
+        summary["temperature"], summary["top_p"] = self.cfg.temperature, self.cfg.top_p  # training and eval alike
+        summary["adapter"] = str(self.out / "adapter")
+        summary["final_kl"] = records[-1]["kl"] if records else 0.0
+        summary["max_kl"] = max((r["kl"] for r in records), default=0.0)
+        summary["world_size"] = self.world.size
+        return distributed.broadcast(summary)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.vllm_engine is not None and self.owns_vllm and hasattr(self.vllm_engine, "close"):
+            self.vllm_engine.close()
+
+
 # --- training ------------------------------------------------------------------------------------
 
 
 def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = None) -> dict[str, Any]:
-    """Run GRPO as configured; returns the summary (also in OUT/summary.json).
+    """Run GRPO as configured; returns the summary (also in OUT/summary.json). `cfg.rollout` picks the data:
+    "states" (single-turn on dialogue states, below) or "env" (on-policy dialogues, trainers.online).
 
     rollout_engine: with `engine="vllm"`, a ready `VLLMEngine` on the same base model to use (and leave
     open) instead of starting one; its adapter is replaced as training goes."""
-    from tqdm import tqdm
-
-    from agents.engine import SamplingParams, request_seed
-    from agents.llm_agent import build_messages, parse_reply
-    from agents.transformers_engine import TransformersEngine
-    from rewards.reward_model import RewardModel
-    from sotopia_env.episode import iter_jsonl
-    from trainers.checkpoint import load_checkpoint, read_metrics, resume_metrics, save_checkpoint
-
     cfg.validate()  # fields may have been set after construction
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    if distributed.is_main():
+        write_json_atomic(out / "config.json", asdict(cfg))
+    if cfg.rollout == "env":
+        from trainers.online import train_online
 
+        return train_online(cfg, progress=progress, rollout_engine=rollout_engine)
+    return _train_on_states(cfg, progress, rollout_engine)
+
+
+def _train_on_states(cfg: GRPOConfig, progress: bool, rollout_engine: Any) -> dict[str, Any]:
+    """Sotopia-RL's single-turn GRPO: G utterances per dialogue state, scored by the reward model."""
+    from agents.engine import SamplingParams, request_seed
+    from agents.llm_agent import build_messages, parse_reply
+    from rewards.reward_model import RewardModel
+
+    out = Path(cfg.out)
     # Prompts: a fixed, seeded split into training and held-out states.
     if cfg.prompts:
         if not Path(cfg.prompts).is_file():
             raise FileNotFoundError(f"--prompts {cfg.prompts}: no such file")
-        states = [r["prompt"] for r in iter_jsonl(cfg.prompts)]
+        from rewards.sotopia_rl import read_prompts  # ours ({"prompt"}) or Sotopia-RL's GRPO JSON ({"input"})
+
+        states = read_prompts(cfg.prompts)
     elif cfg.episodes:
         states = states_from_episodes(cfg.episodes)
     else:  # the pool size is not tied to steps, so a resumed run sees the same pool
@@ -297,38 +467,13 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
             f"only {len(train_states)} training states; need at least prompts_per_step={cfg.prompts_per_step}"
         )
 
-    model, tokenizer = load_policy(cfg)
+    learner = Learner(cfg, rollout_engine, progress)
+    if cfg.prompts_per_step < learner.world.size:
+        raise ValueError(
+            f"prompts_per_step={cfg.prompts_per_step} is smaller than the {learner.world.size} training processes: "
+            "each rank needs at least one state per step; raise --prompts-per-step or start fewer processes"
+        )
     rm = RewardModel.load(cfg.reward_model)
-    mode = (
-        cfg.rollout_mode
-        if cfg.rollout_mode != "auto"
-        else ("static" if next(model.parameters()).is_cuda else "generate")
-    )
-    engine: Any = TransformersEngine.from_model(
-        model,
-        tokenizer,
-        model_name=f"grpo:{cfg.base}",
-        batch_size=cfg.prompts_per_step * cfg.group_size,
-        max_prompt_tokens=cfg.max_prompt_tokens,
-        mode=mode,
-    )
-    vllm_engine = None
-    if cfg.engine == "vllm":  # rollouts on vLLM; the adapter is pushed after every update
-        from agents.vllm_engine import VLLMEngine
-
-        vllm_engine = rollout_engine or VLLMEngine(cfg.base, max_prompt_tokens=cfg.max_prompt_tokens)
-        vllm_engine.max_prompt_tokens = cfg.max_prompt_tokens  # one prompt budget for sampling and training
-    rollout = vllm_engine or engine
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
-    start_step = (load_checkpoint(out / "checkpoint", model, optimizer, schedule) or {"step": 0})["step"]
-    if vllm_engine is not None:  # vLLM starts from the policy as it stands: init adapter, resumed or fresh LoRA
-        _push_adapter(model, vllm_engine, out / "adapters" / f"step-{start_step}")
-    writer = _tensorboard(out) if cfg.tensorboard else None
-    metrics_path = out / "metrics.jsonl"
-    resume_metrics(metrics_path, start_step)  # steps logged after the checkpoint are trained and logged again
     sampling = SamplingParams(
         n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
     )
@@ -338,130 +483,88 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
             n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
         )
         # Each held-out state keeps its seed across evaluations: before and after differ by the policy only.
-        samples = rollout.generate(
-            [build_messages({"prompt": s}) for s in heldout],
-            params_eval,
-            seeds=[request_seed(cfg.seed, "eval", s) for s in heldout],
-        )
-        texts = [parse_reply(x.text).argument for group in samples for x in group]
-        rewards = rm.score([s for s in heldout for _ in range(cfg.eval_samples)], texts)
+        mine = distributed.shard(heldout)  # each rank samples and scores its share
+        texts, rewards = [], []
+        if mine:  # a rank may have no held-out state when there are fewer than ranks
+            samples = learner.rollout.generate(
+                [build_messages({"prompt": s}) for s in mine],
+                params_eval,
+                seeds=[request_seed(cfg.seed, "eval", s) for s in mine],
+            )
+            texts = [parse_reply(x.text).argument for group in samples for x in group]
+            rewards = rm.score([s for s in mine for _ in range(cfg.eval_samples)], texts)
+        texts, rewards = _concat(distributed.gather(texts)), _concat(distributed.gather(rewards))
         mean = sum(rewards) / len(rewards)
-        (out / f"eval_{tag}.json").write_text(json.dumps({"mean_reward": mean, "samples": texts[:20]}, indent=1))
+        if distributed.is_main():
+            write_json_atomic(out / f"eval_{tag}.json", {"mean_reward": mean, "samples": texts[:20]})
         return mean
 
     summary: dict[str, Any] = {
         "heldout_reward_before": evaluate("before")
-        if start_step == 0
-        else json.loads((out / "eval_before.json").read_text())["mean_reward"]
+        if learner.start_step == 0
+        else read_json(out / "eval_before.json")["mean_reward"]
     }
-    bar = tqdm(total=cfg.steps, initial=start_step, desc="grpo", unit="step", disable=not progress)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for step in range(start_step, cfg.steps):
+    for step in range(learner.start_step, cfg.steps):
         # 1. Sample G utterances for each of B states. The data order depends only on (seed, step): a resumed
         #    run sees the same prompts and sampling seeds as an uninterrupted one.
         order_rng = random.Random(cfg.seed * 1_000_003 + step)
-        batch_states = order_rng.sample(train_states, cfg.prompts_per_step)
+        batch_states = distributed.shard(order_rng.sample(train_states, cfg.prompts_per_step))  # this rank's share
         t0 = time.perf_counter()
         convs = [build_messages({"prompt": s}) for s in batch_states]
-        model.eval()
-        groups = rollout.generate(
+        learner.model.eval()
+        samples = learner.rollout.generate(
             convs, sampling, seeds=[request_seed(cfg.seed, "train", step, s) for s in batch_states]
         )
         t1 = time.perf_counter()
 
         # 2. Score each utterance as the env would see it (the parsed reply) with the reward model.
-        texts = [parse_reply(x.text).argument for g in groups for x in g]
+        texts = [parse_reply(x.text).argument for g in samples for x in g]
         rewards = torch.tensor(rm.score([s for s in batch_states for _ in range(cfg.group_size)], texts))
         t2 = time.perf_counter()
 
         # 3. Group-relative advantages: each sample against the other samples of its state.
-        advantages = group_advantages(rewards.view(cfg.prompts_per_step, cfg.group_size)).flatten()
+        advantages = group_advantages(rewards.view(len(batch_states), cfg.group_size))
 
-        # 4. Clipped surrogate with per-token ratios, KL to the reference (the starting policy), LoRA update.
-        #    Micro-batches hold whole groups, so a shared prompt runs once per micro-batch (grouped_logprobs).
-        prompt_ids = [g[0].prompt_token_ids for g in groups]  # exactly the ids the engine sampled from
-        completions = [_completion_ids(x, tokenizer) for g in groups for x in g]
-        per_micro = max(1, cfg.micro_batch // cfg.group_size)
-        micro = [range(i, min(i + per_micro, cfg.prompts_per_step)) for i in range(0, cfg.prompts_per_step, per_micro)]
-
-        model.train()
-        with torch.no_grad(), reference_policy(model):
-            ref_lp = [
-                lp for states in micro for lp in group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)
-            ]
-        old_lp: list[torch.Tensor] | None = None
-        stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
-        lr = optimizer.param_groups[0]["lr"]  # this step's rate (the schedule moves on after the step)
-        for _ in range(cfg.updates_per_batch):
-            optimizer.zero_grad(set_to_none=True)
-            new_old = []
-            for states in micro:
-                seqs = slice(states[0] * cfg.group_size, (states[-1] + 1) * cfg.group_size)
-                lps = group_logprobs(model, prompt_ids, completions, states, cfg, pad_id)
-                olds = (
-                    [lp.detach() for lp in lps] if old_lp is None else old_lp[seqs]
-                )  # first update: the sampler itself
-                loss, micro_stats = grpo_loss(lps, olds, ref_lp[seqs], advantages[seqs], cfg.clip_eps, cfg.kl_coef)
-                share = len(lps) / len(completions)  # the step's loss is the mean over all its sequences
-                (loss * share).backward()
-                stats["loss"] += loss.item() * share / cfg.updates_per_batch
-                for key, value in micro_stats.items():
-                    stats[key] += value * share / cfg.updates_per_batch
-                new_old += [lp.detach() for lp in lps]
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
-            optimizer.step()
-            if old_lp is None:
-                old_lp = new_old  # the sampling policy's log-probs, for the ratios of later updates
-        schedule.step()
-        t3 = time.perf_counter()
-
-        # 5. Adapter sync: the transformers engine already holds the live weights; vLLM gets a new version.
-        if vllm_engine is not None:
-            _push_adapter(model, vllm_engine, out / "adapters" / f"step-{step + 1}")
-        t4 = time.perf_counter()
-
-        new_tokens = sum(len(c) for c in completions)
-        record = {
-            "step": step + 1,
-            "reward_mean": rewards.mean().item(),
-            "reward_std": rewards.std().item(),
-            "kl": stats["kl"],
-            "clip_frac": stats["clip_frac"],
-            "loss": stats["loss"],
-            "grad_norm": grad_norm,
-            "lr": lr,
-            "new_tokens": new_tokens,
-            "gen_tokens_per_s": new_tokens / max(t1 - t0, 1e-9),
-            "time_generate": t1 - t0,
-            "time_score": t2 - t1,
-            "time_update": t3 - t2,
-            "time_sync": t4 - t3,
-        }
-        _log(metrics_path, writer, record)
-        bar.update(1)
-        bar.set_postfix(reward=f"{record['reward_mean']:.2f}", kl=f"{record['kl']:.3f}")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(out / "checkpoint", model, optimizer, schedule, {"step": step + 1})
-    bar.close()
-    model.save_pretrained(out / "adapter", selected_adapters=["default"])
+        # 4. The update, on exactly the prompt ids the engine sampled from.
+        groups = [
+            Group(g[0].prompt_token_ids, [learner.completion_ids(x) for x in g], adv.tolist())
+            for g, adv in zip(samples, advantages)
+        ]
+        stats = learner.update(step, groups)
+        new_tokens = sum(distributed.gather(sum(len(c) for g in groups for c in g.completions)))
+        rewards = torch.tensor(_concat(distributed.gather(rewards.tolist())))  # the global batch's, for the log
+        learner.end_step(
+            step,
+            {
+                "reward_mean": rewards.mean().item(),
+                "reward_std": rewards.std().item(),
+                **{k: stats[k] for k in ("kl", "clip_frac", "loss", "grad_norm", "lr")},
+                "new_tokens": new_tokens,
+                "gen_tokens_per_s": new_tokens / max(t1 - t0, 1e-9),
+                "time_generate": t1 - t0,
+                "time_score": t2 - t1,
+                "time_update": stats["time_update"],
+                "time_sync": stats["time_sync"],
+            },
+        )
     summary["heldout_reward_after"] = evaluate("after")
-    summary["steps"] = cfg.steps
-    summary["temperature"], summary["top_p"] = cfg.temperature, cfg.top_p  # training and evaluation sampled alike
-    summary["adapter"] = str(out / "adapter")
-    records = read_metrics(metrics_path)
-    summary["final_kl"] = records[-1]["kl"] if records else 0.0
-    summary["max_kl"] = max((r["kl"] for r in records), default=0.0)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    if writer is not None:
-        writer.close()
-    if vllm_engine is not None and rollout_engine is None:
-        vllm_engine.close()
+    learner.finish(summary)
+    if distributed.is_main():
+        write_json_atomic(out / "summary.json", summary)
+    learner.close()
     return summary
 
 
+def _concat(lists: list[list[Any]]) -> list[Any]:
+    return [x for part in lists for x in part]
+
+
 def _push_adapter(model: Any, engine: Any, folder: Path) -> None:
-    """Save the live adapter and load it into vLLM as a new version (a new LoRARequest name and id)."""
-    model.save_pretrained(folder, selected_adapters=["default"])  # the trained adapter, not the frozen reference
+    """Save the live adapter and load it into vLLM as a new version (a new LoRARequest name and id). Under
+    torch.distributed the main rank writes it and every rank's engine loads it once it is on disk."""
+    if distributed.is_main():
+        model.save_pretrained(folder, selected_adapters=["default"])  # the trained adapter, not the frozen reference
+    distributed.barrier()
     engine.load_adapter(str(folder))
 
 
@@ -476,8 +579,6 @@ def _completion_ids(sample: Any, tokenizer: Any) -> list[int]:
 
 
 def _log(path: Path, writer: Any, record: dict[str, Any]) -> None:
-    from sotopia_env.episode import append_jsonl
-
     append_jsonl(path, record)
     if writer is not None:
         for key, value in record.items():

@@ -18,12 +18,45 @@ class GRPOConfig:
     prompts: str | None = field(
         default=None, metadata={"help": 'or: a JSONL file of {"prompt": <observation prompt>} records'}
     )
-    split: str = field(default="all", metadata={"help": "scenarios for online states"})
+    split: str = field(default="all", metadata={"help": "scenarios for online states and env rollouts"})
+    rollout: str = field(
+        default="states",
+        metadata={
+            "help": "states: single-turn GRPO on dialogue states (--episodes, --prompts or scripted); "
+            "env: on-policy dialogues in the env, rewards from the env's reward model (see --credit)"
+        },
+    )
+    credit: str = field(
+        default="turn",
+        metadata={
+            "help": "env rollouts: turn (G candidates per learner turn, advantages from their immediate rewards, "
+            "one played) or episode (G whole episodes per start, return-to-go per learner turn)"
+        },
+    )
+    partner: str = field(
+        default="embedded", metadata={"help": "env rollouts: the partner's policy spec (embedded, scripted, ...)"}
+    )
+    learner_seat: str = field(
+        default="alternate", metadata={"help": "env rollouts: 0, 1, alternate (across episodes) or both (self-play)"}
+    )
+    max_turns: int = field(default=8, metadata={"help": "env rollouts: the env's turn limit per episode"})
+    gamma: float = field(default=1.0, metadata={"help": "episode credit: discount over the learner's later turns"})
     out: str = field(default="runs/grpo")
     base: str = field(default="embedded")
     init_adapter: str | None = field(default=None, metadata={"help": "start from this LoRA (e.g. behaviour cloning's)"})
     engine: str = field(
-        default="transformers", metadata={"help": "rollout engine: transformers (shares the live weights) or vllm"}
+        default="transformers",
+        metadata={
+            "help": "rollout engine: transformers (shares the live weights), vllm (in-process) or openai "
+            "(a vLLM server, see --server)"
+        },
+    )
+    server: str | None = field(
+        default=None,
+        metadata={
+            "help": "with --engine openai: openai:SERVED_NAME@URL of a vLLM server on --base started with runtime "
+            "LoRA loading (sotopia-env serve); each new adapter version is loaded into it from OUT/adapters"
+        },
     )
     rollout_mode: str = field(
         default="auto",
@@ -108,7 +141,23 @@ class GRPOConfig:
             ),
             ("eval_samples", self.eval_samples >= 1, "must be at least 1 sample per held-out state"),
             ("save_every", self.save_every >= 1, "must be at least 1 step"),
-            ("engine", self.engine in ("transformers", "vllm"), "must be 'transformers' or 'vllm'"),
+            ("engine", self.engine in ("transformers", "vllm", "openai"), "must be 'transformers', 'vllm' or 'openai'"),
+            (
+                "server",
+                (self.engine == "openai") == bool(self.server)
+                and (not self.server or self.server.startswith("openai:")),
+                "must be an openai:SERVED_NAME@URL spec, given exactly when --engine is openai",
+            ),
+            ("rollout", self.rollout in ("states", "env"), "must be 'states' or 'env'"),
+            ("credit", self.credit in ("turn", "episode"), "must be 'turn' or 'episode'"),
+            ("learner_seat", self.learner_seat in ("0", "1", "alternate", "both"), "must be 0, 1, alternate or both"),
+            ("max_turns", self.max_turns >= 2, "must be at least 2 (one turn per seat)"),
+            ("gamma", 0 <= self.gamma <= 1, "must be in [0, 1]"),
+            (
+                "rollout",
+                self.rollout == "states" or not (self.prompts or self.episodes),
+                "is 'env': the env plays its own dialogues; --prompts and --episodes are for --rollout states",
+            ),
             ("rollout_mode", self.rollout_mode in ("auto", *MODES), f"must be one of auto, {', '.join(MODES)}"),
             (
                 "prompts",

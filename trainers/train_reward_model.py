@@ -11,7 +11,6 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -22,12 +21,17 @@ from typing import Any
 import torch
 
 from rewards.reward_model import RewardModel, RewardModelConfig
-from sotopia_env.episode import append_jsonl, iter_jsonl
+from rewards.sotopia_rl import is_rm_file, read_rm_file
+from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_json_atomic
+from trainers import distributed
 from trainers.checkpoint import load_checkpoint, resume_metrics, save_checkpoint
 from trainers.rm_config import RMTrainConfig  # noqa: F401 - re-exported: the trainer's config
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
+    """`sotopia-env label`'s rows, or a Sotopia-RL reward-model file (`input`/`instruction`, `output`, `value`)."""
+    if Path(path).suffix == ".json" and is_rm_file(path):
+        return read_rm_file(path)
     rows = [r for r in iter_jsonl(path) if r.get("label") is not None]
     if not rows:
         raise ValueError(f"{path}: no rows with a 'label'; produce them with sotopia-env label")
@@ -67,6 +71,7 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
     from tqdm import tqdm
 
     cfg.validate()
+    world = distributed.setup()  # a process group under torchrun / accelerate launch, else nothing
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,32 +98,39 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
         "best_mse": float("inf"),
         "bad_evals": 0,
     }
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    distributed.broadcast_parameters(params)  # every rank starts from the main rank's adapter and head
     metrics_path = out / "metrics.jsonl"
-    resume_metrics(metrics_path, state["step"])  # steps logged after the checkpoint run again below
+    if world.main:
+        write_json_atomic(out / "train_config.json", asdict(cfg))
+        resume_metrics(metrics_path, state["step"])  # steps logged after the checkpoint run again below
     encoded = rm.encode([r["prompt"] for r in train], [r["utterance"] for r in train])
     labels = torch.tensor([float(r["label"]) for r in train])
     started = time.monotonic()
-    bar = tqdm(total=total, initial=state["step"], desc="train-rm", unit="step", disable=not progress)
+    bar = tqdm(total=total, initial=state["step"], desc="train-rm", unit="step", disable=not (progress and world.main))
     stop = ""
     rm.model.train()
     while state["step"] < total and not stop:
         epoch, within = divmod(state["step"], steps_per_epoch)
         order = list(range(len(train)))
         random.Random(cfg.seed + epoch).shuffle(order)  # same order after a resume
-        idx = order[within * cfg.batch_size : (within + 1) * cfg.batch_size]
-        pred = rm.forward([encoded[i] for i in idx])
-        loss = torch.nn.functional.mse_loss(pred, labels[idx].to(pred.device))
-        loss.backward()
+        idx = distributed.shard(order[within * cfg.batch_size : (within + 1) * cfg.batch_size])  # this rank's rows
+        loss_value = 0.0
+        if idx:  # the last batch of an epoch may leave a rank without rows
+            pred = rm.forward([encoded[i] for i in idx])
+            loss = torch.nn.functional.mse_loss(pred, labels[idx].to(pred.device))
+            loss.backward()
+            loss_value = loss.item()
+        distributed.average_gradients(params, len(idx))  # the global batch's mean over its rows
+        loss_value = distributed.mean_over_ranks({"loss": loss_value}, len(idx))["loss"]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        record: dict[str, Any] = {"step": state["step"], "loss": loss.item(), "lr": schedule.get_last_lr()[0]}
-        if state["step"] % cfg.eval_every == 0 or state["step"] == total:
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+        record: dict[str, Any] = {"step": state["step"], "loss": loss_value, "lr": schedule.get_last_lr()[0]}
+        if (state["step"] % cfg.eval_every == 0 or state["step"] == total) and world.main:
             held = evaluate(rm, heldout)
             rm.model.train()
             record.update({"heldout_mse": held["mse"], "heldout_pearson": held["pearson"]})
@@ -130,10 +142,13 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
                 if state["bad_evals"] >= cfg.patience:
                     stop = f"no held-out improvement in {cfg.patience} evaluations"
             save_checkpoint(ckpt, rm.model, optimizer, schedule, state)
-        if cfg.max_minutes is not None and time.monotonic() - started > 60 * cfg.max_minutes:
+        if world.main and cfg.max_minutes is not None and time.monotonic() - started > 60 * cfg.max_minutes:
             stop = stop or f"time limit of {cfg.max_minutes} minutes"
             save_checkpoint(ckpt, rm.model, optimizer, schedule, state)
-        append_jsonl(metrics_path, record)
+        if world.main:
+            append_jsonl(metrics_path, record)
+        # The main rank evaluates and keeps the clock; every rank follows its decision to stop.
+        state, stop = distributed.broadcast((state, stop))
     bar.close()
     summary = {
         "steps": state["step"],
@@ -144,6 +159,8 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
         "heldout_rows": len(heldout),
         "stopped": stop or "completed",
         "model": str(out / "best"),
+        "world_size": world.size,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if world.main:
+        write_json_atomic(out / "summary.json", summary)
     return summary

@@ -1,0 +1,138 @@
+"""GRPO in the environment (trainers.online) on the embedded model: the rewards training uses are the env's,
+every training dialogue is recorded, both credit modes produce the advantages their equations say, and a
+resumed run plays and trains exactly what an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rewards.reward_model import RewardModel, RewardModelConfig
+from sotopia_env import read_episodes
+from trainers.grpo import GRPOConfig, Learner, group_advantages, train_grpo
+from trainers.online import position_advantages, returns_to_go
+
+
+@pytest.fixture(scope="module")
+def fresh_rm(tmp_path_factory):
+    """An untrained reward model: its scores depend on the text, which is all these mechanics tests need."""
+    path = tmp_path_factory.mktemp("online_rm") / "rm"
+    RewardModel.create(RewardModelConfig(max_length=384)).save(path)
+    return path
+
+
+def online_config(rm, out, **kw) -> GRPOConfig:
+    base = dict(
+        reward_model=str(rm),
+        out=str(out),
+        rollout="env",
+        partner="scripted",
+        steps=2,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=8,
+        max_prompt_tokens=384,
+        max_turns=4,
+        lora_layers=2,
+        heldout_states=1,
+        lr=1e-3,
+        save_every=1,
+        tensorboard=False,
+    )
+    return GRPOConfig(**{**base, **kw})
+
+
+def spy_updates(monkeypatch) -> list[list]:
+    """Record the groups each update trains on (the real update still runs)."""
+    seen: list[list] = []
+    update = Learner.update
+
+    def spy(self, step, groups):
+        seen.append([(list(g.prompt_ids), [list(c) for c in g.completions], list(g.advantages)) for g in groups])
+        return update(self, step, groups)
+
+    monkeypatch.setattr(Learner, "update", spy)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def turn_run(embedded_dir, fresh_rm, tmp_path_factory):
+    """Two uninterrupted steps with turn credit: learner seats alternate, a scripted partner."""
+    out = tmp_path_factory.mktemp("online") / "straight"
+    with pytest.MonkeyPatch.context() as mp:
+        updates = spy_updates(mp)
+        summary = train_grpo(online_config(fresh_rm, out, credit="turn"), progress=False)
+    return out, summary, updates
+
+
+def test_turn_credit_trains_on_candidates_the_env_scored_and_records_every_dialogue(turn_run):
+    out, summary, updates = turn_run
+    episodes = read_episodes(out / "episodes.jsonl")
+    assert [e.meta["training"]["step"] for e in episodes] == [0, 0, 1, 1]
+    # Learner seats alternate across the starts; the adapter that spoke is the one of its step.
+    assert [e.meta["training"]["learner_agents"] for e in episodes] == [["agent_0"], ["agent_1"]] * 2
+    assert [e.meta["training"]["adapter"] for e in episodes] == ["step-0", "step-0", "step-1", "step-1"]
+    groups = [g for step in updates for g in step]
+    n_turns = 0
+    for ep in episodes:
+        learner = ep.meta["training"]["learner_agents"][0]
+        assert ep.agent_models[learner] == f"grpo:embedded@{ep.meta['training']['adapter']}"
+        for turn in (t for t in ep.turns if t.agent == learner):
+            candidates = ep.meta["training"]["candidates"][str(turn.index)]
+            assert len(candidates) == 2 and sum(c["played"] for c in candidates) == 1
+            played = next(c for c in candidates if c["played"])
+            # The env's reward of the played utterance and the trainer's reward of that candidate: one number.
+            assert (played["text"], played["reward"]) == (turn.argument, turn.reward)
+            rewards = torch.tensor([[c["reward"] for c in candidates]])
+            assert groups[n_turns][2] == pytest.approx(group_advantages(rewards)[0].tolist())
+            n_turns += 1
+    assert n_turns == len(groups) > 0
+    assert summary["credit"] == "turn" and {"heldout_reward_before", "heldout_reward_after"} <= set(summary)
+    assert [e.id for e in read_episodes(out / "eval_after.jsonl")] == ["eval|0"]
+
+
+def test_episode_credit_gives_each_learner_turn_its_normalised_return_to_go(
+    embedded_dir, fresh_rm, tmp_path, monkeypatch
+):
+    updates = spy_updates(monkeypatch)
+    train_grpo(online_config(fresh_rm, tmp_path / "ep", credit="episode", steps=1, gamma=0.5), progress=False)
+    episodes = read_episodes(tmp_path / "ep" / "episodes.jsonl")
+    assert len(episodes) == 4  # B = 2 starts x G = 2 episodes
+    groups = iter(updates[0])
+    for start in (episodes[:2], episodes[2:]):
+        # The G episodes of a start share scenario, characters and learner seat.
+        assert len({(e.scenario.id, e.characters[0].id, e.characters[1].id) for e in start}) == 1
+        learner = start[0].meta["training"]["learner_agents"][0]
+        rewards = [[t.reward for t in e.turns if t.agent == learner] for e in start]
+        returns = [returns_to_go(r, 0.5) for r in rewards]
+        advantages = position_advantages(returns)
+        for e, rets, advs in zip(start, returns, advantages):
+            recorded = e.meta["training"]["returns"]
+            turns = [t for t in e.turns if t.agent == learner]
+            assert [recorded[str(t.index)]["return"] for t in turns] == pytest.approx(rets)
+            for adv in advs:
+                _, completions, trained = next(groups)
+                assert len(completions) == 1 and trained == pytest.approx([adv])
+    assert next(groups, None) is None
+
+
+def test_a_run_killed_after_a_step_resumes_to_the_same_dialogues_and_adapter(turn_run, fresh_rm, tmp_path):
+    straight_out, straight, _ = turn_run
+    train_grpo(online_config(fresh_rm, tmp_path / "resumed", credit="turn", steps=1), progress=False)
+    # A step that ran but was not checkpointed leaves its episodes behind; the resume must not keep them twice.
+    path = tmp_path / "resumed" / "episodes.jsonl"
+    path.write_text(path.read_text() + path.read_text().replace('"step": 0', '"step": 1'))
+    resumed = train_grpo(online_config(fresh_rm, tmp_path / "resumed", credit="turn"), progress=False)
+
+    def dialogues(folder):
+        return [
+            [(t.agent, t.argument, round(t.reward, 5)) for t in e.turns]
+            for e in read_episodes(folder / "episodes.jsonl")
+        ]
+
+    assert dialogues(tmp_path / "resumed") == dialogues(straight_out) and len(dialogues(straight_out)) == 4
+    assert resumed["heldout_reward_after"] == pytest.approx(straight["heldout_reward_after"], abs=1e-5)
+    rows = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
