@@ -64,15 +64,16 @@ def setup() -> World:
 
     A single process (WORLD_SIZE unset or 1) joins nothing. NCCL when a GPU is visible (this rank takes GPU
     LOCAL_RANK, so the trainers' "cuda" device is its own), gloo on CPU."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    missing = [name for name in LAUNCHER_VARIABLES if name not in os.environ]
+    if size > 1 and missing:  # checked first: a library (in-process vLLM) may have made a group of its own
+        raise RuntimeError(
+            f"WORLD_SIZE={size} but {', '.join(missing)} not set: start the run with "
+            "`torchrun --nproc-per-node K ...` or `accelerate launch --num_processes K ...`, which set them all"
+        )
     w = world()
     if w.size == 1 or dist.is_initialized():
         return w
-    missing = [name for name in LAUNCHER_VARIABLES if name not in os.environ]
-    if missing:
-        raise RuntimeError(
-            f"WORLD_SIZE={w.size} but {', '.join(missing)} not set: start the run with "
-            "`torchrun --nproc-per-node K ...` or `accelerate launch --num_processes K ...`, which set them all"
-        )
     if torch.cuda.is_available():
         torch.cuda.set_device(w.local_rank)
         dist.init_process_group("nccl", device_id=torch.device("cuda", w.local_rank))
