@@ -185,9 +185,11 @@ def test_grpo_in_the_env_with_rollouts_on_the_server_loads_each_new_adapter_vers
     """The learner's rollouts go to the vLLM server: before the first step and after every update the
     adapter is saved and loaded into the server under a new name, and each step's episodes were played by
     the version of their step; the update trains on the prompt ids the server sampled from."""
+    from test_online_grpo import online_config
+
     from agents.openai_engine import OpenAIEngine
     from rewards.reward_model import RewardModel, RewardModelConfig
-    from trainers.grpo import GRPOConfig, Learner, train_grpo
+    from trainers.grpo import Learner, train_grpo
 
     RewardModel.create(RewardModelConfig(max_length=384)).save(tmp_path / "rm")
     loaded, trained_prompts, sampled_prompts = [], [], []
@@ -209,24 +211,9 @@ def test_grpo_in_the_env_with_rollouts_on_the_server_loads_each_new_adapter_vers
     monkeypatch.setattr(OpenAIEngine, "load_adapter", spy_load)
     monkeypatch.setattr(OpenAIEngine, "generate", spy_generate)
     monkeypatch.setattr(Learner, "update", spy_update)
-    cfg = GRPOConfig(
-        reward_model=str(tmp_path / "rm"),
-        out=str(tmp_path / "grpo"),
-        rollout="env",
-        credit="turn",
-        partner="scripted",
-        engine="openai",
-        server=f"openai:smollm2@{server.base_url}",
-        steps=2,
-        prompts_per_step=2,
-        group_size=2,
-        max_new_tokens=8,
-        max_prompt_tokens=384,
-        max_turns=4,
-        lora_layers=2,
-        heldout_states=1,
-        lr=1e-3,
-        tensorboard=False,
+    # The in-env GRPO tests' run (tests/test_online_grpo.py), with its rollouts on the server.
+    cfg = online_config(
+        tmp_path / "rm", tmp_path / "grpo", credit="turn", engine="openai", server=f"openai:smollm2@{server.base_url}"
     )
     train_grpo(cfg, progress=False)
     assert loaded == ["step-0", "step-1", "step-2"]
