@@ -113,6 +113,26 @@ def step_envs(
     return [env._apply(plan, s) for env, plan, s in zip(envs, plans, scores)]
 
 
+def would_earn_many(candidates: Sequence[tuple[SocialParallelEnv, str, Any]]) -> list[float]:
+    """`env.would_earn(agent, [action])` for (env, agent, action) candidates across many envs, scored in one
+    call per reward function (its `batch` form where it has one); non-speech actions earn 0, as in `step`."""
+    contexts = []
+    for env, agent, action in candidates:
+        if env.reward_fn is None:
+            raise ValueError("this env has no reward_fn to score candidates with")
+        contexts.append(env.reward_context(agent, action))
+    out = [0.0] * len(candidates)
+    by_fn: dict[int, list[int]] = {}
+    for i, (context, (env, _, _)) in enumerate(zip(contexts, candidates)):
+        if context.action.is_speech:
+            by_fn.setdefault(id(env.reward_fn), []).append(i)
+    for members in by_fn.values():
+        scores = score_contexts(candidates[members[0]][0].reward_fn, [contexts[i] for i in members])
+        for i, value in zip(members, scores):
+            out[i] = value
+    return out
+
+
 class SocialParallelEnv(ParallelEnv):
     metadata = {"name": "sotopia_social_v0", "render_modes": ["human", "ansi"], "is_parallelizable": True}
 
@@ -271,15 +291,7 @@ class SocialParallelEnv(ParallelEnv):
         """What each of these candidate actions by `agent` would be rewarded now, without playing any: the
         same function and the same contexts as `step`, so a trainer's candidate rewards and the env's
         reward of the one played are one number. Non-speech actions earn 0, as in `step`."""
-        if self.reward_fn is None:
-            raise ValueError("this env has no reward_fn to score candidates with")
-        contexts = [self.reward_context(agent, a) for a in actions]
-        speech = [i for i, c in enumerate(contexts) if c.action.is_speech]
-        scores = score_contexts(self.reward_fn, [contexts[i] for i in speech])
-        out = [0.0] * len(contexts)
-        for i, v in zip(speech, scores):
-            out[i] = v
-        return out
+        return would_earn_many([(self, agent, a) for a in actions])
 
     def _context(self, agent: str, action: Action, prompt: str, history: tuple[Turn, ...]) -> RewardContext:
         return RewardContext(

@@ -38,7 +38,7 @@ import torch
 from agents.engine import SamplingParams, request_seed
 from agents.llm_agent import build_messages, parse_reply
 from sotopia_env import SocialParallelEnv, split
-from sotopia_env.env import score_contexts, step_envs
+from sotopia_env.env import score_contexts, step_envs, would_earn_many
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
 from sotopia_env.policy import act_batch
 from trainers.grpo import Group, Learner, group_advantages
@@ -232,7 +232,7 @@ class OnlineGRPO:
         t0 = time.perf_counter()
         samples = self.learner.rollout.generate([build_messages(o) for o in seen], params, seeds)
         self.times["learner_generate"] += time.perf_counter() - t0
-        contexts, where, groups = [], [], []
+        candidates, where, groups = [], [], []
         for (k, agent), obs, group, seed in zip(mine, seen, samples, seeds):
             r = live[k]
             replies = [parse_reply(x.text, obs["name"]) for x in group]
@@ -248,14 +248,11 @@ class OnlineGRPO:
                 for i, x in enumerate(replies)
             ]
             r.env.episode.meta["training"]["candidates"][str(obs["turn"])] = entries
-            for entry, reply in zip(entries, replies):
-                context = r.env.reward_context(agent, reply)
-                if context.action.is_speech:
-                    contexts.append(context)
-                    where.append(entry)
+            candidates += [(r.env, agent, reply) for reply in replies]
+            where += entries
             groups.append((r, entries, Group(group[0].prompt_token_ids, completions, [])))
         # All of the round's candidates in one reward call; the played one's number is what the env gives it.
-        for entry, value in zip(where, score_contexts(self.reward_fn, contexts)):
+        for entry, value in zip(where, would_earn_many(candidates)):
             entry["reward"] = value
         for r, entries, g in groups:
             g.advantages = group_advantages(torch.tensor([[e["reward"] for e in entries]]))[0].tolist()
