@@ -101,16 +101,26 @@ def step_envs(
     if len(envs) != len(actions):
         raise ValueError(f"{len(actions)} action dicts for {len(envs)} envs")
     plans = [env._plan(a) for env, a in zip(envs, actions)]
-    scores: list[list[float]] = [[] for _ in envs]
-    by_fn: dict[int, list[int]] = {}
-    for i, env in enumerate(envs):
-        if env.reward_fn is not None and plans[i].contexts:
-            by_fn.setdefault(id(env.reward_fn), []).append(i)
-    for members in by_fn.values():
-        flat = score_contexts(envs[members[0]].reward_fn, [c for i in members for c in plans[i].contexts])
-        for i in members:
-            scores[i], flat = flat[: len(plans[i].contexts)], flat[len(plans[i].contexts) :]
+    flat = _score_by_function([(env, c) for env, plan in zip(envs, plans) for c in plan.contexts])
+    scores = []
+    for plan in plans:
+        scores.append(flat[: len(plan.contexts)])
+        flat = flat[len(plan.contexts) :]
     return [env._apply(plan, s) for env, plan, s in zip(envs, plans, scores)]
+
+
+def _score_by_function(scored: Sequence[tuple[SocialParallelEnv, RewardContext]]) -> list[float]:
+    """The reward of each (env, context) by that env's reward function: one `score_contexts` call per distinct
+    function, whatever the number of envs sharing it."""
+    out = [0.0] * len(scored)
+    by_fn: dict[int, list[int]] = {}
+    for i, (env, _) in enumerate(scored):
+        by_fn.setdefault(id(env.reward_fn), []).append(i)
+    for members in by_fn.values():
+        values = score_contexts(scored[members[0]][0].reward_fn, [scored[i][1] for i in members])
+        for i, value in zip(members, values):
+            out[i] = value
+    return out
 
 
 def would_earn_many(candidates: Sequence[tuple[SocialParallelEnv, str, Any]]) -> list[float]:
@@ -121,15 +131,10 @@ def would_earn_many(candidates: Sequence[tuple[SocialParallelEnv, str, Any]]) ->
         if env.reward_fn is None:
             raise ValueError("this env has no reward_fn to score candidates with")
         contexts.append(env.reward_context(agent, action))
+    speech = [i for i, context in enumerate(contexts) if context.action.is_speech]
     out = [0.0] * len(candidates)
-    by_fn: dict[int, list[int]] = {}
-    for i, (context, (env, _, _)) in enumerate(zip(contexts, candidates)):
-        if context.action.is_speech:
-            by_fn.setdefault(id(env.reward_fn), []).append(i)
-    for members in by_fn.values():
-        scores = score_contexts(candidates[members[0]][0].reward_fn, [contexts[i] for i in members])
-        for i, value in zip(members, scores):
-            out[i] = value
+    for i, value in zip(speech, _score_by_function([(candidates[i][0], contexts[i]) for i in speech])):
+        out[i] = value
     return out
 
 
