@@ -83,6 +83,17 @@ class Action:
         return f"{speaker} did nothing."
 
 
+_new_object = object.__new__
+
+
+def _speech(argument: str) -> Action:
+    """`Action(ActionType.speak, argument)`, the same instance field for field, without the frozen dataclass's
+    `__init__`: its three `object.__setattr__` calls were most of the cost of parsing a plain utterance."""
+    action = _new_object(Action)
+    action.__dict__.update(action_type=_SPEAK, argument=argument, repairs=())
+    return action
+
+
 REPLACEMENT_CHAR = "\ufffd"
 
 
@@ -119,7 +130,7 @@ def parse_action(agent: str, raw: Any, max_chars: int) -> tuple[Action, list[str
     if type(raw) is str and len(raw) <= max_chars and raw.strip() and raw.isascii() and raw.isprintable():
         # The common case: a plain utterance that every rule below would pass unchanged (within the limit,
         # not blank, printable ASCII, so nothing to replace).
-        return Action(_SPEAK, raw), []
+        return _speech(raw), []
     notes: list[str] = []
     if isinstance(raw, Action):
         action_type, argument = raw.action_type, raw.argument

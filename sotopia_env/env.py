@@ -14,7 +14,7 @@ says so; `observation["your_turn"]` and `observation["action_type_mask"]` say wh
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -34,6 +34,8 @@ TurnMode = Literal["round-robin", "simultaneous"]
 _NONE, _LEAVE = ActionType.none, ActionType.leave
 _CODE = {kind: int(kind) for kind in ActionType}
 _SEAT = {"agent_0": 0, "agent_1": 1}
+_MASK_ANY, _MASK_WAIT, _MASK_ENDED = obs_lib.MASK_ANY, obs_lib.MASK_WAIT, obs_lib.MASK_ENDED
+_TURN_LINE = obs_lib.TURN_LINE
 
 # The settings that shape what agents observe and may do; recorded in each episode's `meta` so that a
 # replay (`replay.utterance_states`) rebuilds the env the episode was played in.
@@ -85,7 +87,7 @@ class EpisodeJudge(Protocol):
     def __call__(self, episode: Episode) -> Mapping[str, Mapping[str, float]]: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _StepPlan:
     parsed: dict[str, tuple[Action, list[str]]]  # agent -> (action, repairs), for the agents whose turn it is
     ignored: set[str]  # agents that acted out of turn
@@ -199,6 +201,7 @@ class SocialParallelEnv(ParallelEnv):
         self._action_spaces = {a: obs_lib.action_space(max_utterance_chars) for a in self.possible_agents}
         self._rng = random.Random()
         self._episode: Episode | None = None
+        self._rendered: dict[tuple[int, int, int, int], tuple[Scenario, Character, Character, Any]] = {}
         self._rendered_upto = 0
 
     # --- spaces (the same object every call, as PettingZoo requires) ---------------------------
@@ -257,26 +260,28 @@ class SocialParallelEnv(ParallelEnv):
             meta={name: getattr(self, name) for name in RECORDED_SETTINGS},
         )
         self._pair = pair
+        # Per-episode constants the step reads by seat: display names, character ids, prompt headers and the
+        # two forms of the closing line with the turn number left out.
+        self._names = (pair[0].name, pair[1].name)
+        self._ids = (pair[0].id, pair[1].id)
+        self._headers, self._tails = self._rendered_constants(scenario, pair)
         self.agents = list(self.possible_agents)
         self._turn = 0
         self._update_active()
         self._silent = 0
-        # The dialogue as the agents perceive it, kept in the three forms observations need, appended
-        # per action so a step costs the same at turn 19 as at turn 1.
+        # The dialogue as the agents perceive it, kept in the forms observations need (the prompt's text grows
+        # by a line per action), so a step costs about the same at turn 19 as at turn 1.
         self._history: list[tuple[int, Action]] = []
-        self._history_lines: list[str] = []
         self._history_obs: list[dict[str, Any]] = []
         self._dialogue = obs_lib.NO_DIALOGUE
-        self._headers = {a: obs_lib.prompt_header(scenario, pair, i) for i, a in enumerate(self.possible_agents)}
         self._rendered_upto = 0
-        observations = {a: self._observe(a) for a in self.agents}
+        observations, infos = self._outputs(self.agents, {}, ())
         bound = obs_lib.PROMPT_OVERHEAD_CHARS
         if any(len(obs["prompt"]) > bound for obs in observations.values()):
             raise ValueError(
                 f"scenario {scenario.id!r} with these characters renders a prompt over {bound} characters "
                 "before any dialogue; shorten its texts"
             )
-        infos = {a: self._info(a) for a in self.agents}
         return observations, infos
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -316,7 +321,8 @@ class SocialParallelEnv(ParallelEnv):
             raise RuntimeError("call reset() before step()")
         if not self.agents:
             raise RuntimeError("the episode is over; call reset() to start a new one")
-        if not isinstance(actions, Mapping):
+        # `type(...) is dict` first: the Mapping ABC check alone cost more than parsing a plain utterance.
+        if type(actions) is not dict and not isinstance(actions, Mapping):
             raise TypeError(f"step() takes a dict of agent -> action, not {type(actions).__name__}")
 
         # Validate everything before touching state, so bad input loses nothing.
@@ -359,29 +365,27 @@ class SocialParallelEnv(ParallelEnv):
         parsed, ignored = plan.parsed, plan.ignored
         if len(scores) != len(plan.contexts):
             raise ValueError(f"{len(scores)} rewards for {len(plan.contexts)} scored actions")
-        score_of = dict(zip([c.agent for c in plan.contexts], scores)) if scores else {}
-        rewards = dict.fromkeys(self.agents, 0.0)
+        score_of = dict(zip([c.agent for c in plan.contexts], scores)) if scores else None
+        live = self.agents
+        rewards = dict.fromkeys(live, 0.0)
+        turns, history, names, turn = self._episode.turns, self._history, self._names, self._turn
         spoke = False
         left = False
         for agent, (action, repairs) in parsed.items():
             seat = _SEAT[agent]
             kind = action.action_type
-            name = self._pair[seat].name
-            spoke = spoke or kind in SPEECH_TYPES
-            reward = score_of.get(agent, 0.0)
-            left = left or kind is _LEAVE
+            reward = score_of.get(agent, 0.0) if score_of else 0.0
             rewards[agent] = reward
-            self._episode.turns.append(
-                Turn(self._turn, agent, name, SOTOPIA_NAMES[kind], action.argument, reward, repairs)
-            )
+            turns.append(Turn(turn, agent, names[seat], SOTOPIA_NAMES[kind], action.argument, reward, repairs))
             if kind is not _NONE:
-                self._history.append((seat, action))
-                self._history_lines.append(obs_lib.history_line(len(self._history_lines), name, action))
+                spoke = spoke or kind in SPEECH_TYPES
+                left = left or kind is _LEAVE
+                line = obs_lib.history_line(len(history), names[seat], action)
+                self._dialogue = f"{self._dialogue}\n{line}" if history else line
+                history.append((seat, action))
                 self._history_obs.append({"speaker": seat, "action_type": _CODE[kind], "argument": action.argument})
 
-        if self._history_lines:
-            self._dialogue = "\n".join(self._history_lines)
-        self._turn += 1
+        self._turn = turn = turn + 1
         self._update_active()
         self._silent = 0 if spoke else self._silent + 1
         end_reason = ""
@@ -389,9 +393,8 @@ class SocialParallelEnv(ParallelEnv):
             end_reason = "leave"
         elif self._silent >= self.max_silent_turns:
             end_reason = "silence"
-        elif self._turn >= self.max_turns:
+        elif turn >= self.max_turns:
             end_reason = "turn_limit"
-        live = self.agents
         terminations = dict.fromkeys(live, end_reason in ("leave", "silence"))
         truncations = dict.fromkeys(live, end_reason == "turn_limit")
         if end_reason:
@@ -399,10 +402,7 @@ class SocialParallelEnv(ParallelEnv):
             # Cleared before the last observations are made, so they give nobody a turn.
             self.agents = []
             self._active = []
-        observations, infos = {}, {}
-        for a in live:
-            observations[a] = self._observe(a)
-            infos[a] = self._info(a, parsed[a][1] if a in parsed else None, a in ignored)
+        observations, infos = self._outputs(live, parsed, ignored)
         if self.render_mode == "human":
             print(self.render(), end="")
         return observations, rewards, terminations, truncations, infos
@@ -470,43 +470,83 @@ class SocialParallelEnv(ParallelEnv):
         a, b = self._rng.choice(scenario_pairings(scenario.id, self.characters, rng=self._rng, unlisted=1))
         return self.characters[a], self.characters[b]
 
+    def _rendered_constants(
+        self, scenario: Scenario, pair: tuple[Character, Character]
+    ) -> tuple[tuple[str, str], tuple[tuple[str, str], tuple[str, str]]]:
+        """Both seats' prompt headers and closing-line tails for this scenario and pair, rendered once per env
+        for each (scenario, pair) it plays: the records are frozen, so the same objects render the same text."""
+        key = (id(scenario), id(pair[0]), id(pair[1]), self.max_turns)
+        hit = self._rendered.get(key)
+        if hit is not None and hit[0] is scenario and hit[1] is pair[0] and hit[2] is pair[1]:
+            return hit[3]
+        if len(self._rendered) >= 4096:  # bounded: a run over many characters draws ever new pairs
+            self._rendered.clear()
+        texts = (
+            (obs_lib.prompt_header(scenario, pair, 0), obs_lib.prompt_header(scenario, pair, 1)),
+            (obs_lib.footer_tails(pair, 0, self.max_turns), obs_lib.footer_tails(pair, 1, self.max_turns)),
+        )
+        # The records are kept with their texts, so the ids in the key stay theirs while the entry lives.
+        self._rendered[key] = (scenario, pair[0], pair[1], texts)
+        return texts
+
     def _prompt(self, agent: str, your_turn: bool | None = None) -> str:
         seat = _SEAT[agent]
         if your_turn is None:
             your_turn = agent in self._active
-        footer = obs_lib.prompt_footer(self._pair, seat, self._turn, self.max_turns, your_turn, not self.agents)
-        return "".join((self._headers[agent], self._dialogue, footer))
+        if not self.agents:
+            footer = obs_lib.prompt_footer(self._pair, seat, self._turn, self.max_turns, your_turn, ended=True)
+            return f"{self._headers[seat]}{self._dialogue}{footer}"
+        # `obs_lib.prompt_footer` with the episode's constant parts rendered at reset.
+        return f"{self._headers[seat]}{self._dialogue}{_TURN_LINE}{self._turn}{self._tails[seat][not your_turn]}"
 
-    def _observe(self, agent: str) -> dict[str, Any]:
-        your_turn = agent in self._active
-        mask = obs_lib.MASK_ANY if your_turn else obs_lib.MASK_WAIT if self.agents else obs_lib.MASK_ENDED
-        seat = _SEAT[agent]
-        return {
-            "prompt": self._prompt(agent, your_turn),
-            "name": self._pair[seat].name,
-            "turn": self._turn,
-            "seat": seat,
-            "your_turn": int(your_turn),
-            "action_type_mask": mask.copy(),  # a copy: callers may keep or edit it
-            "history": tuple(map(dict.copy, self._history_obs)),  # fresh dicts: callers may keep or edit them
-        }
-
-    def _info(self, agent: str, repairs: list[str] | None = None, ignored_action: bool = False) -> dict[str, Any]:
+    def _outputs(
+        self, agents: Sequence[str], parsed: Mapping[str, tuple[Action, list[str]]], ignored: Collection[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Each agent's observation and info after a reset or a step: one loop, the parts all agents share
+        read once (this and `history` copying are most of a step)."""
+        active, live, turn, dialogue, history = self._active, self.agents, self._turn, self._dialogue, self._history_obs
         episode = self._episode
-        info: dict[str, Any] = {
-            "character": self._pair[_SEAT[agent]].id,
-            "scenario": episode.scenario.id,
-            "active_agents": list(self._active) if self.agents else [],
-            "repairs": list(repairs) if repairs else [],
-            "ignored_action": ignored_action,  # an out-of-turn action this step that had no effect
-        }
-        if episode.end_reason:
-            info["episode"] = {
-                "id": episode.id,
-                "end_reason": episode.end_reason,
-                "turns": self._turn,
-                "return": episode.total_reward(agent),
-                "judge_scores": episode.judge_scores.get(agent, {}),
-                "judge_failures": list(episode.judge_failures),
+        scenario_id = episode.scenario.id
+        observations, infos = {}, {}
+        for agent in agents:
+            seat = _SEAT[agent]
+            your_turn = agent in active
+            if live:
+                prompt = f"{self._headers[seat]}{dialogue}{_TURN_LINE}{turn}{self._tails[seat][not your_turn]}"
+                mask = _MASK_ANY if your_turn else _MASK_WAIT
+            else:
+                prompt = self._prompt(agent, your_turn)
+                mask = _MASK_ENDED
+            observations[agent] = {
+                "prompt": prompt,
+                "name": self._names[seat],
+                "turn": turn,
+                "seat": seat,
+                "your_turn": 1 if your_turn else 0,
+                "action_type_mask": mask.copy(),  # a copy: callers may keep or edit it
+                "history": tuple(map(dict.copy, history)),  # fresh dicts: callers may keep or edit them
             }
-        return info
+            repairs = parsed[agent][1] if agent in parsed else None
+            info: dict[str, Any] = {
+                "character": self._ids[seat],
+                "scenario": scenario_id,
+                "active_agents": list(active) if live else [],
+                "repairs": list(repairs) if repairs else [],
+                "ignored_action": agent in ignored,  # an out-of-turn action this step that had no effect
+            }
+            if not live:
+                info["episode"] = self._episode_info(agent)
+            infos[agent] = info
+        return observations, infos
+
+    def _episode_info(self, agent: str) -> dict[str, Any]:
+        """`info[agent]["episode"]` once the episode has ended."""
+        episode = self._episode
+        return {
+            "id": episode.id,
+            "end_reason": episode.end_reason,
+            "turns": self._turn,
+            "return": episode.total_reward(agent),
+            "judge_scores": episode.judge_scores.get(agent, {}),
+            "judge_failures": list(episode.judge_failures),
+        }

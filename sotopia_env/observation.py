@@ -105,14 +105,24 @@ def history_line(index: int, speaker_name: str, action: Action) -> str:
     return f"Turn {index}: {action.render(speaker_name)}"
 
 
+TURN_LINE = "\n\nIt is turn "  # opens the closing line while the dialogue goes on; the turn number follows
+
+
+def footer_tails(characters: Sequence[Character], seat: int, max_turns: int) -> tuple[str, str]:
+    """What follows `TURN_LINE` and the turn number in this seat's closing line: (on its turn, while it waits).
+    Fixed for an episode, so the env renders them at reset and each step only puts the turn number in."""
+    return (
+        f" of {max_turns}. You are {characters[seat].name}; what do you do next?",
+        f" of {max_turns}. Wait for {characters[1 - seat].first_name}.",
+    )
+
+
 def prompt_footer(
     characters: Sequence[Character], seat: int, turn: int, max_turns: int, your_turn: bool, ended: bool = False
 ) -> str:
     if ended:  # nobody acts again: no question a model could answer as if the dialogue went on
         return f"\n\nThe conversation is over after {turn} of {max_turns} turns."
-    if your_turn:
-        return f"\n\nIt is turn {turn} of {max_turns}. You are {characters[seat].name}; what do you do next?"
-    return f"\n\nIt is turn {turn} of {max_turns}. Wait for {characters[1 - seat].first_name}."
+    return f"{TURN_LINE}{turn}{footer_tails(characters, seat, max_turns)[0 if your_turn else 1]}"
 
 
 # `action_type_mask`: 1 where an action of that type takes effect this step. The agent whose turn it is
@@ -123,13 +133,16 @@ MASK_ENDED = np.zeros(len(ActionType), dtype=np.int8)
 
 
 @cache
-def _text_space(max_length: int) -> spaces.Text:
-    return spaces.Text(max_length=max_length, min_length=0, charset=text_charset())
+def _charset_space() -> spaces.Text:
+    return spaces.Text(max_length=1, min_length=0, charset=text_charset())
 
 
 def text_space(max_length: int) -> spaces.Text:
-    """A fresh `Text` space over the shared charset (building the charset index once, copying after)."""
-    space = copy.copy(_text_space(max_length))
+    """A fresh `Text` space over the shared charset: every length copies one space, so the charset's index
+    (a set, a tuple and a dict of some 58k characters) is built once in a process, not once per length, and
+    the garbage collector has one set to walk instead of one per length."""
+    space = copy.copy(_charset_space())
+    space.max_length = max_length
     space._np_random = None  # each copy gets its own generator when seeded
     return space
 

@@ -364,3 +364,98 @@ def test_vector_env_batches_partner_calls_and_autoresets_next_step():
         if sampled in (ActionType.leave, ActionType.none) or not argument.strip():
             argument = ""
         assert learner_turn.agent == "agent_0" and learner_turn.argument == argument
+
+
+def _rendered_from_record(env: SocialParallelEnv, agent: str) -> dict:
+    """The observation `agent` should get now, rendered from the episode record with the observation module's
+    functions one by one: no per-episode cache, no dialogue text kept between steps."""
+    from sotopia_env import observation as obs_lib
+
+    seat, pair, turns = env.possible_agents.index(agent), env.pair, env.episode.turns
+    perceived = [t for t in turns if t.action_type != "none"]
+    actions = [Action(ActionType.parse(t.action_type), t.argument) for t in perceived]
+    seats = [env.possible_agents.index(t.agent) for t in perceived]
+    lines = [obs_lib.history_line(i, t.character, a) for i, (t, a) in enumerate(zip(perceived, actions))]
+    your_turn, ended, turn = agent in env.active_agents, not env.agents, len({t.index for t in turns})
+    footer = obs_lib.prompt_footer(pair, seat, turn, env.max_turns, your_turn, ended)
+    mask = obs_lib.MASK_ENDED if ended else obs_lib.MASK_ANY if your_turn else obs_lib.MASK_WAIT
+    return {
+        "prompt": obs_lib.prompt_header(env.scenario, pair, seat) + ("\n".join(lines) or obs_lib.NO_DIALOGUE) + footer,
+        "name": pair[seat].name,
+        "turn": turn,
+        "seat": seat,
+        "your_turn": int(your_turn),
+        "action_type_mask": mask.tolist(),
+        "history": tuple(
+            {"speaker": s, "action_type": int(a.action_type), "argument": a.argument} for s, a in zip(seats, actions)
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "moves"),
+    [
+        (  # round-robin to the turn limit: every action type, and a waiting agent talking over the active one
+            {"max_turns": 6},
+            [
+                {"agent_0": "Hi, it's $480.", "agent_1": "I talk over you."},
+                {"agent_1": {"action_type": "non-verbal communication", "argument": "frowns"}},
+                {"agent_0": None},
+                {"agent_1": Action(ActionType.action, "checks the brakes")},
+                {"agent_0": "   "},
+                {"agent_1": "Ünïcödé \x07 fine, $400."},
+            ],
+        ),
+        (  # simultaneous, ended by a leave
+            {"turn_mode": "simultaneous"},
+            [
+                {"agent_0": "Hello.", "agent_1": "Hi."},
+                {"agent_0": None, "agent_1": "Well?"},
+                {"agent_0": {"action_type": "leave"}, "agent_1": "Wait!"},
+            ],
+        ),
+    ],
+)
+def test_observations_through_an_episode_equal_ones_rendered_from_its_record_one_function_at_a_time(kwargs, moves):
+    # The env keeps the dialogue text, headers and closing lines between steps; a stale or misplaced piece
+    # (a wrong turn number, the other seat's closing line, a line joined twice) shows up here.
+    env, obs, _ = start(**kwargs)
+    for move in [*moves, None]:
+        for agent, observation in obs.items():
+            got = {**observation, "action_type_mask": observation["action_type_mask"].tolist()}
+            assert got == _rendered_from_record(env, agent), (agent, len(env.episode.turns))
+        if move is None:
+            break
+        obs, *_ = env.step(move)
+    assert not env.agents
+
+
+def test_every_text_space_keeps_its_own_length_over_one_shared_charset():
+    env = SocialParallelEnv(max_turns=4, max_utterance_chars=50)
+    obs_space, act_space = env.observation_space("agent_0"), env.action_space("agent_1")
+    texts = [
+        obs_space["prompt"],
+        obs_space["name"],
+        obs_space["history"].feature_space["argument"],
+        act_space["argument"],
+    ]
+    assert [t.max_length for t in texts[1:]] == [sotopia_env.scenarios.MAX_NAME_CHARS, 50, 50]
+    assert texts[0].max_length > 20_000 and all(t.min_length == 0 for t in texts)
+    assert len({id(t.character_set) for t in texts}) == 1  # one charset index in the process, not one per length
+    assert texts[2].contains("x" * 50) and not texts[2].contains("x" * 51)
+    assert obs_space["name"].contains("Amara Okafor") and not obs_space["name"].contains(
+        "A" * (texts[1].max_length + 1)
+    )
+
+
+def test_reset_renders_each_scenario_pair_and_turn_limit_afresh_when_the_env_plays_many():
+    # The env renders a (scenario, pair)'s prompt headers once and reuses them; swapping the seats, another
+    # scenario, or another turn limit must not get the texts of an earlier episode.
+    env = SocialParallelEnv()
+    draws = [(SCENARIO, PAIR, 20), (SCENARIO, PAIR[::-1], 20), ("neg-apartment-rent", PAIR, 20), (SCENARIO, PAIR, 7)]
+    for scenario, pair, max_turns in [*draws, *draws]:
+        env.max_turns = max_turns
+        obs, _ = env.reset(options={"scenario": scenario, "characters": pair})
+        for agent in env.possible_agents:
+            got = {**obs[agent], "action_type_mask": obs[agent]["action_type_mask"].tolist()}
+            assert got == _rendered_from_record(env, agent), (scenario, pair, max_turns, agent)
