@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from sotopia_env import SocialParallelEnv
+from sotopia_env import SocialParallelEnv, split
 
 from .configs import CollectConfig, EpisodeConfig, ServeConfig
-from .runner import EpisodeJob, jobs_for, run_episodes
+from .runner import EpisodeJob, jobs_for, load_pool, run_episodes
 from .spec import make_policies
 
 
@@ -42,15 +42,23 @@ def episode_command(cfg: EpisodeConfig) -> int:
 
 
 def collect_command(cfg: CollectConfig) -> int:
-    from sotopia_env import split
-
-    scenarios = split(cfg.split)[: cfg.scenarios] if cfg.scenarios else split(cfg.split)
-    jobs = jobs_for(scenarios, cfg.pairs_per_scenario, cfg.episodes_per_pair, cfg.both_seats, seed=cfg.seed)
+    scenarios, characters, pairings = load_pool(cfg.library)  # before any policy loads: a bad file ends here
+    chosen = split(cfg.split, scenarios)[: cfg.scenarios]
+    if not chosen:
+        raise ValueError(f"split {cfg.split!r} of {cfg.library or 'the shipped library'} has no scenarios")
+    jobs = jobs_for(
+        chosen,
+        cfg.pairs_per_scenario,
+        cfg.episodes_per_pair,
+        cfg.both_seats,
+        seed=cfg.seed,
+        characters=characters,
+        pairings=pairings,
+    )
     specs = [cfg.policy, cfg.partner or cfg.policy]
     policies = make_policies(specs, cfg.sampling(seed=cfg.seed))
-    new = run_episodes(
-        jobs, (policies[0], policies[1]), cfg.out, batch_size=cfg.batch_size, env_kwargs={"max_turns": cfg.max_turns}
-    )
+    env_kwargs = {"scenarios": scenarios, "characters": characters, "max_turns": cfg.max_turns}
+    new = run_episodes(jobs, (policies[0], policies[1]), cfg.out, batch_size=cfg.batch_size, env_kwargs=env_kwargs)
     print(f"{len(new)} new episode(s), {len(jobs)} in the plan -> {cfg.out}")
     return 0
 

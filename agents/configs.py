@@ -4,10 +4,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sotopia_env.cli import config_error
 
 from .engine import SamplingParams
+
+LIBRARY_FILES = ("scenarios.jsonl", "characters.jsonl")  # and, optionally, pairings.json
+
+
+def library_problem(folder: str | Path) -> str:
+    """What keeps `folder` from being a scenario library (generate-tasks and import-sotopia write one), or ""."""
+    root = Path(folder)
+    if not root.is_dir():
+        return "no such folder"
+    missing = [name for name in LIBRARY_FILES if not (root / name).is_file()]
+    return f"it has no {' and no '.join(missing)}" if missing else ""
 
 
 @dataclass
@@ -66,7 +78,14 @@ class CollectConfig(GenerationConfig):
     partner: str | None = field(
         default=None, metadata={"help": "policy spec for the second seat (default: same as --policy: self-play)"}
     )
-    split: str = field(default="all", metadata={"help": "scenario split"})
+    library: str | None = field(
+        default=None,
+        metadata={
+            "help": "a library folder (scenarios.jsonl, characters.jsonl, optional pairings.json) from "
+            "generate-tasks or import-sotopia, played instead of the shipped library"
+        },
+    )
+    split: str = field(default="all", metadata={"help": "scenario split of the library: all, hard or a category"})
     scenarios: int | None = field(default=None, metadata={"help": "use only the first N scenarios of the split"})
     pairs_per_scenario: int = field(default=1)
     episodes_per_pair: int = field(default=1)
@@ -80,8 +99,15 @@ class CollectConfig(GenerationConfig):
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field, before any policy loads."""
+        problem = library_problem(self.library) if self.library is not None else ""
         self._check(
             [
+                (
+                    "library",
+                    not problem,
+                    "must be a library folder holding scenarios.jsonl and characters.jsonl, as generate-tasks "
+                    f"and import-sotopia write; {problem}",
+                ),
                 (
                     "scenarios",
                     self.scenarios is None or self.scenarios >= 1,

