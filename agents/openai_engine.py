@@ -62,6 +62,7 @@ class OpenAIEngine:
         return_token_ids: bool = False,
         tokenizer: Any = None,
         max_prompt_tokens: int = 3072,
+        context_length: int | None = None,
     ) -> None:
         """return_token_ids: ask a vLLM server for the sampled token ids (a vLLM extension; other servers
         may reject the field). Without it `Sample.token_ids` is empty.
@@ -72,6 +73,11 @@ class OpenAIEngine:
         of a vLLM server; samples carry exactly those prompt ids and the sampled ids, so a trainer can train
         on what was sampled. Without it, chat messages go to the chat endpoint whole (a remote model's
         tokenizer is not known here).
+
+        context_length: the served model's context. A rendered prompt is also kept within the context less
+        the request's max_new_tokens (a vLLM server would otherwise end the answer where the context ends,
+        silently). None: asked of the server once (vLLM's /v1/models reports `max_model_len`); a server that
+        does not say leaves max_prompt_tokens the only limit.
 
         max_retries (default 8) and retry_budget_s (default 300) fall back to $SOTOPIA_OPENAI_MAX_RETRIES
         and $SOTOPIA_OPENAI_RETRY_BUDGET_S: the command line builds engines from policy specs, which have
@@ -101,6 +107,8 @@ class OpenAIEngine:
             tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer))
         self.tokenizer = tokenizer
         self.max_prompt_tokens = max_prompt_tokens
+        self.context_length = context_length
+        self._context_asked = context_length is not None
         if tokenizer is not None:
             self.return_token_ids = True  # the trainer's ids come from the server's answer
         self.adapter_version = 0
@@ -154,7 +162,12 @@ class OpenAIEngine:
         if self.tokenizer is not None:
             from .render import render_prompts
 
-            prompts = render_prompts(self.tokenizer, conversations, self.max_prompt_tokens)
+            if not self._context_asked:
+                self.context_length = await self._served_context(client)
+                self._context_asked = True
+            prompts = render_prompts(
+                self.tokenizer, conversations, self.max_prompt_tokens, params.max_new_tokens, self.context_length
+            )
 
         async def one(i: int, conv: Messages) -> list[Sample]:
             extra: dict[str, Any] = {}
@@ -197,6 +210,19 @@ class OpenAIEngine:
             return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations))))
         finally:
             await client.close()
+
+    async def _served_context(self, client: Any) -> int | None:
+        """The served model's context length as the server reports it (vLLM: `max_model_len` in /v1/models),
+        or None where it does not."""
+        import openai
+
+        try:
+            models = await self._with_retries(lambda: client.models.list(), "the model list")
+        except openai.APIStatusError:  # a server without /v1/models: the context stays unknown
+            return None
+        cards = sorted(models.data, key=lambda card: card.id != self.base_model)  # the base model's card first
+        lengths = [getattr(card, "max_model_len", None) for card in cards]
+        return next((int(n) for n in lengths if n), None)
 
     @staticmethod
     def _sample(choice: Any) -> Sample:

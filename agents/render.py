@@ -6,6 +6,12 @@ character, partner, secret, goal), the dialogue lines, and a closing line ("It i
 the chat is longer than the reader's token budget, the oldest dialogue lines are left out first, with a
 marker saying how many, then the header's profile details; never the system turn, the goal or the closing
 line, which cutting token ids from the left would lose first. Counting is in the reading model's tokens.
+
+A prompt for generation has one budget rule (`prompt_budget`, applied by `render_prompts` for every engine):
+the engine's `max_prompt_tokens`, and never more than the model's context leaves after the request's
+`max_new_tokens`. vLLM (in-process or served) does not refuse a prompt that leaves too little room: it ends
+the answer where the context ends, so a judge's JSON comes back cut short or empty. Fitting the prompt
+first, or refusing it with both sizes named, means an answer is only ever cut by max_new_tokens.
 """
 
 from __future__ import annotations
@@ -18,6 +24,19 @@ from sotopia_env.observation import compact_header, split_prompt
 from .models import chat_token_ids
 
 Messages = list[dict[str, str]]
+
+
+RAISE_BUDGET = "raise the budget (max_prompt_tokens / max_length)"
+
+
+class PromptTooLong(ValueError):
+    """A conversation that cannot be fitted to its budget. `index`: its place in the batch given to
+    `render_prompts`, so a caller can set that one aside and send the others; `reason`: the message without
+    the batch position."""
+
+    def __init__(self, message: str, index: int = 0, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.index, self.reason = index, reason or message
 
 
 @dataclass(frozen=True)
@@ -65,15 +84,20 @@ def _ids(tokenizer: Any, messages: Messages, reply: str | None, reply_budget: in
 
 
 def render_chat(
-    tokenizer: Any, messages: Messages, budget: int, reply: str | None = None, reply_budget: int | None = None
+    tokenizer: Any,
+    messages: Messages,
+    budget: int,
+    reply: str | None = None,
+    reply_budget: int | None = None,
+    raise_budget: str = RAISE_BUDGET,
 ) -> RenderedChat:
     """Token ids of `messages` (+ the assistant `reply`) within `budget` tokens.
 
     What goes, in order, until it fits: the oldest dialogue lines down to the latest one; then the header's
     profile details (`compact_header`), with as many recent lines as then fit; then the latest line. The
     system turn, scenario, names, secret, goal, closing line and reply always stay: a chat whose fixed part
-    alone exceeds the budget raises ValueError naming both sizes. reply_budget: at most this many reply
-    tokens (the reply's tail is cut beyond it)."""
+    alone exceeds the budget raises PromptTooLong naming both sizes and `raise_budget`, what to change.
+    reply_budget: at most this many reply tokens (the reply's tail is cut beyond it)."""
     if budget < 1:
         raise ValueError(f"the token budget must be at least 1, not {budget}")
     ids, prompt_length = _ids(tokenizer, messages, reply, reply_budget)
@@ -81,9 +105,9 @@ def render_chat(
         return RenderedChat(ids, prompt_length, 0)
     found = _dialogue_message(messages)
     if found is None:
-        raise ValueError(
+        raise PromptTooLong(
             f"the prompt is {len(ids)} tokens, over the budget of {budget}, and is not an observation prompt whose "
-            "dialogue could be shortened; raise the budget (max_prompt_tokens / max_length) or shorten the prompt"
+            f"dialogue could be shortened; {raise_budget} or shorten the prompt"
         )
     index, (header, lines, footer) = found
 
@@ -112,13 +136,47 @@ def render_chat(
             reply_budget,
         )[0]
     )
-    raise ValueError(
+    raise PromptTooLong(
         f"the fixed part of the prompt (system turn, scenario, names, secret, goal and closing line"
         f"{', reply' if reply is not None else ''}) is {fixed} tokens, over the budget of {budget}; "
-        "raise the budget (max_prompt_tokens / max_length) or shorten the scenario texts"
+        f"{raise_budget} or shorten the scenario texts"
     )
 
 
-def render_prompts(tokenizer: Any, conversations: list[Messages], budget: int) -> list[list[int]]:
-    """Prompt ids (with the generation prompt) of each conversation, fitted to `budget` tokens."""
-    return [render_chat(tokenizer, conv, budget).ids for conv in conversations]
+def prompt_budget(
+    max_prompt_tokens: int, max_new_tokens: int = 0, context_length: int | None = None
+) -> tuple[int, str]:
+    """A generation request's prompt budget, and what to change to raise it (for errors): max_prompt_tokens,
+    or less where the model's context (None: not known) would not also hold max_new_tokens."""
+    if context_length is None or max_prompt_tokens + max_new_tokens <= context_length:
+        return max_prompt_tokens, RAISE_BUDGET
+    room = context_length - max_new_tokens
+    if room < 1:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context of "
+            f"{context_length} tokens; ask for fewer new tokens or give the engine a longer context (max_model_len)"
+        )
+    return room, (
+        f"the model's context of {context_length} tokens less max_new_tokens={max_new_tokens} leaves {room} "
+        f"for the prompt (max_prompt_tokens={max_prompt_tokens}); ask for fewer new tokens, give the engine a "
+        "longer context (max_model_len)"
+    )
+
+
+def render_prompts(
+    tokenizer: Any,
+    conversations: list[Messages],
+    max_prompt_tokens: int,
+    max_new_tokens: int = 0,
+    context_length: int | None = None,
+) -> list[list[int]]:
+    """Prompt ids (with the generation prompt) of each conversation, fitted to the request's budget
+    (`prompt_budget`). A conversation that cannot fit raises PromptTooLong with its index."""
+    budget, raise_budget = prompt_budget(max_prompt_tokens, max_new_tokens, context_length)
+    prompts = []
+    for index, conv in enumerate(conversations):
+        try:
+            prompts.append(render_chat(tokenizer, conv, budget, raise_budget=raise_budget).ids)
+        except PromptTooLong as exc:
+            raise PromptTooLong(f"conversation {index}: {exc.reason}", index, exc.reason) from None
+    return prompts

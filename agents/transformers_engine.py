@@ -80,6 +80,8 @@ class TransformersEngine:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
+        # The positions the model was built for; a prompt plus its new tokens must fit in them.
+        self.context_length: int | None = getattr(self.model.config, "max_position_embeddings", None)
         self.adapter_version = 0
 
     def load_adapter(self, path: str) -> None:
@@ -94,17 +96,20 @@ class TransformersEngine:
         self.adapter_version += 1
         self.model_name = f"{self.model_name.split('+')[0]}+{path}"
 
-    def encode(self, conversations: list[Messages]) -> list[list[int]]:
-        """Prompt token ids per conversation, fitted to max_prompt_tokens by `agents.render` (the oldest
-        dialogue lines are left out; the system turn, goal and closing line stay)."""
-        return render_prompts(self.tokenizer, conversations, self.max_prompt_tokens)
+    def encode(self, conversations: list[Messages], max_new_tokens: int = 0) -> list[list[int]]:
+        """Prompt token ids per conversation, fitted by `agents.render` to max_prompt_tokens and to the
+        model's context less max_new_tokens (the oldest dialogue lines are left out; the system turn, goal
+        and closing line stay)."""
+        return render_prompts(
+            self.tokenizer, conversations, self.max_prompt_tokens, max_new_tokens, self.context_length
+        )
 
     @torch.no_grad()  # not inference_mode: continuous batching updates tensors from its own thread
     def generate(
         self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None
     ) -> list[list[Sample]]:
         check_conversations(conversations)
-        prompts = self.encode(conversations)
+        prompts = self.encode(conversations, params.max_new_tokens)
         if self.mode == "continuous":  # transformers' continuous batching takes no per-request generator
             return self._generate_continuous(prompts, params)
         request = request_seeds(conversations, params, seeds)

@@ -61,7 +61,9 @@ class VLLMEngine:
         )
         self.tokenizer = self.llm.get_tokenizer()
         # Prompts are rendered here (agents.render) and sent as token ids, so vLLM samples from exactly the
-        # ids a trainer computes log-probs on. Default budget: the context less room for a long reply.
+        # ids a trainer computes log-probs on. Default budget: the context less room for a long reply; each
+        # request's prompt is also kept within the context less its max_new_tokens (agents.render.prompt_budget).
+        self.context_length: int = self.llm.model_config.max_model_len
         self.max_prompt_tokens = max_prompt_tokens or max_model_len - 1024
         self.lora_request: Any = None
         self.adapter_version = 0
@@ -91,9 +93,12 @@ class VLLMEngine:
         self.lora_request = None
         self.model_name = self.model_name.split("+")[0]
 
-    def encode(self, conversations: list[Messages]) -> list[list[int]]:
-        """Prompt token ids per conversation, fitted to max_prompt_tokens (see agents.render)."""
-        return render_prompts(self.tokenizer, conversations, self.max_prompt_tokens)
+    def encode(self, conversations: list[Messages], max_new_tokens: int = 0) -> list[list[int]]:
+        """Prompt token ids per conversation, fitted to max_prompt_tokens and to the context less
+        max_new_tokens (see agents.render)."""
+        return render_prompts(
+            self.tokenizer, conversations, self.max_prompt_tokens, max_new_tokens, self.context_length
+        )
 
     def generate(
         self, conversations: list[Messages], params: SamplingParams, seeds: Sequence[int] | None = None
@@ -118,7 +123,7 @@ class VLLMEngine:
             )
 
         sampling = [sampling_for(i) for i in range(len(conversations))]
-        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in self.encode(conversations)]
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in self.encode(conversations, params.max_new_tokens)]
         outputs = self.llm.generate(prompts, sampling, lora_request=self.lora_request, use_tqdm=False)
         results = []
         for out in outputs:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.engine import Engine, Messages, SamplingParams
+from agents.engine import Engine, Messages, Sample, SamplingParams
+from agents.render import PromptTooLong
 from sotopia_env.jsonio import append_jsonl, iter_jsonl
 
 Validator = Callable[[Any], list[str]]  # problems; empty when the answer is usable
@@ -61,6 +62,22 @@ class JSONCache:
             append_jsonl(self.path, {"key": key, "value": value})
 
 
+def generate_fitting(
+    engine: Engine, requests: list[Request], params: SamplingParams
+) -> tuple[list[tuple[Request, list[Sample]]], list[tuple[Request, str]]]:
+    """(request, samples) for the requests the engine can take, and (request, why not) for those whose
+    prompt cannot fit its context with params.max_new_tokens: one such request does not cost the others
+    their answers."""
+    refused: list[tuple[Request, str]] = []
+    while requests:
+        try:
+            return list(zip(requests, engine.generate([r.messages for r in requests], params))), refused
+        except PromptTooLong as exc:
+            refused.append((requests[exc.index], exc.reason))
+            requests = requests[: exc.index] + requests[exc.index + 1 :]
+    return [], refused
+
+
 def ask_json(
     engine: Engine,
     requests: list[Request],
@@ -70,7 +87,8 @@ def ask_json(
     seed: int = 0,
 ) -> dict[str, Outcome]:
     """Answers for all requests. The first attempt is greedy (temperature 0); a retry samples at 0.3 so a
-    deterministic engine does not repeat the same invalid answer."""
+    deterministic engine does not repeat the same invalid answer. A request whose prompt cannot fit the
+    engine's context with max_new_tokens fails at once with the engine's reason (a retry cannot fit it)."""
     outcomes: dict[str, Outcome] = {}
     pending = []
     for req in requests:
@@ -94,8 +112,10 @@ def ask_json(
                 seed=seed + attempt,
                 json_schema=group[0].schema,
             )
-            results = engine.generate([r.messages for r in group], params)
-            for req, samples in zip(group, results):
+            answered, refused = generate_fitting(engine, group, params)
+            for req, reason in refused:
+                outcomes[req.key].attempts, outcomes[req.key].error = attempt, reason[:500]
+            for req, samples in answered:
                 outcome = outcomes[req.key]
                 outcome.attempts = attempt
                 try:

@@ -101,6 +101,32 @@ def test_vllm_engine_returns_well_formed_samples_for_the_same_prompts(vllm_engin
 
 
 @pytest.mark.vllm
+def test_a_vllm_prompt_leaves_room_for_its_new_tokens_so_only_max_new_tokens_can_cut_the_answer(vllm_engine):
+    """vLLM ends an answer where its context (here 2048) ends, without a word: a prompt rendered to 2000 tokens
+    asking for 1536 would have at most 48 left. The engine fits the prompt to the context less max_new_tokens
+    (goal and latest line kept) instead, and refuses what cannot fit at all."""
+    from test_render import LATEST, long_hard_state
+
+    from agents.llm_agent import build_messages
+
+    prompt, goal, oldest = long_hard_state(turns=61)  # 2242 tokens: longer than the whole context
+    params = SamplingParams(max_new_tokens=1536, temperature=0, stop=("\n",))  # a line, or up to 1536 tokens
+    budget = vllm_engine.max_prompt_tokens
+    vllm_engine.max_prompt_tokens = 2000  # a budget that alone fits the context
+    try:
+        [[sample]] = vllm_engine.generate([build_messages({"prompt": prompt})], params)
+    finally:
+        vllm_engine.max_prompt_tokens = budget  # the engine is shared by the session
+    assert len(sample.prompt_token_ids) + 1536 <= 2048, (len(sample.prompt_token_ids), len(sample.token_ids))
+    text = vllm_engine.tokenizer.decode(sample.prompt_token_ids)
+    assert f"Your goal: {goal}" in text and LATEST in text and oldest not in text
+    assert sample.finish_reason == "stop" or len(sample.token_ids) == 1536
+    assert vllm_engine.context_length == 2048
+    with pytest.raises(ValueError, match="max_new_tokens=2048 leaves no room for a prompt in the model's context"):
+        vllm_engine.generate(CONVERSATIONS, SamplingParams(max_new_tokens=2048))
+
+
+@pytest.mark.vllm
 def test_vllm_lora_hot_swap_changes_outputs(vllm_engine, random_loras):
     greedy = SamplingParams(max_new_tokens=8, temperature=0)
     base = [r[0].token_ids for r in vllm_engine.generate(CONVERSATIONS, greedy)]

@@ -141,6 +141,15 @@ def test_with_the_served_models_tokenizer_a_long_state_is_rendered_to_its_budget
         assert sample.prompt_token_ids == expected
         assert 0 < len(sample.token_ids) <= 8
         assert transformers_engine.tokenizer.decode(sample.token_ids, skip_special_tokens=True) == sample.text
+    # The server's context (2048, from /v1/models) bounds the prompt too: with the default budget of 3072 a
+    # 2242-token state asking for 1536 new tokens is fitted to the 512 left, not sent whole (the server would
+    # refuse it, or, nearer its length, cut the answer short without a word).
+    engine.max_prompt_tokens = 3072
+    longest, _, _ = long_hard_state(turns=61)
+    params = SamplingParams(max_new_tokens=1536, temperature=0, stop=("\n",))
+    [[sample]] = engine.generate([build_messages({"prompt": longest})], params)
+    assert engine.context_length == 2048 and 450 < len(sample.prompt_token_ids) <= 512
+    assert sample.finish_reason == "stop" or len(sample.token_ids) == 1536
 
 
 @pytest.mark.vllm

@@ -6,7 +6,7 @@ import pytest
 
 from agents.llm_agent import SYSTEM_PROMPT, build_messages
 from agents.models import chat_token_ids
-from agents.render import render_chat
+from agents.render import PromptTooLong, render_chat, render_prompts
 from sotopia_env import SocialParallelEnv, split
 
 LATEST = "I will only agree if we write it down today."
@@ -86,3 +86,31 @@ def test_a_fixed_part_over_the_budget_is_an_error_naming_both_sizes(transformers
         render_chat(transformers_engine.tokenizer, build_messages({"prompt": prompt}), 100)
     with pytest.raises(ValueError, match="over the budget of 5"):
         render_chat(transformers_engine.tokenizer, [{"role": "user", "content": "a plain prompt with no dialogue"}], 5)
+
+
+def test_a_generation_prompt_is_fitted_to_the_context_less_the_new_tokens_it_asks_for(transformers_engine):
+    """One budget rule for every engine: max_prompt_tokens, and never more than the model's context leaves after
+    max_new_tokens (vLLM would end the answer at the context's end, silently). A prompt that cannot be shortened
+    to that is refused with its batch position, both sizes and what to change."""
+    tokenizer = transformers_engine.tokenizer
+    prompt, goal, oldest = long_hard_state()  # 1252 tokens
+    state = build_messages({"prompt": prompt})
+    [ids] = render_prompts(tokenizer, [state], 4096, max_new_tokens=700, context_length=1024)
+    text = tokenizer.decode(ids)
+    assert len(ids) <= 1024 - 700 and f"Your goal: {goal}" in text and LATEST in text and oldest not in text
+    assert render_prompts(tokenizer, [state], 300, max_new_tokens=8, context_length=1024) == render_prompts(
+        tokenizer, [state], 300
+    )  # within the context: max_prompt_tokens alone decides
+    plain = [{"role": "user", "content": "Score this dialogue. " * 100}]  # nothing in it can be left out
+    assert 324 < len(chat_token_ids(tokenizer, plain, add_generation_prompt=True)) <= 4096
+    with pytest.raises(PromptTooLong) as refused:
+        render_prompts(tokenizer, [state, plain], 4096, max_new_tokens=700, context_length=1024)
+    assert refused.value.index == 1
+    assert str(refused.value).startswith("conversation 1: the prompt is ") and "over the budget of 324" in str(
+        refused.value
+    )
+    assert "context of 1024 tokens less max_new_tokens=700" in refused.value.reason
+    assert "ask for fewer new tokens" in refused.value.reason
+    with pytest.raises(ValueError, match="max_new_tokens=1024 leaves no room for a prompt in the model's context"):
+        render_prompts(tokenizer, [state], 4096, max_new_tokens=1024, context_length=1024)
+    assert transformers_engine.context_length == 8192  # SmolLM2's positions: the transformers engine's context

@@ -13,7 +13,7 @@ import pytest
 from agents.engine import SamplingParams
 from rewards.attribution import AttributionConfig, Attributor, Normalizer, UtteranceLabel, spread
 from rewards.dimensions import BY_NAME, NAMES, check_scores
-from rewards.json_answers import extract_json
+from rewards.json_answers import JSONCache, Request, ask_json, extract_json
 from rewards.judge import BEGIN, END, Judge, judge_messages, validate_answer
 from rewards.labeling import label_episodes, latest_records
 from sotopia_env import SocialParallelEnv, read_episodes
@@ -128,6 +128,35 @@ def test_judge_with_guided_json_on_vllm_records_valid_scores_and_caches(vllm_eng
     assert {json.dumps(conv) for conv in asked} == failed
     for before, after in zip(judged, again):
         assert {a: after.judge_scores[a] for a in before.judge_scores} == before.judge_scores
+
+
+def test_a_request_too_long_for_the_context_with_its_answer_fails_alone_naming_both_sizes(vllm_engine):
+    """The context is 2048 tokens: a request for 1200 new ones leaves 848 for its prompt (vLLM would end a longer
+    prompt's answer where the context ends, without a word). Such a request fails at once, not retried, naming
+    both sizes and the fix; the other requests of its batch are answered; the judge records the failure."""
+    argue = tuple(f"Point {i}: the bike is worth every cent of the price, and I will not go lower." for i in range(3))
+    episode = play(seed=1, lines0=argue, lines1=argue)  # judge prompts of about 930 tokens
+    agree = {
+        "type": "object",
+        "properties": {"agree": {"type": "boolean"}},
+        "required": ["agree"],
+        "additionalProperties": False,
+    }
+    requests = [
+        Request("long", judge_messages(episode, "agent_0"), agree, lambda value: []),
+        Request("short", [{"role": "user", "content": "Do you agree? Answer in JSON."}], agree, lambda value: []),
+    ]
+    outcomes = ask_json(vllm_engine, requests, JSONCache(None), max_attempts=2, max_new_tokens=1200)
+    assert outcomes["short"].error == "" and isinstance(outcomes["short"].value["agree"], bool)
+    refused = outcomes["long"]
+    assert refused.value is None and refused.attempts == 1, refused
+    assert (
+        "over the budget of 848" in refused.error and "context of 2048 tokens less max_new_tokens=1200" in refused.error
+    )
+    assert "ask for fewer new tokens" in refused.error
+    [judged] = Judge(vllm_engine, max_new_tokens=1200).judge_episodes([episode])
+    assert judged.judge_scores == {} and len(judged.judge_failures) == 2
+    assert all("over the budget of 848" in f and f.endswith("(after 1 attempts)") for f in judged.judge_failures)
 
 
 def test_judge_without_guided_decoding_retries_then_records_the_failure(transformers_engine, tmp_path):

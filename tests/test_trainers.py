@@ -310,7 +310,7 @@ def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, t
 
     monkeypatch.setattr(vllm_engine, "generate", spy_generate)
     monkeypatch.setattr(grpo_module, "group_logprobs", spy_group_logprobs)
-    start_version = vllm_engine.adapter_version
+    start_version, budget = vllm_engine.adapter_version, vllm_engine.max_prompt_tokens
     try:
         summary = train_grpo(
             GRPOConfig(
@@ -336,6 +336,8 @@ def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, t
         )  # step 0 (the starting policy), then after steps 1 and 2
         assert vllm_engine.lora_request.lora_name == f"adapter-v{start_version + 3}"
         assert vllm_engine.lora_request.lora_path.endswith("step-2")
+        # The shared engine gets its own prompt budget back (GRPO's 288 would refuse a judge's prompt).
+        assert vllm_engine.max_prompt_tokens == budget
     finally:
         vllm_engine.clear_adapter()
     records = metrics(tmp_path / "grpo")

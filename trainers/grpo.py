@@ -292,7 +292,10 @@ class Learner:
             from agents.vllm_engine import VLLMEngine
 
             self.vllm_engine = rollout_engine or VLLMEngine(cfg.base, max_prompt_tokens=cfg.max_prompt_tokens)
-            self.vllm_engine.max_prompt_tokens = cfg.max_prompt_tokens  # one budget for sampling and training
+            # One budget for sampling and training; a given engine gets its own back at close(): it may be
+            # shared (a judge's prompt does not fit a policy's budget).
+            self.given_budget = self.vllm_engine.max_prompt_tokens
+            self.vllm_engine.max_prompt_tokens = cfg.max_prompt_tokens
         elif cfg.engine == "openai":  # a vLLM server with runtime LoRA; prompts rendered here, sent as token ids
             from agents.openai_engine import OpenAIEngine
             from agents.spec import parse_spec
@@ -417,6 +420,8 @@ class Learner:
             self.writer.close()
         if self.vllm_engine is not None and self.owns_vllm and hasattr(self.vllm_engine, "close"):
             self.vllm_engine.close()
+        elif self.cfg.engine == "vllm" and self.vllm_engine is not None:
+            self.vllm_engine.max_prompt_tokens = self.given_budget
 
 
 # --- training ------------------------------------------------------------------------------------
