@@ -29,6 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from benchmarks.cli import main
 from benchmarks.hard_tasks import policy_dir
+from rewards.dimensions import NAMES
 from sotopia_env import Episode, Scenario, Turn, library_characters, library_scenarios, read_episodes
 from sotopia_env.episode import write_jsonl_atomic
 from viewer.app import create_app
@@ -338,6 +339,65 @@ def test_a_judge_that_cannot_be_reached_is_reported_and_the_game_still_recorded(
     [episode] = read_episodes(out)
     assert [t.argument for t in episode.turns[:2]] == ["Hi there.", "Hello."] and episode.end_reason == "leave"
     assert episode.judge_scores == {} and dead in episode.judge_failures[0]
+
+
+@pytest.mark.slow
+def test_with_a_judge_its_scores_and_reasoning_show_as_the_dialogue_goes_and_are_recorded(
+    browser, vllm_engine, tmp_path
+):
+    """The embedded model judging on in-process vLLM (guided JSON): 'judge the dialogue so far' shows each
+    agent's seven scores and reasoning on the page, and the finished game's page and record hold the judge's
+    scores for the whole dialogue (judged again at the end: the midway scores were for a shorter dialogue).
+    The engine is the suite's shared one, used before by GRPO with its own prompt budget, by the benchmark
+    and by task generation: the judge's prompt (about 700 tokens) and its 700 new tokens must still fit."""
+    from agents.spec import make_policies
+    from rewards import Judge
+    from viewer.play import Table
+
+    out = tmp_path / "play.jsonl"
+    cfg = PlayConfig(partner="scripted:Is $450 fine for you?", out=str(out))
+    judge = Judge(vllm_engine, cache_path=tmp_path / "judge_cache.jsonl", max_new_tokens=700)
+    table = Table(cfg, make_policies([cfg.partner], cfg.sampling(seed=cfg.seed))[0], None, judge)
+    with serve(create_play_app(table)) as url:
+        browser.get(url + "/")
+        Select(browser.find_element(By.ID, "scenario")).select_by_value("neg-used-bike")
+        with navigates(browser):
+            browser.find_element(By.ID, "start").click()
+        assert browser.find_elements(By.CSS_SELECTOR, "table.judge-table") == []  # nothing judged yet
+        browser.find_element(By.ID, "text").send_keys("The bike is $480, barely ridden.")
+        with navigates(browser):
+            browser.find_element(By.ID, "send").click()
+        with navigates(browser):
+            browser.find_element(By.ID, "judge-now").click()
+        [midway] = table.games.values()
+        judged = midway.judged
+        assert judged is not None and len(judged.turns) == 2
+        assert judged.judge_scores, judged.judge_failures  # guided decoding: at least one agent judged
+        assert_judgement_shown(browser, judged)
+        Select(browser.find_element(By.ID, "action_type")).select_by_value("leave")
+        with navigates(browser):
+            browser.find_element(By.ID, "send").click()
+        [episode] = read_episodes(out)
+        assert len(episode.turns) == 3 and episode.end_reason == "leave"
+        assert episode.judge_model == "SmolLM2-135M-Instruct" and episode.judge_scores, episode.judge_failures
+        assert_judgement_shown(browser, episode)
+
+
+def assert_judgement_shown(browser: webdriver.Chrome, judged: Episode) -> None:
+    """The page's judge tables hold exactly the judged agents' seven scores and reasoning."""
+    shown = {
+        t.get_attribute("data-agent"): [
+            [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+            for row in t.find_elements(By.CSS_SELECTOR, "tr")[1:]
+        ]
+        for t in browser.find_elements(By.CSS_SELECTOR, "table.judge-table")
+    }
+    assert set(shown) == set(judged.judge_scores)
+    for agent, rows in shown.items():
+        assert [r[0] for r in rows][: len(NAMES)] == list(NAMES)
+        for dim, score, reasoning in rows[: len(NAMES)]:
+            assert score == f"{judged.judge_scores[agent][dim]:.2f}"
+            assert reasoning == judged.judge_reasoning[agent][dim].strip()
 
 
 def test_an_unknown_episode_id_gives_a_404_page(browser, episodes_file):
