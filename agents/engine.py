@@ -58,6 +58,9 @@ class Sample:
     # The prompt's token ids exactly as the engine sampled from them (empty where a server does not say):
     # a trainer computes log-probs on these, so it trains on what was sampled.
     prompt_token_ids: list[int] = field(default_factory=list)
+    # The model that produced it as records name it ("base+adapter path" for a LoRA version), where the engine
+    # learns it from the answer (OpenAI-compatible servers); empty where the engine does not say.
+    model: str = ""
 
 
 class Engine(Protocol):

@@ -1,12 +1,18 @@
 """`OpenAIEngine`: any OpenAI-compatible chat server (OpenAI, `vllm serve`, others) via the `openai` client.
 
-Requests run concurrently (at most `max_concurrency` in flight) with a per-request timeout. Rate limits
-(429), server errors (5xx), timeouts and refused connections are retried with exponential backoff and
+Requests run concurrently (at most `max_concurrency` in flight per server) with a per-request timeout. Rate
+limits (429), server errors (5xx), timeouts and refused connections are retried with exponential backoff and
 jitter, up to `max_retries` times or `retry_budget_s` seconds per request, so a server that restarts
 mid-run costs time, not work. When they run out, `ServerUnavailable` says in one line which URL, how
 many attempts over how long, and the last error. Other errors (400, 401, 404) are raised at once:
 retrying cannot fix them.
 The API key comes from the environment (`api_key_env`), never from a file we write.
+
+Several base URLs of one model (`base_url="URL1,URL2"`, or a list) make a fleet (`agents.fleet`): each
+attempt goes to the least-loaded server in service; one that cannot be reached is taken out for a cool-down
+and the request is retried at once on another, with the same prompt and seed. `load_adapter` loads the new
+version into every server in service before it returns, and a server coming back gets the current version
+before it serves again, so no sample comes from an old adapter.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from .engine import Messages, Sample, SamplingParams, check_conversations, request_seeds
+from .fleet import Connections, Endpoint, Fleet, split_urls
 
 log = logging.getLogger(__name__)
 MAX_RETRIES_ENV, RETRY_BUDGET_ENV = "SOTOPIA_OPENAI_MAX_RETRIES", "SOTOPIA_OPENAI_RETRY_BUDGET_S"
@@ -51,7 +58,7 @@ class OpenAIEngine:
     def __init__(
         self,
         model: str,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 16,
         timeout_s: float = 120.0,
@@ -63,6 +70,7 @@ class OpenAIEngine:
         tokenizer: Any = None,
         max_prompt_tokens: int = 3072,
         context_length: int | None = None,
+        server_cooldown_s: float = 10.0,
     ) -> None:
         """return_token_ids: ask a vLLM server for the sampled token ids (a vLLM extension; other servers
         may reject the field). Without it `Sample.token_ids` is empty.
@@ -81,16 +89,22 @@ class OpenAIEngine:
 
         max_retries (default 8) and retry_budget_s (default 300) fall back to $SOTOPIA_OPENAI_MAX_RETRIES
         and $SOTOPIA_OPENAI_RETRY_BUDGET_S: the command line builds engines from policy specs, which have
-        no room for them."""
+        no room for them.
+
+        base_url: one server, or several of the same model ("URL1,URL2" or a list): a fleet, routed by
+        `agents.fleet`; `max_concurrency` then applies per server, and a server that cannot be reached is
+        taken out for `server_cooldown_s` before it is tried again."""
         from openai import AsyncOpenAI
 
         self.model_name = model  # recorded in episodes: the base, then "base+adapter path" like the other engines
         self.base_model = model
         self.served_name = model  # what requests name: the base, or the adapter loaded into the server
-        self.base_url = base_url
+        urls: list[str | None] = list(split_urls(base_url)) if base_url else [None]
+        self.base_url = ",".join(urls) if base_url else None  # type: ignore[arg-type]
+        self.fleet = Fleet(urls, cooldown_s=server_cooldown_s)
         # Local servers usually need no key; the client insists on one, so give it a placeholder.
         api_key = os.environ.get(api_key_env) or "EMPTY"
-        self._client_args = {"base_url": base_url, "api_key": api_key, "timeout": timeout_s, "max_retries": 0}
+        self._client_args = {"api_key": api_key, "timeout": timeout_s, "max_retries": 0}
         self._client_cls = AsyncOpenAI
         self.max_concurrency = max_concurrency
         self.max_retries = int(os.environ.get(MAX_RETRIES_ENV, 8)) if max_retries is None else max_retries
@@ -113,6 +127,7 @@ class OpenAIEngine:
             self.return_token_ids = True  # the trainer's ids come from the server's answer
         self.adapter_version = 0
         self._adapter_tag = uuid.uuid4().hex[:8]
+        self.adapters: dict[str, str] = {}  # every adapter version this engine loaded: its name -> its path
 
     # --- retries -------------------------------------------------------------------------------
 
@@ -126,14 +141,25 @@ class OpenAIEngine:
             return exc.status_code == 429 or exc.status_code >= 500
         return False
 
-    async def _with_retries(self, call: Any, what: str) -> Any:
+    def _lost_adapter(self, exc: BaseException) -> bool:
+        """A 404 naming our adapter: the server was restarted without us seeing it fail (`_send` loads the
+        adapter into it again before the retry)."""
+        import openai
+
+        return isinstance(exc, openai.NotFoundError) and self.served_name in self.adapters
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """The one retry loop, for one server or a fleet: `call` makes one attempt (`_send` picks its server)."""
+        import openai
+
         started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             try:
                 return await call()
             except Exception as exc:
                 elapsed = time.monotonic() - started
-                if not self.retryable(exc):
+                lost_adapter = self._lost_adapter(exc)
+                if not (self.retryable(exc) or lost_adapter):
                     raise
                 if attempt == self.max_retries or elapsed > self.retry_budget_s:
                     raise ServerUnavailable(
@@ -143,10 +169,61 @@ class OpenAIEngine:
                         f"server is running at that URL, or wait longer with {MAX_RETRIES_ENV} / {RETRY_BUDGET_ENV}"
                     ) from exc
                 delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+                # The server was taken out and another is in service, or the adapter is reloaded: no need to wait.
+                if lost_adapter or (isinstance(exc, openai.APIConnectionError) and self.fleet.any_in_service()):
+                    delay = 0.0
                 self.retries += 1
                 log.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt + 1, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _send(self, connections: Connections, call: Callable[[Any], Awaitable[T]], model: str) -> T:
+        """One attempt of a request naming `model` on the least-loaded server in service, which first gets that
+        adapter if it may lack it. A server that cannot be reached is taken out (the retry goes elsewhere)."""
+        import openai
+
+        endpoint = self.fleet.take()
+        answered = False
+        try:
+            client = connections.client(endpoint)
+            if model in self.adapters and endpoint.adapter != model:
+                async with connections.lock(endpoint):  # one load per server, however many requests wait for it
+                    if endpoint.adapter != model:
+                        await self._give_adapter(client, endpoint, model, self.adapters[model])
+            result = await call(client)
+            answered = True
+            return result
+        except openai.APIConnectionError as exc:  # refused, reset or timed out: out for the cool-down
+            self.fleet.take_out(endpoint, describe(exc))
+            raise
+        except openai.NotFoundError:
+            if model in self.adapters:
+                endpoint.adapter = None  # it lost our adapter: load it again on the retry
+            raise
+        finally:
+            self.fleet.release(endpoint, answered)
+
+    async def _give_adapter(self, client: Any, endpoint: Endpoint, name: str, path: str) -> None:
+        """Make sure the server holds adapter `name`: loaded from `path` unless the server already lists it."""
+        import openai
+
+        listed = await client.models.list()
+        if name not in {card.id for card in listed.data}:
+            try:
+                await client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": path}, cast_to=str)
+            except openai.APIStatusError as exc:
+                if self.retryable(exc):
+                    raise
+                raise RuntimeError(
+                    f"the server at {endpoint.url} refused adapter {path} ({exc.status_code}: "
+                    f"{describe(exc)[:300]}); start vllm serve with --enable-lora and "
+                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=true, and put the adapter where every server can read it"
+                ) from exc
+            log.info("loaded adapter %s (%s) into %s", name, path, endpoint.url)
+        endpoint.adapter = name
+
+    def _connections(self) -> Connections:
+        return Connections(lambda url: self._client_cls(base_url=url, **self._client_args))
 
     # --- generation ------------------------------------------------------------------------------
 
@@ -156,14 +233,14 @@ class OpenAIEngine:
         check_conversations(conversations)
         # Seeded only when the caller asks (a run seed or explicit seeds): some servers reject or bill `seed`.
         request = request_seeds(conversations, params, seeds) if seeds is not None or params.seed is not None else None
-        client = self._client_cls(**self._client_args)
-        limit = asyncio.Semaphore(self.max_concurrency)
+        connections = self._connections()
+        limit = asyncio.Semaphore(self.max_concurrency * len(self.fleet.endpoints))
         prompts = None
         if self.tokenizer is not None:
             from .render import render_prompts
 
             if not self._context_asked:
-                self.context_length = await self._served_context(client)
+                self.context_length = await self._served_context(connections)
                 self._context_asked = True
             prompts = render_prompts(
                 self.tokenizer, conversations, self.max_prompt_tokens, params.max_new_tokens, self.context_length
@@ -194,30 +271,44 @@ class OpenAIEngine:
             if extra:
                 kwargs["extra_body"] = extra
             if prompts is None:
-                call = client.chat.completions.create
                 kwargs["messages"] = conv
             else:
-                call = client.completions.create
                 kwargs["prompt"] = prompts[i]
-            async with limit:
-                response = await self._with_retries(lambda: call(**kwargs), f"request {i}")
+
+            def create(client: Any) -> Awaitable[Any]:
+                endpoint = client.chat.completions if prompts is None else client.completions
+                return endpoint.create(**kwargs)
+
+            async with limit:  # the same kwargs (prompt, seed) on every attempt, whichever server takes it
+                response = await self._with_retries(
+                    lambda: self._send(connections, create, kwargs["model"]), f"request {i}"
+                )
+            model = self._produced_by(response.model)
             choices = sorted(response.choices, key=lambda c: c.index)
             if prompts is None:
-                return [self._sample(choice) for choice in choices]
-            return [self._completion_sample(choice, prompts[i]) for choice in choices]
+                return [self._sample(choice, model) for choice in choices]
+            return [self._completion_sample(choice, prompts[i], model) for choice in choices]
 
         try:
             return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations))))
         finally:
-            await client.close()
+            await connections.close()
 
-    async def _served_context(self, client: Any) -> int | None:
+    def _produced_by(self, served: str | None) -> str:
+        """The model an answer names, as records name it: an adapter of ours as "base+path"."""
+        if served in self.adapters:
+            return f"{self.base_model}+{self.adapters[served]}"
+        return served or self.served_name
+
+    async def _served_context(self, connections: Connections) -> int | None:
         """The served model's context length as the server reports it (vLLM: `max_model_len` in /v1/models),
         or None where it does not."""
         import openai
 
         try:
-            models = await self._with_retries(lambda: client.models.list(), "the model list")
+            models = await self._with_retries(
+                lambda: self._send(connections, lambda client: client.models.list(), self.served_name), "the model list"
+            )
         except openai.APIStatusError:  # a server without /v1/models: the context stays unknown
             return None
         cards = sorted(models.data, key=lambda card: card.id != self.base_model)  # the base model's card first
@@ -225,7 +316,7 @@ class OpenAIEngine:
         return next((int(n) for n in lengths if n), None)
 
     @staticmethod
-    def _sample(choice: Any) -> Sample:
+    def _sample(choice: Any, model: str) -> Sample:
         token_ids = list(getattr(choice, "token_ids", None) or [])
         logprobs = None
         if choice.logprobs is not None and choice.logprobs.content is not None:
@@ -235,10 +326,11 @@ class OpenAIEngine:
             token_ids=token_ids,
             logprobs=logprobs,
             finish_reason=choice.finish_reason or "",
+            model=model,
         )
 
     @staticmethod
-    def _completion_sample(choice: Any, prompt_ids: list[int]) -> Sample:
+    def _completion_sample(choice: Any, prompt_ids: list[int], model: str) -> Sample:
         served = getattr(choice, "prompt_token_ids", None)
         if served is not None and list(served) != prompt_ids:  # the server must sample from the ids we sent
             raise RuntimeError("the server reports other prompt token ids than the ones sent")
@@ -249,6 +341,7 @@ class OpenAIEngine:
             logprobs=logprobs,
             finish_reason=choice.finish_reason or "",
             prompt_token_ids=list(prompt_ids),
+            model=model,
         )
 
     def generate(
@@ -259,39 +352,48 @@ class OpenAIEngine:
     # --- adapters --------------------------------------------------------------------------------
 
     def load_adapter(self, path: str) -> None:
-        """Load a LoRA adapter into a vLLM server at run time (`POST /v1/load_lora_adapter`).
+        """Load a LoRA adapter into the vLLM server(s) at run time (`POST /v1/load_lora_adapter`).
 
-        The server must run with `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=true`. Later
-        requests name the adapter as their model.
+        The servers must run with `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=true`, and each must
+        be able to read `path`. Later requests name the adapter as their model. With a fleet, it is loaded
+        into every server in service before this returns; a server out of service gets it before it serves
+        again. Unreachable servers are retried like requests.
         """
-        import httpx
-
         if not self.base_url:
             raise ValueError("load_adapter needs a base_url of a vLLM server")
         # The server keeps every adapter loaded under its name, from every client: a name unique to this
         # engine keeps a second engine (or process) from colliding with "adapter-v1" loaded earlier.
         name = f"adapter-{self._adapter_tag}-v{self.adapter_version + 1}"
-        url = self.base_url.rstrip("/").removesuffix("/v1") + "/v1/load_lora_adapter"
-        try:
-            response = httpx.post(
-                url,
-                json={"lora_name": name, "lora_path": str(path)},
-                headers={"Authorization": f"Bearer {self._client_args['api_key']}"},
-                timeout=self._client_args["timeout"],
-            )
-        except httpx.TransportError as exc:
-            raise ServerUnavailable(
-                f"{url} did not answer loading adapter {path}: 1 attempt, error {describe(exc)}; "
-                "check that the server is running at that URL"
-            ) from exc
-        if response.status_code != 200:
-            raise RuntimeError(
-                f"the server refused the adapter ({response.status_code}: {response.text.strip()[:300]}); "
-                "start vllm serve with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=true"
-            )
+        run_sync(self._load_everywhere(name, str(path)))
+        self.adapters[name] = str(path)
         self.adapter_version += 1
         self.served_name = name
         self.model_name = f"{self.base_model}+{path}"
+
+    async def _load_everywhere(self, name: str, path: str) -> None:
+        import openai
+
+        connections = self._connections()
+
+        async def attempt() -> None:
+            targets = self.fleet.in_service()
+            results = await asyncio.gather(
+                *(self._give_adapter(connections.client(e), e, name, path) for e in targets), return_exceptions=True
+            )
+            for endpoint, result in zip(targets, results):
+                if isinstance(result, openai.APIConnectionError):
+                    self.fleet.take_out(endpoint, describe(result))
+            refused = [r for r in results if isinstance(r, BaseException) and not self.retryable(r)]
+            if refused:
+                raise refused[0]
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if len(failures) == len(results):  # no server took it: retried (or reported) like a request
+                raise failures[0]
+
+        try:
+            await self._with_retries(attempt, f"loading adapter {path}")
+        finally:
+            await connections.close()
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

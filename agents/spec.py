@@ -7,6 +7,8 @@
     openai:MODEL@http://127.0.0.1:8000/v1    an OpenAI-compatible server; key from $OPENAI_API_KEY
     openai:smollm2@http://127.0.0.1:8000/v1+tokenizer:embedded   ... a vLLM server whose model's tokenizer is
                                      here: prompts are rendered to a budget here and sent as token ids
+    openai:smollm2@http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1   a fleet of servers of one model (base URLs
+                                     separated by commas): least-loaded routing, see agents.fleet
     scripted  /  scripted:Hello.|How much?|Deal.   says its lines, then leaves
     human                            you, at the terminal
 
@@ -22,6 +24,7 @@ from typing import Any
 from sotopia_env import ScriptedPolicy
 
 from .engine import Engine, SamplingParams
+from .fleet import split_urls
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,10 @@ def parse_spec(spec: str) -> PolicySpec:
             raise ValueError(
                 f"policy spec {spec!r}: write openai:MODEL@BASE_URL, e.g. openai:gpt-4o@http://127.0.0.1:8000/v1"
             )
+        try:
+            split_urls(base_url)
+        except ValueError as exc:
+            raise ValueError(f"policy spec {spec!r}: {exc}") from None
         return PolicySpec("openai", model, adapter, base_url, tokenizer=tokenizer)
     if not rest:
         raise ValueError(f"policy spec {spec!r}: name a model, e.g. {kind}:embedded or {kind}:PATH")

@@ -58,6 +58,12 @@ def test_agent_repairs_are_written_into_the_episode():
         ("hf:org/model+lora:/x/y", PolicySpec("hf", "org/model", "/x/y")),
         ("vllm:embedded", PolicySpec("vllm", "embedded")),
         ("openai:gpt-4o@http://127.0.0.1:8000/v1", PolicySpec("openai", "gpt-4o", None, "http://127.0.0.1:8000/v1")),
+        (
+            "openai:smollm2@http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1+tokenizer:embedded",
+            PolicySpec(
+                "openai", "smollm2", None, "http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1", tokenizer="embedded"
+            ),
+        ),
         ("scripted:Hi.|Deal?", PolicySpec("scripted", lines=("Hi.", "Deal?"))),
         ("human", PolicySpec("human")),
     ],
@@ -66,7 +72,19 @@ def test_policy_specs_parse(text, spec):
     assert parse_spec(text) == spec
 
 
-@pytest.mark.parametrize("bad", ["gpt4", "openai:gpt-4o", "hf:", "embedded+lora:", "embedded:x"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "gpt4",
+        "openai:gpt-4o",
+        "hf:",
+        "embedded+lora:",
+        "embedded:x",
+        "openai:m@http://a:8000/v1,",  # a fleet's URLs: each an http(s) URL, each once
+        "openai:m@http://a:8000/v1,a:8001/v1",
+        "openai:m@http://a:8000/v1,http://a:8000/v1",
+    ],
+)
 def test_bad_policy_specs_say_what_to_write(bad):
     with pytest.raises(ValueError, match="policy spec"):
         parse_spec(bad)
