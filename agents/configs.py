@@ -22,6 +22,16 @@ def library_problem(folder: str | Path) -> str:
     return f"it has no {' and no '.join(missing)}" if missing else ""
 
 
+def library_rule(library: str | Path | None) -> tuple[str, bool, str]:
+    """The config check of a `library` field: (field name, whether it is fine, what it must be)."""
+    problem = library_problem(library) if library is not None else ""
+    need = (
+        "must be a library folder holding scenarios.jsonl and characters.jsonl, as generate-tasks "
+        f"and import-sotopia write; {problem}"
+    )
+    return "library", not problem, need
+
+
 @dataclass
 class GenerationConfig:
     """Sampling of the policies' utterances, shared by the commands that play episodes."""
@@ -99,15 +109,9 @@ class CollectConfig(GenerationConfig):
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field, before any policy loads."""
-        problem = library_problem(self.library) if self.library is not None else ""
         self._check(
             [
-                (
-                    "library",
-                    not problem,
-                    "must be a library folder holding scenarios.jsonl and characters.jsonl, as generate-tasks "
-                    f"and import-sotopia write; {problem}",
-                ),
+                library_rule(self.library),
                 (
                     "scenarios",
                     self.scenarios is None or self.scenarios >= 1,

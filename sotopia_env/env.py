@@ -148,6 +148,7 @@ class SocialParallelEnv(ParallelEnv):
         scenarios: Sequence[Scenario] | Mapping[str, Scenario] | str | None = None,
         characters: Sequence[Character] | Mapping[str, Character] | None = None,
         *,
+        pairings: Mapping[str, Sequence[tuple[str, str]]] | None = None,
         turn_mode: TurnMode = "round-robin",
         max_turns: int = 20,
         max_silent_turns: int = 4,
@@ -163,6 +164,9 @@ class SocialParallelEnv(ParallelEnv):
         scenarios: the pool `reset` draws from: Scenario objects, a split name ("all", "hard", a
             category) of the shipped library, or None for the whole library.
         characters: the pool of characters (default: the shipped library).
+        pairings: the character pairings listed per scenario id, which `reset` draws from when no characters are
+            given (`scenario_pairings`; default: the shipped library's). A library folder's come from
+            `agents.runner.load_pool`.
         max_silent_turns: the episode ends after this many consecutive steps in which nobody spoke.
         strict_turns: in round-robin mode, an action other than `none` from the agent whose turn it is
             not is ignored and reported in its info as `ignored_action` (Sotopia's masking, and what
@@ -183,6 +187,7 @@ class SocialParallelEnv(ParallelEnv):
             raise ValueError("no scenarios to draw from")
         chars = library_characters() if characters is None else characters
         self.characters: dict[str, Character] = dict(chars) if isinstance(chars, Mapping) else {c.id: c for c in chars}
+        self.pairings = pairings
         self.turn_mode = turn_mode
         self.max_turns = max_turns
         self.max_silent_turns = max_silent_turns
@@ -467,7 +472,9 @@ class SocialParallelEnv(ParallelEnv):
             if out[0].id == out[1].id:
                 raise ValueError(f"a character cannot talk to itself ({out[0].id!r} in both seats)")
             return out[0], out[1]
-        a, b = self._rng.choice(scenario_pairings(scenario.id, self.characters, rng=self._rng, unlisted=1))
+        a, b = self._rng.choice(
+            scenario_pairings(scenario.id, self.characters, rng=self._rng, listed=self.pairings, unlisted=1)
+        )
         return self.characters[a], self.characters[b]
 
     def _rendered_constants(

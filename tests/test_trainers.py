@@ -350,3 +350,44 @@ def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, t
     assert set(trained) == set(sampled)  # ...and the reference and policy passes ran on those ids
     assert any(len(ids) < n for ids, n in zip(sampled, full))  # some states were past the budget and fitted
     assert all(len(ids) <= 288 for ids in sampled)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("rollout", ["states", "env"])
+def test_a_grpo_run_that_fails_mid_step_gives_the_shared_vllm_engine_its_budget_back(
+    embedded_dir, tmp_path, vllm_engine, monkeypatch, rollout
+):
+    """The failure is injected (the update raises): a real mid-run fault (a full disk, a killed reward model)
+    cannot be caused here on demand. The shared engine must leave with its own prompt budget, not GRPO's."""
+    from trainers.grpo import Learner
+
+    def failing_update(self, step, groups):
+        raise RuntimeError("injected: the update failed")
+
+    RewardModel.create(RewardModelConfig(max_length=320)).save(tmp_path / "rm")
+    monkeypatch.setattr(Learner, "update", failing_update)
+    budget = vllm_engine.max_prompt_tokens
+    cfg = GRPOConfig(
+        reward_model=str(tmp_path / "rm"),
+        out=str(tmp_path / "grpo"),
+        engine="vllm",
+        rollout=rollout,
+        partner="scripted",
+        max_turns=2,
+        steps=1,
+        prompts_per_step=1,
+        group_size=2,
+        max_new_tokens=4,
+        max_prompt_tokens=288,
+        lora_layers=2,
+        heldout_states=1,
+        eval_samples=1,
+        tensorboard=False,
+    )
+    assert budget != 288
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            train_grpo(cfg, progress=False, rollout_engine=vllm_engine)
+        assert vllm_engine.max_prompt_tokens == budget
+    finally:
+        vllm_engine.clear_adapter()

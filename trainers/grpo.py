@@ -28,7 +28,7 @@ import torch
 
 from agents.lora import lora_policy
 from sotopia_env.jsonio import append_jsonl, read_json, write_json_atomic
-from trainers import distributed
+from trainers import colocate, distributed
 from trainers.grpo_config import GRPOConfig  # noqa: F401 - re-exported: the trainer's config
 
 # --- GRPO math: pure functions the training loop calls ------------------------------------------
@@ -93,16 +93,19 @@ def states_from_episodes(path: str) -> list[str]:
     return [s.prompt for ep in read_episodes(path) for s in utterance_states(ep)]
 
 
-def states_online(count: int, split_name: str, seed: int) -> list[str]:
+def states_online(count: int, split_name: str, seed: int, library: str | None = None) -> list[str]:
     """States met by playing a few turns against a scripted partner (the policy's own turns are also scripted
-    here: only the states matter, and this keeps prompt collection model-free and fast)."""
+    here: only the states matter, and this keeps prompt collection model-free and fast), in the split of the
+    shipped library or of a library folder."""
+    from agents.runner import load_pool
     from sotopia_env import ScriptedPolicy, SocialParallelEnv, split
 
     rng = random.Random(seed)
-    scenarios = split(split_name)
+    pool, characters, pairings = load_pool(library)
+    scenarios = split(split_name, pool)
     partner = ScriptedPolicy(["Hello. What brings you here?", "I see. What do you suggest?", "Hmm, tell me more."])
     openers = ["Hi, thanks for meeting me.", "I wanted to talk about something.", "Good to see you."]
-    env = SocialParallelEnv(scenarios=scenarios, max_turns=20)
+    env = SocialParallelEnv(scenarios=scenarios, characters=characters, pairings=pairings, max_turns=20)
     states = []
     while len(states) < count:
         obs, _ = env.reset(seed=rng.randrange(1 << 30))
@@ -291,7 +294,14 @@ class Learner:
         if cfg.engine == "vllm":
             from agents.vllm_engine import VLLMEngine
 
-            self.vllm_engine = rollout_engine or VLLMEngine(cfg.base, max_prompt_tokens=cfg.max_prompt_tokens)
+            # Started after the policy and the reward model are loaded: its memory share is what training
+            # leaves (trainers.colocate); it sleeps during updates where vLLM can.
+            share = cfg.vllm_memory
+            if share is None and torch.cuda.is_available() and rollout_engine is None:
+                share = colocate.default_share(cfg, self.model, sleeps=cfg.vllm_sleep)
+            self.vllm_engine = rollout_engine or VLLMEngine(
+                cfg.base, max_prompt_tokens=cfg.max_prompt_tokens, memory_fraction=share, sleep_mode=cfg.vllm_sleep
+            )
             # One budget for sampling and training; a given engine gets its own back at close(): it may be
             # shared (a judge's prompt does not fit a policy's budget).
             self.given_budget = self.vllm_engine.max_prompt_tokens
@@ -305,6 +315,9 @@ class Learner:
                 spec.model, base_url=spec.base_url, tokenizer=self.tokenizer, max_prompt_tokens=cfg.max_prompt_tokens
             )
         self.rollout = self.vllm_engine or self.engine
+        # The in-process engine that sleeps during updates: one built (or given) with sleep mode, if asked for.
+        sleeps = cfg.engine == "vllm" and cfg.vllm_sleep and getattr(self.vllm_engine, "sleep_mode", False)
+        self.sleeper = self.vllm_engine if sleeps else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -338,9 +351,9 @@ class Learner:
         are averaged over ranks weighted by their sequences, so the step is the one on the global batch."""
         cfg, model = self.cfg, self.model
         t0 = time.perf_counter()
-        micro: list[list[Group]] = [[]]
+        micro: list[list[Group]] = []  # none when this rank's share is empty: it still joins the all-reduce
         for g in groups:
-            if micro[-1] and sum(len(x.completions) for x in micro[-1]) + len(g.completions) > cfg.micro_batch:
+            if not micro or sum(len(x.completions) for x in micro[-1]) + len(g.completions) > cfg.micro_batch:
                 micro.append([])
             micro[-1].append(g)
         total = sum(len(g.completions) for g in groups)
@@ -350,29 +363,30 @@ class Learner:
             return group_logprobs(model, [g.prompt_ids for g in m], [g.completions for g in m], cfg, self.pad_id)
 
         model.train()
-        with torch.no_grad(), reference_policy(model):
-            ref_lp = [logprobs(m) for m in micro]
-        old_lp: list[list[torch.Tensor]] | None = None
         stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
         lr = self.optimizer.param_groups[0]["lr"]  # this step's rate (the schedule moves on after the step)
-        for _ in range(cfg.updates_per_batch):
-            self.optimizer.zero_grad(set_to_none=True)
-            new_old = []
-            for k, m in enumerate(micro):
-                lps = logprobs(m)
-                olds = [lp.detach() for lp in lps] if old_lp is None else old_lp[k]  # first update: the sampler
-                loss, micro_stats = grpo_loss(lps, olds, ref_lp[k], advantages[k], cfg.clip_eps, cfg.kl_coef)
-                share = len(lps) / total  # the step's loss is the mean over all its sequences
-                (loss * share).backward()
-                stats["loss"] += loss.item() * share / cfg.updates_per_batch
-                for key, value in micro_stats.items():
-                    stats[key] += value * share / cfg.updates_per_batch
-                new_old.append([lp.detach() for lp in lps])
-            distributed.average_gradients(self.params, total)  # the global batch's mean over its sequences
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm).item()
-            self.optimizer.step()
-            if old_lp is None:
-                old_lp = new_old  # the sampling policy's log-probs, for the ratios of later updates
+        with colocate.asleep(self.sleeper):  # in-process vLLM's memory is the update's while it sleeps
+            with torch.no_grad(), reference_policy(model):
+                ref_lp = [logprobs(m) for m in micro]
+            old_lp: list[list[torch.Tensor]] | None = None
+            for _ in range(cfg.updates_per_batch):
+                self.optimizer.zero_grad(set_to_none=True)
+                new_old = []
+                for k, m in enumerate(micro):
+                    lps = logprobs(m)
+                    olds = [lp.detach() for lp in lps] if old_lp is None else old_lp[k]  # first update: the sampler
+                    loss, micro_stats = grpo_loss(lps, olds, ref_lp[k], advantages[k], cfg.clip_eps, cfg.kl_coef)
+                    share = len(lps) / total  # the step's loss is the mean over all its sequences
+                    (loss * share).backward()
+                    stats["loss"] += loss.item() * share / cfg.updates_per_batch
+                    for key, value in micro_stats.items():
+                        stats[key] += value * share / cfg.updates_per_batch
+                    new_old.append([lp.detach() for lp in lps])
+                distributed.average_gradients(self.params, total)  # the global batch's mean over its sequences
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm).item()
+                self.optimizer.step()
+                if old_lp is None:
+                    old_lp = new_old  # the sampling policy's log-probs, for the ratios of later updates
         self.schedule.step()
         stats = distributed.mean_over_ranks(stats, total)
         model.eval()
@@ -413,6 +427,10 @@ class Learner:
         summary["final_kl"] = records[-1]["kl"] if records else 0.0
         summary["max_kl"] = max((r["kl"] for r in records), default=0.0)
         summary["world_size"] = self.world.size
+        if self.cfg.engine == "vllm":  # the colocated engine's memory share and whether it slept during updates
+            cache = self.vllm_engine.llm.llm_engine.vllm_config.cache_config
+            summary["vllm_memory"] = cache.gpu_memory_utilization
+            summary["vllm_sleep"] = self.sleeper is not None
         return distributed.broadcast(summary)
 
     def close(self) -> None:
@@ -434,6 +452,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
     rollout_engine: with `engine="vllm"`, a ready `VLLMEngine` on the same base model to use (and leave
     open) instead of starting one; its adapter is replaced as training goes."""
     cfg.validate()  # fields may have been set after construction
+    distributed.setup()  # before any model loads: under a launcher each rank's models go to its own GPU
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -451,7 +470,6 @@ def _train_on_states(cfg: GRPOConfig, progress: bool, rollout_engine: Any) -> di
     """Sotopia-RL's single-turn GRPO: G utterances per dialogue state, scored by the reward model."""
     from agents.engine import SamplingParams, request_seed
     from agents.llm_agent import build_messages, parse_reply
-    from rewards.reward_model import RewardModel
 
     out = Path(cfg.out)
     # Prompts: a fixed, seeded split into training and held-out states.
@@ -464,7 +482,7 @@ def _train_on_states(cfg: GRPOConfig, progress: bool, rollout_engine: Any) -> di
     elif cfg.episodes:
         states = states_from_episodes(cfg.episodes)
     else:  # the pool size is not tied to steps, so a resumed run sees the same pool
-        states = states_online(cfg.heldout_states + cfg.prompts_per_step * 64, cfg.split, cfg.seed)
+        states = states_online(cfg.heldout_states + cfg.prompts_per_step * 64, cfg.split, cfg.seed, cfg.library)
     random.Random(cfg.seed).shuffle(states)
     heldout, train_states = states[: cfg.heldout_states], states[cfg.heldout_states :]
     if len(train_states) < cfg.prompts_per_step:
@@ -472,92 +490,105 @@ def _train_on_states(cfg: GRPOConfig, progress: bool, rollout_engine: Any) -> di
             f"only {len(train_states)} training states; need at least prompts_per_step={cfg.prompts_per_step}"
         )
 
-    learner = Learner(cfg, rollout_engine, progress)
-    if cfg.prompts_per_step < learner.world.size:
+    world = distributed.world()
+    if cfg.prompts_per_step < world.size:
         raise ValueError(
-            f"prompts_per_step={cfg.prompts_per_step} is smaller than the {learner.world.size} training processes: "
+            f"prompts_per_step={cfg.prompts_per_step} is smaller than the {world.size} training processes: "
             "each rank needs at least one state per step; raise --prompts-per-step or start fewer processes"
         )
-    rm = RewardModel.load(cfg.reward_model)
-    sampling = SamplingParams(
-        n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
-    )
-
-    def evaluate(tag: str) -> float:
-        params_eval = SamplingParams(
-            n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
+    rm = load_reward_model(cfg.reward_model)  # before the policy's vLLM engine (if any) sizes its memory share
+    learner = Learner(cfg, rollout_engine, progress)
+    try:  # a failed run still closes what it started and gives a shared engine its budget back
+        sampling = SamplingParams(
+            n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
         )
-        # Each held-out state keeps its seed across evaluations: before and after differ by the policy only.
-        mine = distributed.shard(heldout)  # each rank samples and scores its share
-        texts, rewards = [], []
-        if mine:  # a rank may have no held-out state when there are fewer than ranks
-            samples = learner.rollout.generate(
-                [build_messages({"prompt": s}) for s in mine],
-                params_eval,
-                seeds=[request_seed(cfg.seed, "eval", s) for s in mine],
+
+        def evaluate(tag: str) -> float:
+            params_eval = SamplingParams(
+                n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
             )
-            texts = [parse_reply(x.text).argument for group in samples for x in group]
-            rewards = rm.score([s for s in mine for _ in range(cfg.eval_samples)], texts)
-        texts, rewards = _concat(distributed.gather(texts)), _concat(distributed.gather(rewards))
-        mean = sum(rewards) / len(rewards)
+            # Each held-out state keeps its seed across evaluations: before and after differ by the policy only.
+            mine = distributed.shard(heldout)  # each rank samples and scores its share
+            texts, rewards = [], []
+            if mine:  # a rank may have no held-out state when there are fewer than ranks
+                samples = learner.rollout.generate(
+                    [build_messages({"prompt": s}) for s in mine],
+                    params_eval,
+                    seeds=[request_seed(cfg.seed, "eval", s) for s in mine],
+                )
+                texts = [parse_reply(x.text).argument for group in samples for x in group]
+                rewards = rm.score([s for s in mine for _ in range(cfg.eval_samples)], texts)
+            texts, rewards = _concat(distributed.gather(texts)), _concat(distributed.gather(rewards))
+            mean = sum(rewards) / len(rewards)
+            if distributed.is_main():
+                write_json_atomic(out / f"eval_{tag}.json", {"mean_reward": mean, "samples": texts[:20]})
+            return mean
+
+        summary: dict[str, Any] = {
+            "heldout_reward_before": evaluate("before")
+            if learner.start_step == 0
+            else read_json(out / "eval_before.json")["mean_reward"]
+        }
+        for step in range(learner.start_step, cfg.steps):
+            # 1. Sample G utterances for each of B states. The data order depends only on (seed, step): a resumed
+            #    run sees the same prompts and sampling seeds as an uninterrupted one.
+            order_rng = random.Random(cfg.seed * 1_000_003 + step)
+            batch_states = distributed.shard(order_rng.sample(train_states, cfg.prompts_per_step))  # this rank's share
+            t0 = time.perf_counter()
+            convs = [build_messages({"prompt": s}) for s in batch_states]
+            learner.model.eval()
+            samples = learner.rollout.generate(
+                convs, sampling, seeds=[request_seed(cfg.seed, "train", step, s) for s in batch_states]
+            )
+            t1 = time.perf_counter()
+
+            # 2. Score each utterance as the env would see it (the parsed reply) with the reward model.
+            texts = [parse_reply(x.text).argument for g in samples for x in g]
+            rewards = torch.tensor(rm.score([s for s in batch_states for _ in range(cfg.group_size)], texts))
+            t2 = time.perf_counter()
+
+            # 3. Group-relative advantages: each sample against the other samples of its state.
+            advantages = group_advantages(rewards.view(len(batch_states), cfg.group_size))
+
+            # 4. The update, on exactly the prompt ids the engine sampled from.
+            groups = [
+                Group(g[0].prompt_token_ids, [learner.completion_ids(x) for x in g], adv.tolist())
+                for g, adv in zip(samples, advantages)
+            ]
+            stats = learner.update(step, groups)
+            new_tokens = sum(distributed.gather(sum(len(c) for g in groups for c in g.completions)))
+            rewards = torch.tensor(_concat(distributed.gather(rewards.tolist())))  # the global batch's, for the log
+            learner.end_step(
+                step,
+                {
+                    "reward_mean": rewards.mean().item(),
+                    "reward_std": rewards.std().item(),
+                    "trained_utterances": cfg.prompts_per_step * cfg.group_size,  # the global batch, as online logs it
+                    **{k: stats[k] for k in ("kl", "clip_frac", "loss", "grad_norm", "lr")},
+                    "new_tokens": new_tokens,
+                    "gen_tokens_per_s": new_tokens / max(t1 - t0, 1e-9),
+                    "time_generate": t1 - t0,
+                    "time_score": t2 - t1,
+                    "time_update": stats["time_update"],
+                    "time_sync": stats["time_sync"],
+                },
+            )
+        summary["heldout_reward_after"] = evaluate("after")
+        learner.finish(summary)
         if distributed.is_main():
-            write_json_atomic(out / f"eval_{tag}.json", {"mean_reward": mean, "samples": texts[:20]})
-        return mean
+            write_json_atomic(out / "summary.json", summary)
+        return summary
+    finally:
+        learner.close()
 
-    summary: dict[str, Any] = {
-        "heldout_reward_before": evaluate("before")
-        if learner.start_step == 0
-        else read_json(out / "eval_before.json")["mean_reward"]
-    }
-    for step in range(learner.start_step, cfg.steps):
-        # 1. Sample G utterances for each of B states. The data order depends only on (seed, step): a resumed
-        #    run sees the same prompts and sampling seeds as an uninterrupted one.
-        order_rng = random.Random(cfg.seed * 1_000_003 + step)
-        batch_states = distributed.shard(order_rng.sample(train_states, cfg.prompts_per_step))  # this rank's share
-        t0 = time.perf_counter()
-        convs = [build_messages({"prompt": s}) for s in batch_states]
-        learner.model.eval()
-        samples = learner.rollout.generate(
-            convs, sampling, seeds=[request_seed(cfg.seed, "train", step, s) for s in batch_states]
-        )
-        t1 = time.perf_counter()
 
-        # 2. Score each utterance as the env would see it (the parsed reply) with the reward model.
-        texts = [parse_reply(x.text).argument for g in samples for x in g]
-        rewards = torch.tensor(rm.score([s for s in batch_states for _ in range(cfg.group_size)], texts))
-        t2 = time.perf_counter()
+def load_reward_model(path: str) -> Any:
+    """The reward model, loaded without drawing from the run's seeded random stream (its score head is
+    initialised before its weights load), so the fresh LoRA built after it is the same whenever it loads."""
+    from rewards.reward_model import RewardModel
 
-        # 3. Group-relative advantages: each sample against the other samples of its state.
-        advantages = group_advantages(rewards.view(len(batch_states), cfg.group_size))
-
-        # 4. The update, on exactly the prompt ids the engine sampled from.
-        groups = [
-            Group(g[0].prompt_token_ids, [learner.completion_ids(x) for x in g], adv.tolist())
-            for g, adv in zip(samples, advantages)
-        ]
-        stats = learner.update(step, groups)
-        new_tokens = sum(distributed.gather(sum(len(c) for g in groups for c in g.completions)))
-        rewards = torch.tensor(_concat(distributed.gather(rewards.tolist())))  # the global batch's, for the log
-        learner.end_step(
-            step,
-            {
-                "reward_mean": rewards.mean().item(),
-                "reward_std": rewards.std().item(),
-                **{k: stats[k] for k in ("kl", "clip_frac", "loss", "grad_norm", "lr")},
-                "new_tokens": new_tokens,
-                "gen_tokens_per_s": new_tokens / max(t1 - t0, 1e-9),
-                "time_generate": t1 - t0,
-                "time_score": t2 - t1,
-                "time_update": stats["time_update"],
-                "time_sync": stats["time_sync"],
-            },
-        )
-    summary["heldout_reward_after"] = evaluate("after")
-    learner.finish(summary)
-    if distributed.is_main():
-        write_json_atomic(out / "summary.json", summary)
-    learner.close()
-    return summary
+    with torch.random.fork_rng(devices=[]):
+        return RewardModel.load(path)
 
 
 def _concat(lists: list[list[Any]]) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agents.configs import library_rule
 from agents.engine import MODES
 from sotopia_env.cli import config_error
 
@@ -19,6 +20,13 @@ class GRPOConfig:
         default=None, metadata={"help": 'or: a JSONL file of {"prompt": <observation prompt>} records'}
     )
     split: str = field(default="all", metadata={"help": "scenarios for online states and env rollouts"})
+    library: str | None = field(
+        default=None,
+        metadata={
+            "help": "a library folder (scenarios.jsonl, characters.jsonl, optional pairings.json) from "
+            "generate-tasks or import-sotopia: its --split is used instead of the shipped library's"
+        },
+    )
     rollout: str = field(
         default="states",
         metadata={
@@ -56,6 +64,20 @@ class GRPOConfig:
         metadata={
             "help": "with --engine openai: openai:SERVED_NAME@URL of a vLLM server on --base started with runtime "
             "LoRA loading (sotopia-env serve); each new adapter version is loaded into it from OUT/adapters"
+        },
+    )
+    vllm_memory: float | None = field(
+        default=None,
+        metadata={
+            "help": "with --engine vllm: the fraction of the GPU's memory vLLM may take (weights, activations, KV "
+            "cache); unset: what the training leaves, measured at start (trainers.colocate; 0.25 on CPU)"
+        },
+    )
+    vllm_sleep: bool = field(
+        default=True,
+        metadata={
+            "help": "with --engine vllm: vLLM sleeps during each update (level 1: weights to CPU memory, KV cache "
+            "freed) where the installed vLLM has sleep mode (CUDA, ROCm); elsewhere it stays awake (logged once)"
         },
     )
     rollout_mode: str = field(
@@ -105,6 +127,7 @@ class GRPOConfig:
         """Raise a ValueError naming the first bad field. Runs at construction and again when training starts,
         before any model loads, so a bad flag costs nothing (G = 1 would give NaN advantages)."""
         rules = [
+            library_rule(self.library),
             ("steps", self.steps >= 1, "must be at least 1"),
             ("prompts_per_step", self.prompts_per_step >= 1, "must be at least 1 dialogue state per step"),
             (
@@ -141,6 +164,11 @@ class GRPOConfig:
             ),
             ("eval_samples", self.eval_samples >= 1, "must be at least 1 sample per held-out state"),
             ("save_every", self.save_every >= 1, "must be at least 1 step"),
+            (
+                "vllm_memory",
+                self.vllm_memory is None or 0 < self.vllm_memory <= 1,
+                "must be a fraction of the GPU's memory in (0, 1], or unset to derive it from the training's needs",
+            ),
             ("engine", self.engine in ("transformers", "vllm", "openai"), "must be 'transformers', 'vllm' or 'openai'"),
             (
                 "server",

@@ -22,13 +22,19 @@ Every training dialogue is written to OUT/episodes.jsonl as an `Episode`; `meta[
 the adapter version that spoke, the credit mode and (turn credit) each learner turn's candidates with their
 rewards. The held-out reward is measured on-policy: episodes in scenarios kept out of training, played by the
 policy before and after, the mean env reward of its utterances.
+
+Under torch.distributed (torchrun, accelerate launch) each rank plays its `shard` of the step's B starts and
+of the held-out starts. A start, its episode id and every request seed depend on (seed, step, index) only, so
+a rank plays exactly the dialogues one process would play for those indices; the update averages gradients
+over ranks weighted by sequences, and the main rank writes the records gathered in start order, so the files
+are the ones a single process writes.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +43,12 @@ import torch
 
 from agents.engine import SamplingParams, request_seed
 from agents.llm_agent import build_messages, parse_reply
-from sotopia_env import SocialParallelEnv, split
+from agents.runner import load_pool
+from sotopia_env import Scenario, SocialParallelEnv, split
 from sotopia_env.env import score_contexts, step_envs, would_earn_many
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
 from sotopia_env.policy import act_batch
+from trainers import distributed
 from trainers.grpo import Group, Learner, group_advantages
 from trainers.grpo_config import GRPOConfig
 
@@ -140,9 +148,10 @@ def seat_plan(cfg: GRPOConfig, index: int) -> tuple[str, ...]:
     return (AGENTS[int(cfg.learner_seat)],)
 
 
-def scenario_split(cfg: GRPOConfig) -> tuple[list[str], list[str]]:
-    """(training, held-out) scenario ids: a seeded fifth of the split (at least one) is kept for evaluation."""
-    ids = sorted(s.id for s in split(cfg.split))
+def scenario_split(cfg: GRPOConfig, scenarios: Mapping[str, Scenario] | None = None) -> tuple[list[str], list[str]]:
+    """(training, held-out) scenario ids of the split (of `scenarios`, default the shipped library): a seeded
+    fifth of them (at least one) is kept for evaluation."""
+    ids = sorted(s.id for s in split(cfg.split, scenarios))
     if len(ids) < 2:
         raise ValueError(f"split {cfg.split!r} has {len(ids)} scenario(s); env rollouts hold some out: need 2+")
     random.Random(cfg.seed).shuffle(ids)
@@ -169,7 +178,9 @@ class OnlineGRPO:
         self.times = dict.fromkeys(("learner_generate", "partner_generate", "env"), 0.0)
         self.partner = partner
         self.partner_name = "self-play" if partner is None else getattr(partner, "model_name", type(partner).__name__)
-        self.scenarios = {s.id: s for s in split(cfg.split)}
+        # The scenario pool: the shipped library's split, or a library folder's (`--library`).
+        scenarios, self.characters, self.pairings = load_pool(cfg.library)
+        self.scenarios = {s.id: s for s in split(cfg.split, scenarios)}
 
     # --- playing ---------------------------------------------------------------------------------------
 
@@ -180,6 +191,8 @@ class OnlineGRPO:
         }
         env = SocialParallelEnv(
             scenarios=self.scenarios,
+            characters=self.characters,
+            pairings=self.pairings,
             max_turns=self.cfg.max_turns,
             reward_fn=self.reward_fn,
             agent_models=models,
@@ -266,24 +279,24 @@ class OnlineGRPO:
 
     # --- credit ----------------------------------------------------------------------------------------
 
-    def turn_step(self, step: int, starts: list[Start]) -> tuple[list[Group], list[Rollout]]:
-        rollouts = [
-            self.new_rollout(f"train|{step}|{i}", s, {"step": step, "credit": "turn"}) for i, s in enumerate(starts)
-        ]
+    # `starts` are (index in the step's B, start) pairs: all B in one process, a rank's share under a launcher.
+
+    def turn_step(self, step: int, starts: list[tuple[int, Start]]) -> tuple[list[Group], list[Rollout]]:
+        rollouts = [self.new_rollout(f"train|{step}|{i}", s, {"step": step, "credit": "turn"}) for i, s in starts]
         self.play(rollouts, self.cfg.group_size)
         return [g for r in rollouts for g in r.groups], rollouts
 
-    def episode_step(self, step: int, starts: list[Start]) -> tuple[list[Group], list[Rollout]]:
+    def episode_step(self, step: int, starts: list[tuple[int, Start]]) -> tuple[list[Group], list[Rollout]]:
         cfg = self.cfg
         rollouts = [
             self.new_rollout(f"train|{step}|{i}|{m}", s, {"step": step, "credit": "episode", "member": m})
-            for i, s in enumerate(starts)
+            for i, s in starts
             for m in range(cfg.group_size)
         ]
         self.play(rollouts, 1)
         groups = []
-        for i, start in enumerate(starts):
-            members = rollouts[i * cfg.group_size : (i + 1) * cfg.group_size]
+        for n, (_, start) in enumerate(starts):
+            members = rollouts[n * cfg.group_size : (n + 1) * cfg.group_size]
             for agent in start.learners:
                 returns = [returns_to_go(r.learner_rewards(agent), cfg.gamma) for r in members]
                 for r, rets, advs in zip(members, returns, position_advantages(returns)):
@@ -296,20 +309,29 @@ class OnlineGRPO:
     # --- evaluation ------------------------------------------------------------------------------------
 
     def evaluate(self, tag: str, heldout: Sequence[str], out: Path) -> float:
-        """Mean env reward of the policy's utterances in held-out episodes (same starts and seeds every time)."""
+        """Mean env reward of the policy's utterances in held-out episodes (same starts and seeds every time).
+        Each rank plays its share of the starts; the main rank writes them all, in start order."""
         starts = [
             Start(heldout[k % len(heldout)], request_seed(self.cfg.seed, "eval", k) % (1 << 30), seat_plan(self.cfg, k))
             for k in range(self.cfg.heldout_states)
         ]
-        rollouts = [self.new_rollout(f"eval|{k}", s, {"eval": tag}) for k, s in enumerate(starts)]
-        self.play(rollouts, 1)
-        write_jsonl_atomic(out / f"eval_{tag}.jsonl", [r.env.episode for r in rollouts])
-        rewards = [
-            t.reward for r in rollouts for t in r.env.episode.turns if t.agent in r.start.learners and t.is_speech
+        rollouts = [
+            self.new_rollout(f"eval|{k}", s, {"eval": tag}) for k, s in distributed.shard(list(enumerate(starts)))
         ]
+        self.play(rollouts, 1)
+        mine = [(r.env.episode, learner_utterance_rewards(r)) for r in rollouts]
+        played = [pair for part in distributed.gather(mine) for pair in part]  # in start order: shards are blocks
+        rewards = [x for _, rs in played for x in rs]
         mean = sum(rewards) / len(rewards) if rewards else 0.0
-        write_json_atomic(out / f"eval_{tag}.json", {"mean_reward": mean, "utterances": len(rewards)})
+        if distributed.is_main():
+            write_jsonl_atomic(out / f"eval_{tag}.jsonl", [episode for episode, _ in played])
+            write_json_atomic(out / f"eval_{tag}.json", {"mean_reward": mean, "utterances": len(rewards)})
         return mean
+
+
+def learner_utterance_rewards(r: Rollout) -> list[float]:
+    """The env rewards of the learner's utterances in a played episode (what evaluation averages)."""
+    return [t.reward for t in r.env.episode.turns if t.agent in r.start.learners and t.is_speech]
 
 
 def _drop_steps_from(path: Path, step: int) -> None:
@@ -322,55 +344,74 @@ def _drop_steps_from(path: Path, step: int) -> None:
 def train_online(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = None) -> dict[str, Any]:
     """GRPO with rollouts in the env (`cfg.rollout == "env"`); returns the summary (also OUT/summary.json)."""
     from agents.spec import make_policies
-    from rewards.reward_model import RewardModel
+    from trainers.grpo import load_reward_model
 
     out = Path(cfg.out)
-    train_scenarios, heldout = scenario_split(cfg)
+    train_scenarios, heldout = scenario_split(cfg, load_pool(cfg.library)[0])
+    world = distributed.setup()
+    if cfg.prompts_per_step < world.size:
+        raise ValueError(
+            f"prompts_per_step={cfg.prompts_per_step} is smaller than the {world.size} training processes: each rank "
+            "plays at least one start per step; raise --prompts-per-step or start fewer processes"
+        )
     partner: Any = None  # self-play: the learner holds both seats
     if cfg.learner_seat != "both":
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.7, top_p=0.95, seed=cfg.seed)
         (partner,) = make_policies([cfg.partner], params)
+    # Loaded before the policy's vLLM engine (if any) sizes its memory share: see trainers.colocate.
+    reward_fn = load_reward_model(cfg.reward_model).as_env_reward()
     learner = Learner(cfg, rollout_engine, progress)
-    reward_fn = RewardModel.load(cfg.reward_model).as_env_reward()
-    online = OnlineGRPO(cfg, learner, reward_fn, partner)
-    episodes_path = out / "episodes.jsonl"
-    _drop_steps_from(episodes_path, learner.start_step)
-    summary: dict[str, Any] = {
-        "rollout": "env",
-        "credit": cfg.credit,
-        "heldout_reward_before": online.evaluate("before", heldout, out)
-        if learner.start_step == 0
-        else read_json(out / "eval_before.json")["mean_reward"],
-    }
-    online.take_times()  # the evaluation's time is not the first step's
-    for step in range(learner.start_step, cfg.steps):
-        starts = step_starts(cfg, step, train_scenarios)
-        t0 = time.perf_counter()
-        play = online.turn_step if cfg.credit == "turn" else online.episode_step
-        groups, rollouts = play(step, starts)
-        t1 = time.perf_counter()
-        times = online.take_times()
-        for r in rollouts:  # before the update: a resumed run drops a step's episodes unless it was checkpointed
-            append_jsonl(episodes_path, r.env.episode)
-        played = [t.reward for r in rollouts for t in r.env.episode.turns if t.agent in r.start.learners]
-        stats = learner.update(step, groups)
-        learner.end_step(
-            step,
-            {
-                "reward_mean": sum(played) / max(1, len(played)),
-                "trained_utterances": sum(len(g.completions) for g in groups),
-                "episodes": len(rollouts),
-                **{k: stats[k] for k in ("kl", "clip_frac", "loss", "grad_norm", "lr")},
+    try:  # a failed run still closes what it started and gives a shared engine its budget back
+        online = OnlineGRPO(cfg, learner, reward_fn, partner)
+        episodes_path = out / "episodes.jsonl"
+        if world.main:
+            _drop_steps_from(episodes_path, learner.start_step)
+        summary: dict[str, Any] = {
+            "rollout": "env",
+            "credit": cfg.credit,
+            "heldout_reward_before": online.evaluate("before", heldout, out)
+            if learner.start_step == 0
+            else read_json(out / "eval_before.json")["mean_reward"],
+        }
+        online.take_times()  # the evaluation's time is not the first step's
+        for step in range(learner.start_step, cfg.steps):
+            starts = distributed.shard(list(enumerate(step_starts(cfg, step, train_scenarios))))  # this rank's share
+            t0 = time.perf_counter()
+            play = online.turn_step if cfg.credit == "turn" else online.episode_step
+            groups, rollouts = play(step, starts)
+            t1 = time.perf_counter()
+            mine = {
+                "episodes": [r.env.episode for r in rollouts],
+                "played": [t.reward for r in rollouts for t in r.env.episode.turns if t.agent in r.start.learners],
+                "trained": sum(len(g.completions) for g in groups),
                 "new_tokens": sum(len(c) for g in groups for c in g.completions),
-                "time_rollout": t1 - t0,
-                **{f"time_{k}": v for k, v in times.items()},
-                "time_update": stats["time_update"],
-                "time_sync": stats["time_sync"],
-            },
-        )
-    summary["heldout_reward_after"] = online.evaluate("after", heldout, out)
-    summary["episodes"] = str(episodes_path)
-    learner.finish(summary)
-    write_json_atomic(out / "summary.json", summary)
-    learner.close()
-    return summary
+                "times": {"time_rollout": t1 - t0, **{f"time_{k}": v for k, v in online.take_times().items()}},
+            }
+            ranks = distributed.gather(mine)  # the global step's, in start order (shards are contiguous blocks)
+            if world.main:  # before the update: a resumed run drops a step's episodes unless it was checkpointed
+                for episode in (e for r in ranks for e in r["episodes"]):
+                    append_jsonl(episodes_path, episode)
+            played = [x for r in ranks for x in r["played"]]
+            stats = learner.update(step, groups)
+            learner.end_step(
+                step,
+                {
+                    "reward_mean": sum(played) / max(1, len(played)),
+                    "trained_utterances": sum(r["trained"] for r in ranks),
+                    "episodes": sum(len(r["episodes"]) for r in ranks),
+                    **{k: stats[k] for k in ("kl", "clip_frac", "loss", "grad_norm", "lr")},
+                    "new_tokens": sum(r["new_tokens"] for r in ranks),
+                    # The slowest rank's seconds: the step waits for it.
+                    **{k: max(r["times"][k] for r in ranks) for k in mine["times"]},
+                    "time_update": stats["time_update"],
+                    "time_sync": stats["time_sync"],
+                },
+            )
+        summary["heldout_reward_after"] = online.evaluate("after", heldout, out)
+        summary["episodes"] = str(episodes_path)
+        learner.finish(summary)
+        if world.main:
+            write_json_atomic(out / "summary.json", summary)
+        return summary
+    finally:
+        learner.close()
