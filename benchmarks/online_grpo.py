@@ -1,7 +1,9 @@
 """Where a GRPO step's time goes, in the env (`turn` and `episode` credit) and offline, at the same number of
-trained utterances per step. A benchmark, not a test: it measures and prints; nothing passes or fails.
+trained utterances per step; and (`--learning`) how far each mode raises a learned reward after the same
+budget. A benchmark, not a test: it measures and prints; nothing passes or fails.
 
     python -m benchmarks.online_grpo [--steps 3] [--partner scripted] [--json benchmarks/results/online_grpo.json]
+    python -m benchmarks.online_grpo --learning [--seeds 0,1,2] [--steps 12] [--json ...]
 
 Each mode trains `--steps` steps on the embedded model from a fresh LoRA, rewarded by a reward model (an
 untrained one by default: its forward pass costs the same as a trained one's). Per mode, the mean over steps
@@ -18,15 +20,28 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+LEARNING_DOC = """
+Learning (`--learning`): the reward model of a known preference (benchmarks.preference: an utterance that addresses
+the partner scores 10, else 0), trained on the embedded policy's own samples (the committed model unless
+`--reward-model` or `--retrain-rm`), rewards each mode's run from a fresh
+LoRA with the settings of the learning tests (benchmarks.preference.LEARNING; brief-library scenarios, a scripted
+partner, max_turns 4) at 16 trained utterances per step: offline 4 states x G=4, turn 2 starts x 2 learner turns x
+G=4 candidates, episode 2 starts x G=4 episodes x 2 learner turns. Per mode and seed: the held-out reward before
+and after (offline: 8 held-out states x 4 samples; turn and episode: 8 held-out on-policy episodes), its gain, the
+largest KL; per mode the mean gain and its spread (min..max, sample standard deviation) over the seeds.
+"""
+__doc__ += LEARNING_DOC
 
 PARTS = ("learner_generate", "partner_generate", "env", "reward", "update", "sync")
 
 
 def run_mode(mode: str, rm: Path, out: Path, steps: int, partner: str, max_new_tokens: int) -> dict[str, Any]:
-    from trainers.checkpoint import read_metrics
     from trainers.grpo import GRPOConfig, train_grpo
 
     common = dict(
@@ -47,7 +62,14 @@ def run_mode(mode: str, rm: Path, out: Path, steps: int, partner: str, max_new_t
     else:
         cfg = GRPOConfig(rollout="env", credit=mode, partner=partner, max_turns=4, prompts_per_step=2, **common)
     train_grpo(cfg, progress=False)
-    rows = read_metrics(out / mode / "metrics.jsonl")
+    return {"mode": mode, **time_split(out / mode / "metrics.jsonl")}
+
+
+def time_split(metrics: Path) -> dict[str, Any]:
+    """A run's mean seconds per step by part, over the steps after the first (which pays for warm-up)."""
+    from trainers.checkpoint import read_metrics
+
+    rows = read_metrics(metrics)
     timed = rows[1:] or rows
     mean = {k: sum(r.get(k, 0.0) for r in timed) / len(timed) for k in rows[0]}
     parts = {
@@ -60,8 +82,7 @@ def run_mode(mode: str, rm: Path, out: Path, steps: int, partner: str, max_new_t
     }
     total = sum(parts.values())
     return {
-        "mode": mode,
-        "trained_utterances_per_step": mean.get("trained_utterances", 4 * 2),
+        "trained_utterances_per_step": mean["trained_utterances"],
         "seconds_per_step": total,
         **{f"s_{k}": v for k, v in parts.items()},
         "env_share": parts["env"] / total if total else 0.0,
@@ -69,15 +90,97 @@ def run_mode(mode: str, rm: Path, out: Path, steps: int, partner: str, max_new_t
     }
 
 
+def learning_run(mode: str, rm: Path, out: Path, seed: int, steps: int, rollout_mode: str = "auto") -> dict[str, Any]:
+    from benchmarks.preference import BRIEF_LIBRARY, LEARNING
+    from trainers.grpo import GRPOConfig, train_grpo
+
+    settings = {**LEARNING, "steps": steps, "seed": seed, "rollout_mode": rollout_mode}
+    common = dict(reward_model=str(rm), library=str(BRIEF_LIBRARY), out=str(out / f"{mode}-{seed}"), heldout_states=8)
+    if mode == "offline":
+        cfg = GRPOConfig(prompts_per_step=4, eval_samples=4, **common, **settings)
+    else:
+        cfg = GRPOConfig(
+            rollout="env", credit=mode, partner="scripted", max_turns=4, prompts_per_step=2, **common, **settings
+        )
+    started = time.perf_counter()
+    summary = train_grpo(cfg, progress=False)
+    before, after = summary["heldout_reward_before"], summary["heldout_reward_after"]
+    return {
+        "mode": mode,
+        "seed": seed,
+        "before": before,
+        "after": after,
+        "gain": after - before,
+        "max_kl": summary["max_kl"],
+        "seconds": time.perf_counter() - started,
+        **time_split(Path(cfg.out) / "metrics.jsonl"),
+    }
+
+
+def learning(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    from benchmarks.preference import PREFERENCE_RM, train_preference_rm
+
+    rm = Path(args.reward_model) if args.reward_model else PREFERENCE_RM
+    if args.retrain_rm:
+        trained = train_preference_rm(tmp / "rm")
+        print(f"preference reward model: held-out Pearson {trained['heldout_pearson']:.3f}", flush=True)
+        rm = tmp / "rm" / "best"
+    rows = []
+    for mode in args.modes.split(","):
+        for seed in (int(x) for x in args.seeds.split(",")):
+            rows.append(learning_run(mode, rm, tmp, seed, args.steps, args.rollout_mode))
+            print(json.dumps(rows[-1]), flush=True)
+    print(
+        "\n| mode | seeds | gain mean | gain min..max | gain sd | before -> after (means) | max KL | s/step | env share |"
+        "\n|---|---|---|---|---|---|---|---|---|"
+    )
+    for mode in args.modes.split(","):
+        mine = [r for r in rows if r["mode"] == mode]
+        gains = [r["gain"] for r in mine]
+        sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
+        print(
+            f"| {mode} | {len(mine)} | {statistics.mean(gains):+.2f} | {min(gains):+.2f}..{max(gains):+.2f} | "
+            f"{sd:.2f} | {statistics.mean(r['before'] for r in mine):.2f} -> "
+            f"{statistics.mean(r['after'] for r in mine):.2f} | {max(r['max_kl'] for r in mine):.3f} | "
+            f"{statistics.mean(r['seconds_per_step'] for r in mine):.1f} | "
+            f"{100 * statistics.mean(r['env_share'] for r in mine):.2f}% |"
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="default: 3 (time split); the tests' 12 (--learning)")
     parser.add_argument("--partner", default="scripted", help="the env modes' partner spec (embedded adds its cost)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--modes", default="turn,episode,offline")
-    parser.add_argument("--reward-model", default=None, help="default: a fresh, untrained reward model")
+    parser.add_argument(
+        "--reward-model",
+        default=None,
+        help="default: a fresh, untrained reward model (timing) or the preference's committed one (--learning)",
+    )
+    parser.add_argument(
+        "--retrain-rm", action="store_true", help="--learning: train the preference's reward model here first"
+    )
+    parser.add_argument("--learning", action="store_true", help="the learning comparison instead of the time split")
+    parser.add_argument("--seeds", default="0,1,2", help="--learning: one run per mode and seed")
+    parser.add_argument(
+        "--rollout-mode",
+        default="auto",
+        help="--learning: the transformers engine's mode (auto: static cache on a GPU; generate avoids its compiles)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    if args.learning:
+        from benchmarks.preference import LEARNING
+
+        args.steps = args.steps or LEARNING["steps"]
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = learning(args, Path(tmp))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": machine, "learning": rows}, indent=1))
+        return
 
     from rewards.reward_model import RewardModel, RewardModelConfig
 
@@ -87,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             RewardModel.create(RewardModelConfig(max_length=384)).save(rm)
         rows = []
         for mode in args.modes.split(","):
-            rows.append(run_mode(mode, rm, Path(tmp), args.steps, args.partner, args.max_new_tokens))
+            rows.append(run_mode(mode, rm, Path(tmp), args.steps or 3, args.partner, args.max_new_tokens))
             print(json.dumps(rows[-1]), flush=True)
     header = "| mode | utterances/step | s/step | " + " | ".join(PARTS) + " | env share |"
     print("\n" + header + "\n|" + "---|" * (len(PARTS) + 4))
@@ -98,7 +201,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{100 * r['env_share']:.2f}% |"
         )
     if args.json:
-        machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
         Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 
 

@@ -72,7 +72,10 @@ class RewardModel:
             )
         config = RewardModelConfig(**read_json(path / "rm_config.json"))
         base = resolve_model(config.base)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        # `save` writes the tokenizer beside the adapter; a folder of adapter and config alone reads the base's.
+        tokenizer = AutoTokenizer.from_pretrained(path if (path / "tokenizer_config.json").exists() else base)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
         model = _base_classifier(base)
         model.config.pad_token_id = tokenizer.pad_token_id
         model = with_lora(model, adapter=path, trainable=False).to(device or default_device()).eval()

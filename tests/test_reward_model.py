@@ -1,7 +1,9 @@
-"""The learned reward model: learning is shown on a synthetic label, plus scoring, wrappers and resume.
+"""The learned reward model: learning is shown on a known label, plus scoring, wrappers and resume.
 
-The known preference (10 for an utterance that asks the partner a question, else 0) is also the target of
-the GRPO learning test here: the reward model trained once on it (module fixture) drives GRPO."""
+Learning is shown on hand-written rows (an utterance that asks the partner a question scores 10, else 0). What
+GRPO must raise, here and in tests/test_online_grpo.py, is the reward of a known preference learned from the
+embedded policy's own samples (benchmarks.preference: an utterance that addresses the partner scores 10, else
+0; that model is committed, since learning it takes 300+ steps, minutes on a GPU and over an hour here)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,23 @@ import random
 import pytest
 
 from agents.llm_agent import build_messages
+from benchmarks.preference import (
+    BRIEF_LIBRARY,
+    LEARNING,
+    PREFERENCE_RM,
+    PREFERENCE_ROWS,
+    addresses_partner,
+    preference_label,
+    preference_states,
+)
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env import SocialParallelEnv, split
+from trainers.grpo import GRPOConfig, train_grpo
 from trainers.train_reward_model import RMTrainConfig, load_rows, pearson, split_rows, train_reward_model
+
+# By how much the GRPO learning runs (benchmarks.preference.LEARNING, here and in tests/test_online_grpo.py) must
+# raise the preference model's held-out reward: labels are 0 / 10, so a tenth of the scale.
+LEARNING_MARGIN = 1.0
 
 QUESTIONS = [
     "Could you lower the price a bit?",
@@ -107,49 +123,45 @@ def test_reward_model_learns_a_known_function_of_the_text(question_rm):
     assert any("heldout_mse" in m for m in metrics) and (out / "checkpoint" / "state.json").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="KNOWN FAILURE, kept visible: since states reach the policy whole (system turn and header kept, "
-    "agents.render) and log-probs are taken on the sampled ids, this run no longer reaches +1.0. Measured on the "
-    "2-core CPU (2026-11-23): held-out reward 4.82 -> 5.21 at lr 1.5e-3 (max KL 0.008), 4.82 -> 4.97 at lr 3e-3; "
-    "on full observation states 4.72 -> 5.11. Before the fixes (states cut to their last 128 tokens) it was "
-    "3.30 -> 5.01. Strict: when GRPO learns this again the test fails and this marker must go.",
-)
-def test_grpo_raises_the_learned_reward_on_held_out_states(question_rm, tmp_path):
-    """GRPO on the embedded model, rewarded by the question RM: the held-out mean reward (states never
-    trained on) must rise clearly above the starting policy's, with the KL to the base staying bounded."""
-    from sotopia_env.episode import append_jsonl
-    from trainers.grpo import GRPOConfig, train_grpo
+def test_the_committed_preference_model_scores_held_out_policy_samples_as_the_rule_does():
+    """The preference's reward model (benchmarks/data/address_rm, made by `python -m benchmarks.preference` on an
+    H200) loads here and scores the embedded policy's held-out samples (rows it was not trained on: the same
+    split by state as training) the way the rule does; a fresh pair of lines too."""
+    rows = [json.loads(line) for line in PREFERENCE_ROWS.read_text().splitlines()]
+    _, heldout = split_rows(rows, 0.2, seed=0)
+    heldout = heldout[:48]
+    rm = RewardModel.load(PREFERENCE_RM)
+    scores = rm.score([r["prompt"] for r in heldout], [r["utterance"] for r in heldout])
+    assert pearson(scores, [r["label"] for r in heldout]) >= 0.9
+    state = preference_states(1, seed=7)[0]
+    fresh = ["Would you take $180 for it?", "Can your brother help us?", "The bike is old.", "That seems fair enough."]
+    assert [preference_label(x) for x in fresh] == [10.0, 10.0, 0.0, 0.0]
+    scores = rm.score([state] * 4, fresh)
+    assert min(scores[:2]) > max(scores[2:]), scores
 
-    for state in short_states():
-        append_jsonl(tmp_path / "prompts.jsonl", {"prompt": state})
+
+def test_grpo_on_dialogue_states_raises_the_learned_reward_on_held_out_states(tmp_path):
+    """Offline (single-turn) GRPO on the embedded model, rewarded by the preference's reward model: the held-out
+    mean reward (states never trained on, same sampling seeds before and after) rises clearly, the KL to the
+    starting policy stays bounded, and more held-out samples address the partner than before."""
     cfg = GRPOConfig(
-        reward_model=str(question_rm[1] / "best"),
-        prompts=str(tmp_path / "prompts.jsonl"),
+        reward_model=str(PREFERENCE_RM),
+        library=str(BRIEF_LIBRARY),
         out=str(tmp_path / "grpo"),
-        steps=16,
+        **LEARNING,
         prompts_per_step=4,
-        group_size=4,
-        max_new_tokens=24,
-        max_prompt_tokens=160,
-        lr=1.5e-3,
-        lora_layers=8,
         heldout_states=8,
         eval_samples=4,
-        seed=0,
-        tensorboard=False,
     )
     summary = train_grpo(cfg, progress=False)
     before, after = summary["heldout_reward_before"], summary["heldout_reward_after"]
-    assert after >= before + 1.0, summary  # labels are 0 / 10: +1 is a tenth of the scale, on unseen states
+    assert after >= before + LEARNING_MARGIN, summary  # labels are 0 / 10: a tenth of the scale, on unseen states
     assert 0 < summary["max_kl"] < 0.5, summary
-    # The behaviour behind the number: more of the held-out samples ask a question than before.
-    asked = {
-        t: sum("?" in x for x in json.loads((tmp_path / "grpo" / f"eval_{t}.json").read_text())["samples"])
+    addressed = {
+        t: sum(addresses_partner(x) for x in json.loads((tmp_path / "grpo" / f"eval_{t}.json").read_text())["samples"])
         for t in ("before", "after")
     }
-    assert asked["after"] > asked["before"], asked
+    assert addressed["after"] > addressed["before"], addressed
 
 
 def test_training_resumes_from_its_checkpoint(embedded_dir, tmp_path):
