@@ -359,6 +359,8 @@ def test_a_grpo_run_that_fails_mid_step_gives_the_shared_vllm_engine_its_budget_
 ):
     """The failure is injected (the update raises): a real mid-run fault (a full disk, a killed reward model)
     cannot be caused here on demand. The shared engine must leave with its own prompt budget, not GRPO's."""
+    from test_online_grpo import online_config
+
     from trainers.grpo import Learner
 
     def failing_update(self, step, groups):
@@ -367,23 +369,9 @@ def test_a_grpo_run_that_fails_mid_step_gives_the_shared_vllm_engine_its_budget_
     RewardModel.create(RewardModelConfig(max_length=320)).save(tmp_path / "rm")
     monkeypatch.setattr(Learner, "update", failing_update)
     budget = vllm_engine.max_prompt_tokens
-    cfg = GRPOConfig(
-        reward_model=str(tmp_path / "rm"),
-        out=str(tmp_path / "grpo"),
-        engine="vllm",
-        rollout=rollout,
-        partner="scripted",
-        max_turns=2,
-        steps=1,
-        prompts_per_step=1,
-        group_size=2,
-        max_new_tokens=4,
-        max_prompt_tokens=288,
-        lora_layers=2,
-        heldout_states=1,
-        eval_samples=1,
-        tensorboard=False,
-    )
+    # One short step of either rollout kind, at a budget that is not the engine's own.
+    cfg = online_config(tmp_path / "rm", tmp_path / "grpo", engine="vllm", rollout=rollout, steps=1, max_turns=2)
+    cfg.prompts_per_step, cfg.max_new_tokens, cfg.max_prompt_tokens, cfg.eval_samples = 1, 4, 288, 1
     assert budget != 288
     try:
         with pytest.raises(RuntimeError, match="injected"):
