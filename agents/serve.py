@@ -71,12 +71,15 @@ def server_env() -> dict[str, str]:
 def start_server(log_path: str | Path, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.Popen:
     """`vllm serve` in a session of its own, its output appended to `log_path`. env: variables to add or override
     (e.g. VLLM_CPU_OMP_THREADS_BIND to give each of several servers on one CPU its own cores)."""
+    # Request logs are INFO lines: asked for, they must not be filtered by a level this process inherited
+    # (importing TRL sets VLLM_LOGGING_LEVEL=ERROR in os.environ, which every child would get).
+    level = {"VLLM_LOGGING_LEVEL": "INFO"} if kwargs.get("log_requests") else {}
     log = open(log_path, "ab")  # noqa: SIM115 - the server process owns it
     return subprocess.Popen(
         server_command(**kwargs),
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**server_env(), **(env or {})},
+        env={**server_env(), **level, **(env or {})},
         start_new_session=True,
     )
 
