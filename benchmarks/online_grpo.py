@@ -11,7 +11,11 @@ after the first (the first pays for warm-up) of: learner generation, partner gen
 (stepping, observing, recording: everything but model forward passes), the reward model, the update and the
 adapter sync, and the env's share of the step. Sizes (max_turns 4, so each learner plays 2 turns an episode):
 turn B=2 episodes x 2 learner turns x G=2 candidates, episode B=2 starts x G=2 episodes x 2 turns, offline B=4
-states x G=2: 8 trained utterances per step each.
+states x G=2: 8 trained utterances per step each (`--group-size` sets G for all three).
+
+`--modes episode/plain,episode` sets the update's two ways side by side: a mode with `/plain` runs every trained
+utterance's prompt through the model on its own (shared_prompt=False); without it, replies to the same prompt share
+one pass (turn and offline: a state's G candidates; episode: the G episodes' first learner turn).
 """
 
 from __future__ import annotations
@@ -41,14 +45,23 @@ __doc__ += LEARNING_DOC
 PARTS = ("learner_generate", "partner_generate", "env", "reward", "update", "sync")
 
 
-def run_mode(mode: str, rm: Path, out: Path, steps: int, partner: str, max_new_tokens: int) -> dict[str, Any]:
+def run_mode(
+    mode: str, rm: Path, out: Path, steps: int, partner: str, max_new_tokens: int, group_size: int = 2
+) -> dict[str, Any]:
+    """One mode's time split; a mode named "<mode>/plain" runs every utterance's prompt on its own in the update
+    (shared_prompt=False), the side-by-side for the shared-prompt forward pass."""
     from trainers.grpo import GRPOConfig, train_grpo
 
+    name = mode
+    mode, _, variant = mode.partition("/")
+    if variant not in ("", "plain"):
+        raise ValueError(f"unknown mode variant {variant!r} in {name!r}: the one variant is '/plain'")
     common = dict(
         reward_model=str(rm),
-        out=str(out / mode),
+        out=str(out / name.replace("/", "-")),
         steps=steps,
-        group_size=2,
+        group_size=group_size,
+        shared_prompt=variant != "plain",
         max_new_tokens=max_new_tokens,
         max_prompt_tokens=384,
         lora_layers=4,
@@ -62,7 +75,7 @@ def run_mode(mode: str, rm: Path, out: Path, steps: int, partner: str, max_new_t
     else:
         cfg = GRPOConfig(rollout="env", credit=mode, partner=partner, max_turns=4, prompts_per_step=2, **common)
     train_grpo(cfg, progress=False)
-    return {"mode": mode, **time_split(out / mode / "metrics.jsonl")}
+    return {"mode": name, "group_size": group_size, **time_split(Path(cfg.out) / "metrics.jsonl")}
 
 
 def time_split(metrics: Path) -> dict[str, Any]:
@@ -155,7 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--partner", default="scripted", help="the env modes' partner spec (embedded adds its cost)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--modes", default="turn,episode,offline")
+    parser.add_argument(
+        "--modes",
+        default="turn,episode,offline",
+        help="comma-separated; add /plain to a mode (episode/plain) to run each prompt once per utterance",
+    )
+    parser.add_argument("--group-size", type=int, default=2, help="time split: G (the learning runs use LEARNING's)")
     parser.add_argument(
         "--reward-model",
         default=None,
@@ -192,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
             RewardModel.create(RewardModelConfig(max_length=384)).save(rm)
         rows = []
         for mode in args.modes.split(","):
-            rows.append(run_mode(mode, rm, Path(tmp), args.steps or 3, args.partner, args.max_new_tokens))
+            rows.append(
+                run_mode(mode, rm, Path(tmp), args.steps or 3, args.partner, args.max_new_tokens, args.group_size)
+            )
             print(json.dumps(rows[-1]), flush=True)
     header = "| mode | utterances/step | s/step | " + " | ".join(PARTS) + " | env share |"
     print("\n" + header + "\n|" + "---|" * (len(PARTS) + 4))

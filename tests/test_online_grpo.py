@@ -111,13 +111,23 @@ def test_episode_credit_gives_each_learner_turn_its_normalised_return_to_go(
         rewards = [[t.reward for t in e.turns if t.agent == learner] for e in start]
         returns = [returns_to_go(r, 0.5) for r in rewards]
         advantages = position_advantages(returns)
-        for e, rets, advs in zip(start, returns, advantages):
+        for e, rets in zip(start, returns):
             recorded = e.meta["training"]["returns"]
             turns = [t for t in e.turns if t.agent == learner]
             assert [recorded[str(t.index)]["return"] for t in turns] == pytest.approx(rets)
-            for adv in advs:
-                _, completions, trained = next(groups)
-                assert len(completions) == 1 and trained == pytest.approx([adv])
+        # Turn position k trains each member's k-th turn with its advantage, one group per distinct prompt: the
+        # first turn's prompt (scenario, seat, the scripted partner's line) is the same for every member.
+        for k in range(max(map(len, advantages))):
+            expected = [advs[k] for advs in advantages if len(advs) > k]
+            position = []
+            while sum(len(completions) for _, completions, _ in position) < len(expected):
+                position.append(next(groups))
+            prompts = [tuple(prompt) for prompt, _, _ in position]
+            assert len(set(prompts)) == len(prompts)  # merged where alike
+            trained = [adv for _, _, advs in position for adv in advs]
+            assert sorted(trained) == pytest.approx(sorted(expected))
+            if k == 0:
+                assert len(position) == 1 and trained == pytest.approx(expected)
     assert next(groups, None) is None
 
 

@@ -13,19 +13,11 @@ import pytest
 import torch
 
 from rewards.reward_model import RewardModel, RewardModelConfig
-from sotopia_env import SocialParallelEnv
+from sotopia_env import SocialParallelEnv, read_episodes
 from sotopia_env.episode import write_episode
 from trainers.bc import BCConfig, reply_text, select_top, tokenize_example, train_bc
-from trainers.grpo import (
-    GRPOConfig,
-    group_logprobs,
-    grouped_logprobs,
-    load_policy,
-    lr_factor,
-    reference_policy,
-    sequence_logprobs,
-    train_grpo,
-)
+from trainers.grpo import GRPOConfig, group_logprobs, load_policy, lr_factor, reference_policy, train_grpo
+from trainers.logprobs import grouped_logprobs, sequence_logprobs
 
 
 def judged_episodes(path, goals):
@@ -52,12 +44,11 @@ def test_self_reinforcement_keeps_the_top_fraction_per_scenario(tmp_path):
         select_top(eps, 0)
 
 
-def test_bc_masks_the_prompt_and_learns_only_the_reply(transformers_engine):
+def test_bc_learns_only_the_reply(transformers_engine):
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
-    ids, labels = tokenize_example(transformers_engine.tokenizer, messages, "Hello there.", 256)
-    target = [t for t in labels if t != -100]
-    assert len(ids) == len(labels) and target and "Hello there." in transformers_engine.tokenizer.decode(target)
-    assert labels[0] == -100
+    prompt, reply = tokenize_example(transformers_engine.tokenizer, messages, "Hello there.", 256)
+    decode = transformers_engine.tokenizer.decode
+    assert "Hello there." in decode(reply) and "Hello" not in decode(prompt) and "u" in decode(prompt)
     assert json.loads(reply_text("leave", "")) == {"action_type": "leave", "argument": ""}
     assert reply_text("speak", "Hi") == "Hi"
 
@@ -66,7 +57,13 @@ def test_bc_trains_resumes_and_saves_an_adapter(embedded_dir, tmp_path):
     episodes = tmp_path / "e.jsonl"
     judged_episodes(episodes, [(1, 9), (5, 2)])
     cfg = dict(
-        episodes=str(episodes), out=str(tmp_path / "bc"), batch_size=2, max_length=320, lora_layers=2, save_every=1
+        episodes=str(episodes),
+        out=str(tmp_path / "bc"),
+        batch_size=2,
+        max_length=320,
+        lora_layers=2,
+        save_every=1,
+        lr=2e-3,
     )
     first = train_bc(BCConfig(epochs=1, **cfg), progress=False)
     second = train_bc(BCConfig(epochs=2, **cfg), progress=False)
@@ -74,6 +71,18 @@ def test_bc_trains_resumes_and_saves_an_adapter(embedded_dir, tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "bc" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, second["steps"] + 1))  # resumed, not restarted
     assert (tmp_path / "bc" / "adapter" / "adapter_config.json").exists()
+    # It learned the demonstrations: their replies are likelier under the adapter than under the base model.
+    from agents.lora import lora_policy
+    from trainers.bc import examples
+
+    model, tokenizer = lora_policy("embedded", adapter=tmp_path / "bc" / "adapter")
+    eps = read_episodes(episodes)
+    data = [tokenize_example(tokenizer, m, r, 320) for m, r in examples([(e, a) for e in eps for a in e.agents])]
+    with torch.no_grad():
+        trained = torch.cat(sequence_logprobs(model, [p for p, _ in data], [r for _, r in data], 0)).mean()
+        with model.disable_adapter():
+            base = torch.cat(sequence_logprobs(model, [p for p, _ in data], [r for _, r in data], 0)).mean()
+    assert trained > base + 0.05, (float(base), float(trained))
 
 
 def metrics(out):
@@ -248,36 +257,50 @@ def test_training_and_evaluation_sample_with_the_configured_top_p(embedded_dir, 
     assert record["grad_norm"] == 0.0, record
 
 
-def test_grouped_logprobs_equal_the_plain_per_sequence_ones_values_and_gradients(embedded_dir):
-    """The shared-prompt path (each prompt run once, its KV cache repeated G times) must give the same
-    log-probs and the same LoRA gradients as running every prompt + completion on its own."""
+def test_batched_logprobs_equal_each_sequence_run_alone_values_and_gradients(embedded_dir):
+    """Both batched log-prob paths, the plain one (left-padded sequences, the LM head on the completions' positions
+    only) and the shared-prompt one (each prompt run once, its KV cache given to each of its replies; groups of
+    equal and of unequal sizes), must give the log-probs and LoRA gradients of running every prompt + completion
+    alone, unpadded, through the whole model."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    prompts = [[1, 504, 3458, 314, 253, 1345, 30, 2], [1, 9519, 17, 2]]  # unequal lengths: left padding matters
-    groups = [[[198, 504], [2867, 30, 4932, 11, 2]], [[28, 2], [1345, 3458, 504]]]
+    prompts = [[1, 504, 3458, 314, 253, 1345, 30, 2], [1, 9519, 17, 2]]  # unequal lengths: padding matters
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def run(fn):
+    def run(fn, *args):
         model.zero_grad()
-        lps = fn()
+        lps = fn(*args)
         torch.stack([lp.sum() * (i + 1) for i, lp in enumerate(lps)]).sum().backward()
         return [lp.detach() for lp in lps], [p.grad.clone() for p in params]
 
-    plain, plain_grads = run(
-        lambda: sequence_logprobs(model, [p for p in prompts for _ in range(2)], [c for g in groups for c in g], 0)
-    )
-    shared, shared_grads = run(lambda: grouped_logprobs(model, prompts, groups, 0))
-    assert [len(x) for x in shared] == [2, 5, 2, 3]
-    for a, b in zip(plain, shared):
-        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
-    for a, b in zip(plain_grads, shared_grads):  # float32 summation order differs: compare as vectors
-        assert (a - b).norm() <= 1e-3 * a.norm()
-    with pytest.raises(ValueError, match="same number of completions"):
-        grouped_logprobs(model, prompts, [[[1]], [[1], [2]]], 0)
+    def alone(pairs):
+        out = []
+        for p, c in pairs:
+            logits = model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1 : -1]
+            out.append(logits.log_softmax(-1)[torch.arange(len(c)), c])
+        return out
+
+    even = [[[198, 504], [2867, 30, 4932, 11, 2]], [[28, 2], [1345, 3458, 504]]]
+    uneven = [[even[0][0]], even[1] + [even[0][1]]]  # episode credit's groups: replies per prompt vary
+    for groups in (even, uneven):
+        pairs = [(p, c) for p, g in zip(prompts, groups) for c in g]
+        truth, truth_grads = run(alone, pairs)
+        paths = {
+            "plain": run(sequence_logprobs, model, [p for p, _ in pairs], [c for _, c in pairs], 0),
+            "shared": run(grouped_logprobs, model, prompts, groups, 0),
+        }
+        for name, (lps, grads) in paths.items():
+            assert [len(x) for x in lps] == [len(c) for _, c in pairs], name
+            for a, b in zip(truth, lps):
+                torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
+            for a, b in zip(truth_grads, grads):  # float32 summation order differs: compare as vectors
+                assert (a - b).norm() <= 1e-3 * a.norm(), name
+    with pytest.raises(ValueError, match="at least one completion"):
+        grouped_logprobs(model, prompts, [[[1]], []], 0)
 
 
 @pytest.mark.vllm

@@ -30,6 +30,7 @@ from sotopia_env.jsonio import append_jsonl, write_json_atomic
 from sotopia_env.replay import utterance_states
 from trainers import distributed
 from trainers.bc_config import BCConfig  # noqa: F401 - re-exported: the trainer's config
+from trainers.logprobs import sequence_logprobs
 
 
 def played_by(episode: Episode, agent: str, models: Sequence[str]) -> bool:
@@ -84,11 +85,11 @@ def examples(pairs: Sequence[tuple[Episode, str]]) -> list[tuple[list[dict[str, 
 def tokenize_example(
     tokenizer: Any, messages: list[dict[str, str]], reply: str, max_length: int
 ) -> tuple[list[int], list[int]]:
-    """(input ids, labels) with labels -100 on the prompt, fitted to max_length by `agents.render` (the oldest
-    dialogue lines are left out; a reply longer than half the budget is cut at its end)."""
+    """(prompt ids, reply ids), together fitted to max_length by `agents.render` (the oldest dialogue lines are
+    left out; a reply longer than half the budget is cut at its end). Only the reply is learned."""
     rendered = render_chat(tokenizer, messages, max_length, reply=reply, reply_budget=max_length // 2)
     ids, n = rendered.ids, rendered.prompt_length
-    return ids, [-100] * n + ids[n:]
+    return ids[:n], ids[n:]
 
 
 def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
@@ -126,7 +127,6 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     distributed.broadcast_parameters(params)  # every rank starts from the main rank's adapter
     if world.main:
         resume_metrics(out / "metrics.jsonl", step)  # steps logged after the checkpoint are trained and logged again
-    device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     bar = tqdm(total=total, initial=step, desc="bc", unit="step", disable=not (progress and world.main))
     model.train()
@@ -137,17 +137,15 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
         random.Random(cfg.seed + epoch).shuffle(order)  # same order after a resume
         batch = [encoded[i] for i in order[within * cfg.batch_size : (within + 1) * cfg.batch_size]]
         batch = distributed.shard(batch)  # this rank's share of the global batch (all of it in one process)
-        # The loss is the mean over the batch's reply tokens (the labels after the one-token shift); ranks
-        # weigh their means by their token counts so the step is the global batch's.
+        # The loss is the mean negative log-likelihood over the batch's reply tokens (GRPO's log-prob pass: the
+        # LM head runs on the replies' positions only); ranks weigh their means by their token counts so the
+        # step is the global batch's.
         tokens, loss_value = 0, 0.0
         if batch:  # the last batch of an epoch may leave a rank without examples
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
-            labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in batch], device=device)
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            logprobs = sequence_logprobs(model, [p for p, _ in batch], [r for _, r in batch], pad)
+            loss = -torch.cat(logprobs).mean()
             loss.backward()
-            tokens, loss_value = int((labels[:, 1:] != -100).sum()), loss.item()
+            tokens, loss_value = sum(len(r) for _, r in batch), loss.item()
         distributed.average_gradients(params, tokens)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

@@ -30,6 +30,7 @@ from agents.lora import lora_policy
 from sotopia_env.jsonio import append_jsonl, read_json, write_json_atomic
 from trainers import colocate, distributed
 from trainers.grpo_config import GRPOConfig  # noqa: F401 - re-exported: the trainer's config
+from trainers.logprobs import grouped_logprobs, sequence_logprobs
 
 # --- GRPO math: pure functions the training loop calls ------------------------------------------
 
@@ -151,89 +152,14 @@ def reference_policy(model: Any) -> Iterator[None]:
         model.set_adapter("default")
 
 
-def sequence_logprobs(
-    model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int, temperature: float = 1.0
-) -> list[torch.Tensor]:
-    """Per-token log-probabilities of each completion given its prompt, under the distribution sampled from at
-    `temperature` (log_softmax(logits / T)): a list of [len(completion)] tensors.
-
-    The plain way: every (prompt + completion) is one sequence. `grouped_logprobs` gives the same numbers
-    running each shared prompt once; this one stays as its reference (tests compare the two)."""
-    seqs = [p + c for p, c in zip(prompts, completions)]
-    width = max(map(len, seqs))
-    device = next(model.parameters()).device
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, device=device)
-        mask[i, : len(s)] = 1
-    logits = model(input_ids=ids, attention_mask=mask).logits  # [N, T, V]
-    out = []
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        step_logits = logits[i, len(p) - 1 : len(p) - 1 + len(c)].float()  # position t predicts token t+1
-        out.append(
-            (step_logits / temperature).log_softmax(-1).gather(-1, torch.tensor(c, device=device)[:, None]).squeeze(-1)
-        )
-    return out
-
-
-def grouped_logprobs(
-    model: Any, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int, temperature: float = 1.0
-) -> list[torch.Tensor]:
-    """Per-token log-probabilities (at `temperature`) of G completions per prompt, running each prompt
-    through the model once.
-
-    GRPO samples G completions of one dialogue state, and the state (hundreds of tokens) is much longer
-    than a completion (tens). The prompts go through the model once, left-padded, filling a KV cache; the
-    cache is repeated G times and the completions run on top of it. Gradients flow through the shared
-    cache into the prompt's pass, so the result, values and gradients, equals `sequence_logprobs` on the
-    concatenated sequences while the prompt tokens cost 1/G of the work. Returns one tensor per
-    completion, in group order."""
-    device = next(model.parameters()).device
-    g = len(groups[0])
-    if any(len(group) != g for group in groups):
-        raise ValueError("every prompt needs the same number of completions")
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p, device=device)
-        mask[i, width - len(p) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    head = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = head.past_key_values
-    cache.batch_repeat_interleave(g)
-
-    completions = [c for group in groups for c in group]
-    length = max(map(len, completions))
-    cids = torch.full((len(completions), length), pad_id, dtype=torch.long, device=device)
-    cmask = torch.zeros_like(cids)
-    for i, c in enumerate(completions):
-        cids[i, : len(c)] = torch.tensor(c, device=device)
-        cmask[i, : len(c)] = 1
-    cpositions = positions[:, -1:].repeat_interleave(g, 0) + 1 + torch.arange(length, device=device)
-    tail = model(
-        input_ids=cids,
-        attention_mask=torch.cat([mask.repeat_interleave(g, 0), cmask], 1),
-        position_ids=cpositions,
-        past_key_values=cache,
-        use_cache=True,
-    )
-    # Token 0 of a completion is predicted by the prompt's last position, token t by completion position t-1.
-    logits = torch.cat([head.logits[:, -1:].repeat_interleave(g, 0), tail.logits[:, :-1]], 1)
-    out = []
-    for i, c in enumerate(completions):
-        step = (logits[i, : len(c)].float() / temperature).log_softmax(-1)
-        out.append(step.gather(-1, torch.tensor(c, device=device)[:, None]).squeeze(-1))
-    return out
-
-
 @dataclass
 class Group:
     """Sampled replies that share one advantage baseline, with their prompts and advantages.
 
     Offline and `turn` credit: G replies to one dialogue state (one prompt, run once by `grouped_logprobs`).
-    `episode` credit: one learner turn of one episode (its own prompt), so a group holds one reply."""
+    `episode` credit: the replies of one learner turn position in a start's G episodes that were given the same
+    prompt (as a rule the first turn, before the episodes part), each with its own advantage; a turn whose
+    prompt no other member shares is a group of one."""
 
     prompt_ids: list[int]
     completions: list[list[int]]
@@ -244,9 +170,8 @@ def group_logprobs(
     model: Any, prompt_ids: list[list[int]], groups: list[list[list[int]]], cfg: GRPOConfig, pad_id: int
 ) -> list[torch.Tensor]:
     """Log-probs of each group's completions given its prompt, flattened in group order: the shared-prompt way
-    when the config asks and the groups are alike (same size, more than one reply), else the plain way."""
-    sizes = {len(g) for g in groups}
-    if cfg.shared_prompt and len(sizes) == 1 and sizes != {1}:
+    when the config asks and some prompt has more than one reply, else the plain way."""
+    if cfg.shared_prompt and any(len(g) > 1 for g in groups):
         return grouped_logprobs(model, prompt_ids, groups, pad_id, cfg.temperature)
     return sequence_logprobs(
         model,

@@ -43,7 +43,7 @@ import torch
 
 from agents.engine import SamplingParams, request_seed
 from agents.llm_agent import build_messages, parse_reply
-from agents.runner import load_pool
+from agents.runner import Pool, load_pool
 from sotopia_env import Scenario, SocialParallelEnv, split
 from sotopia_env.env import score_contexts, step_envs, would_earn_many
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
@@ -171,15 +171,15 @@ def step_starts(cfg: GRPOConfig, step: int, scenarios: Sequence[str]) -> list[St
 class OnlineGRPO:
     """Plays rollouts for `Learner` and turns them into groups for its update."""
 
-    def __init__(self, cfg: GRPOConfig, learner: Learner, reward_fn: Any, partner: Any) -> None:
+    def __init__(self, cfg: GRPOConfig, learner: Learner, reward_fn: Any, partner: Any, pool: Pool) -> None:
         self.cfg = cfg
         self.learner = learner
         self.reward_fn = TimedReward(reward_fn)
         self.times = dict.fromkeys(("learner_generate", "partner_generate", "env"), 0.0)
         self.partner = partner
         self.partner_name = "self-play" if partner is None else getattr(partner, "model_name", type(partner).__name__)
-        # The scenario pool: the shipped library's split, or a library folder's (`--library`).
-        scenarios, self.characters, self.pairings = load_pool(cfg.library)
+        # The scenario pool (agents.runner.load_pool): the shipped library's split, or a library folder's.
+        scenarios, self.characters, self.pairings = pool
         self.scenarios = {s.id: s for s in split(cfg.split, scenarios)}
 
     # --- playing ---------------------------------------------------------------------------------------
@@ -299,11 +299,19 @@ class OnlineGRPO:
             members = rollouts[n * cfg.group_size : (n + 1) * cfg.group_size]
             for agent in start.learners:
                 returns = [returns_to_go(r.learner_rewards(agent), cfg.gamma) for r in members]
+                # The members' k-th turns of this seat; those given the same prompt form one group, so the update
+                # runs that prompt once (every member's first turn, when nothing sampled came before it).
+                positions: list[dict[tuple[int, ...], Group]] = []
                 for r, rets, advs in zip(members, returns, position_advantages(returns)):
                     record = r.env.episode.meta["training"].setdefault("returns", {})
-                    for turn, ret, adv in zip([t for t in r.turns if t.agent == agent], rets, advs):
-                        groups.append(Group(turn.prompt_ids, [turn.completion], [adv]))
+                    for k, (turn, ret, adv) in enumerate(zip([t for t in r.turns if t.agent == agent], rets, advs)):
+                        if k == len(positions):
+                            positions.append({})
+                        group = positions[k].setdefault(tuple(turn.prompt_ids), Group(turn.prompt_ids, [], []))
+                        group.completions.append(turn.completion)
+                        group.advantages.append(adv)
                         record[str(turn.turn)] = {"return": ret, "advantage": adv}
+                groups.extend(g for position in positions for g in position.values())
         return groups, rollouts
 
     # --- evaluation ------------------------------------------------------------------------------------
@@ -347,7 +355,8 @@ def train_online(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = N
     from trainers.grpo import load_reward_model
 
     out = Path(cfg.out)
-    train_scenarios, heldout = scenario_split(cfg, load_pool(cfg.library)[0])
+    pool = load_pool(cfg.library)  # read once, before any model loads: a bad library fails fast
+    train_scenarios, heldout = scenario_split(cfg, pool[0])
     world = distributed.setup()
     if cfg.prompts_per_step < world.size:
         raise ValueError(
@@ -362,7 +371,7 @@ def train_online(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = N
     reward_fn = load_reward_model(cfg.reward_model).as_env_reward()
     learner = Learner(cfg, rollout_engine, progress)
     try:  # a failed run still closes what it started and gives a shared engine its budget back
-        online = OnlineGRPO(cfg, learner, reward_fn, partner)
+        online = OnlineGRPO(cfg, learner, reward_fn, partner, pool)
         episodes_path = out / "episodes.jsonl"
         if world.main:
             _drop_steps_from(episodes_path, learner.start_step)
