@@ -96,7 +96,7 @@ def short_states() -> list[str]:
 def question_rm(embedded_dir, tmp_path_factory):
     """A reward model trained on the synthetic question preference, with short dialogue states as prompts."""
     tmp = tmp_path_factory.mktemp("question_rm")
-    write_rows(tmp / "synthetic.jsonl", synthetic_rows(60, prompts=short_states()))
+    write_rows(tmp / "synthetic.jsonl", synthetic_rows(40, prompts=short_states()))  # 160 rows: held-out Pearson 0.875
     cfg = RMTrainConfig(
         data=str(tmp / "synthetic.jsonl"),
         out=str(tmp / "rm"),
