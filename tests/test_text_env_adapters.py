@@ -1,5 +1,5 @@
-"""The README's verl/SkyRL example runs as written: the test executes the README's code block itself, so the two
-cannot drift, against the Gymnasium env it adapts."""
+"""The docs' verl/SkyRL example (docs/trainers.md) runs as written: the test executes that code block itself, so
+the two cannot drift, against the Gymnasium env it adapts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from agents.llm_agent import SYSTEM_PROMPT, parse_reply
 from agents.multiturn import turn_text
 from sotopia_env import ScriptedPolicy, SocialGymEnv
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TRAINERS_DOC = Path(__file__).resolve().parents[1] / "docs" / "trainers.md"
 MARKER = "<!-- example: text-env adapters (tests/test_text_env_adapters.py runs this block) -->"
 
 PARTNER = ("Hi! Do you have a minute to plan this?", "Sure, what do you suggest?", "Fine by me.")
@@ -29,13 +29,13 @@ def length_reward(context) -> float:
     return len(context.action.argument) / 10
 
 
-def readme_example() -> dict:
-    text = README.read_text(encoding="utf-8")
-    assert MARKER in text, "the README lost the marker above the text-env adapter example"
+def docs_example() -> dict:
+    text = TRAINERS_DOC.read_text(encoding="utf-8")
+    assert MARKER in text, "docs/trainers.md lost the marker above the text-env adapter example"
     block = re.search(r"```python\n(.*?)```", text[text.index(MARKER) :], re.S)
     assert block is not None
-    namespace: dict = {"__name__": "readme_example"}
-    exec(compile(block.group(1), "README.md (text-env adapters)", "exec"), namespace)
+    namespace: dict = {"__name__": "docs_example"}
+    exec(compile(block.group(1), "docs/trainers.md (text-env adapters)", "exec"), namespace)
     return namespace
 
 
@@ -44,7 +44,7 @@ def env_kwargs() -> dict:
 
 
 def test_the_skyrl_style_text_env_is_the_gymnasium_env_step_for_step():
-    example = readme_example()
+    example = docs_example()
     text_env = example["SocialTextEnv"](seed=5, options=OPTIONS, **env_kwargs())
     gym_env = SocialGymEnv(**env_kwargs())
     obs, _ = gym_env.reset(seed=5, options=OPTIONS)
@@ -68,7 +68,7 @@ def test_the_skyrl_style_text_env_is_the_gymnasium_env_step_for_step():
 
 
 def test_the_verl_style_interaction_plays_the_same_episode_through_its_async_calls():
-    example = readme_example()
+    example = docs_example()
     reference = example["SocialTextEnv"](seed=5, options=OPTIONS, **env_kwargs())
     chat, _ = reference.init([])
     interaction = example["SocialInteraction"]({"options": OPTIONS, **env_kwargs()})
