@@ -1,4 +1,4 @@
-"""Screenshots of the viewer's pages for the README (docs/screenshots/*.png), taken with headless chromium.
+"""Screenshots of the viewer's pages for docs/viewer.md (docs/screenshots/*.png), taken with headless chromium.
 
     .venv/bin/python scripts/screenshots.py [--out docs/screenshots]
 

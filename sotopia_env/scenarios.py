@@ -118,7 +118,7 @@ class Scenario(_Record):
 
 
 def is_hard(scenario: Scenario) -> bool:
-    """The hard rule (README, "The hard split").
+    """The hard rule (docs/environment.md, "The hard split").
 
     A scenario is hard when its goals are in direct conflict AND the players do not see the same
     picture: one side holds information the other needs (asymmetry) or something is kept secret.

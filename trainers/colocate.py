@@ -30,7 +30,7 @@ new tokens) x 2 x layers x KV heads x head size x dtype bytes) and 1 GiB for its
 the trainer stops and says what to change. Above it, a smaller KV cache only means fewer sequences decode at
 once. `--vllm-memory F` sets the share by hand.
 
-Worked example (the README's projection, one rank): an 80 GB H100 (79.2 GiB), a 7B policy (Qwen2.5-7B) and a
+Worked example (docs/scale-out.md's projection, one rank): an 80 GB H100 (79.2 GiB), a 7B policy (Qwen2.5-7B) and a
 7B reward model in bf16 plus a CUDA context (28.9 GiB resident, 50.3 GiB free), LoRA r=16 on q,k,v,o in float32
 (10.1 M parameters: 0.19 GiB of optimizer state), micro-batch 8 x (600 + 128) tokens, hidden 3,584,
 intermediate 18,944, 28 layers, vocabulary 152,064: activations (28 x 3,584 + 7 x 18,944) x 28 x 5,824 B =
