@@ -21,6 +21,14 @@ Messages = list[dict[str, str]]  # [{"role": "system" | "user" | "assistant", "c
 # so configs can check a mode without loading the engine.
 MODES = ("generate", "static", "continuous")
 
+# Every vLLM sampling field but temperature and top-p at its neutral value, sent with every request: the sampler
+# is then exactly softmax(logits / T) with top-p, the distribution a trainer's log-probs assume. (A model's
+# generation_config may carry a top_k or a repetition penalty, which `vllm serve` applies to any request that
+# does not set the field.)
+NEUTRAL_SAMPLING: dict[str, float] = dict(
+    top_k=0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0
+)
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -51,6 +59,10 @@ class SamplingParams:
 
 @dataclass
 class Sample:
+    """One sampled reply. `token_ids` are every token the sampler produced, the one that ended the sample
+    included (an end-of-sequence id, or the token in which a stop string appeared); `text` is their text up to
+    the stop string (without it and without special tokens)."""
+
     text: str
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] | None = None  # one per token id, when SamplingParams.logprobs

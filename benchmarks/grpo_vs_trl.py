@@ -27,9 +27,10 @@ from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_json_atomic
 
 
 def write_states(path: Path, count: int, seed: int) -> list[str]:
-    from trainers.grpo import states_online
+    from sotopia_env import split
+    from trainers.offline import states_online
 
-    states = states_online(count, "hard", seed)
+    states = [s.prompt for s in states_online(count, [s.id for s in split("hard")], seed)]
     for s in states:
         append_jsonl(path, {"prompt": s})
     return states

@@ -34,6 +34,8 @@ from agents.configs import library_rule
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import read_json, write_json_atomic
 
+from .outcomes import BenchmarkResult, Comparison, PolicyResult
+from .report import write_leaderboard, write_report
 from .stats import Estimate, bootstrap_ci, clustered_bootstrap_ci, group_means, group_values, paired_difference
 
 
@@ -129,61 +131,6 @@ class Cell:
         return f"{self.scenario}|{self.characters[0]}|{self.characters[1]}|seat{self.seat}|{self.repeat}"
 
 
-@dataclass
-class PolicyResult:
-    spec: str
-    planned: int
-    judged: int
-    dimensions: dict[str, Estimate]  # the seven dimensions and "overall"; intervals resample scenarios, then episodes
-    scenarios: dict[str, dict[str, float]]  # scenario -> {"overall", "goal", "n"}
-    failures: list[dict[str, str]]  # episodes left out of the means: {"episode", "cell", "reason"}
-    unplayed: list[str] = field(default_factory=list)  # cells with no episode (should be empty after a full run)
-    dimensions_given_scenarios: dict[str, Estimate] = field(default_factory=dict)  # same means, episodes resampled
-    partner: dict[str, Estimate] = field(default_factory=dict)  # the partner's scores (only with judge_partner)
-
-
-@dataclass
-class Comparison:
-    policy: str
-    baseline: str
-    pairs: int
-    differences: dict[
-        str, Estimate
-    ]  # policy minus baseline, per dimension and overall; scenarios, then pairs resampled
-    differences_given_scenarios: dict[str, Estimate] = field(default_factory=dict)  # pairs resampled
-
-
-@dataclass
-class BenchmarkResult:
-    config: dict[str, Any]
-    provenance: dict[str, Any]
-    policies: list[PolicyResult]
-    comparisons: list[Comparison]
-    scores: dict[str, dict[str, dict[str, float]]] = field(repr=False, default_factory=dict)  # spec -> cell key -> dims
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config,
-            "provenance": self.provenance,
-            "intervals": INTERVALS,
-            "policies": [asdict(p) for p in self.policies],
-            "comparisons": [asdict(c) for c in self.comparisons],
-        }
-
-    def results_dict(self) -> dict[str, Any]:
-        """The numbers alone (no provenance): equal for equal runs, whatever the clock or machine."""
-        d = self.to_dict()
-        return {"policies": d["policies"], "comparisons": d["comparisons"]}
-
-
-INTERVALS = {  # what each interval in report.json means
-    "dimensions": "95% two-stage bootstrap: scenarios resampled, then episodes within each; for claims across scenarios",
-    "dimensions_given_scenarios": "95% bootstrap over episodes: conditional on this scenario set",
-    "differences": "95% two-stage bootstrap of paired differences: scenarios resampled, then pairs within each",
-    "differences_given_scenarios": "95% bootstrap over pairs: conditional on this scenario set",
-}
-
-
 # --- the plan ------------------------------------------------------------------------------------
 
 
@@ -253,8 +200,6 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
     judge: a ready `rewards.judge.Judge` (or an engine to build one on) instead of `cfg.judge`'s spec;
     tests pass the session's vLLM engine here. Its model name must match what earlier runs recorded."""
     from rewards.judge import Judge
-
-    from .report import write_leaderboard, write_report
 
     if not cfg.policies:
         raise ValueError("name at least one policy to benchmark")

@@ -12,7 +12,7 @@ from typing import Any
 
 from sotopia_env.jsonio import iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
-from .hard_tasks import BenchmarkResult
+from .outcomes import BenchmarkResult
 from .stats import Estimate
 
 

@@ -39,6 +39,7 @@ class RewardModelConfig:
 class RewardModel:
     def __init__(self, model: Any, tokenizer: Any, config: RewardModelConfig) -> None:
         self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.path: str | None = None  # the folder it was loaded from, for messages
         self.device = str(next(model.parameters()).device)
         self._cache: OrderedDict[str, float] = OrderedDict()
         self.cache_size = 100_000
@@ -79,7 +80,9 @@ class RewardModel:
         model = _base_classifier(base)
         model.config.pad_token_id = tokenizer.pad_token_id
         model = with_lora(model, adapter=path, trainable=False).to(device or default_device()).eval()
-        return cls(model, tokenizer, config)
+        rm = cls(model, tokenizer, config)
+        rm.path = str(path)
+        return rm
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -165,6 +168,7 @@ class EnvReward:
 
     def __init__(self, model: RewardModel) -> None:
         self.model = model
+        self.description = f"reward model {model.path or '(not saved)'}"  # how errors name it
 
     def __call__(self, context: Any) -> float:  # a sotopia_env.RewardContext
         return self.batch([context])[0]

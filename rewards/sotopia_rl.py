@@ -6,8 +6,8 @@
 - GRPO data: a JSON list of `{"input": <dialogue state>, "output": <the utterance said there>}`. We write
   it from episodes (every perceivable action's state), and `grpo --prompts` reads its inputs as states.
 
-The files carry no episode ids, so `train-rm` holds out single rows of a Sotopia-RL file rather than whole
-episodes.
+The files carry no episode ids, so `train-rm` groups a Sotopia-RL file's rows by the dialogue their state
+shows (scenario and the two characters) when it holds rows out.
 
     sotopia-env export-sotopia-rl --labels runs/labels.jsonl --episodes runs/episodes.jsonl --out runs/srl
 """

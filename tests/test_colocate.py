@@ -91,7 +91,7 @@ def test_a_memory_share_outside_zero_to_one_is_refused_before_any_model_loads():
 CPU_SHARE_CHECK = """
 import json, logging, sys
 from agents.vllm_engine import sleep_mode_unavailable
-from trainers.grpo import Learner
+from trainers.learner import Learner
 from trainers.grpo_config import GRPOConfig
 
 said = []

@@ -49,6 +49,37 @@ def test_transformers_engine_greedy_logprobs_match_a_forward_pass(transformers_e
     assert torch.allclose(expected, torch.tensor(sample.logprobs), atol=1e-3)
 
 
+def test_transformers_engine_samples_softmax_at_the_temperature_whatever_the_generation_config_says(
+    transformers_engine,
+):
+    """A model's generation_config may carry a repetition penalty, a top-k or a minimum length, which `generate`
+    applies whatever `do_sample` says: the engine must still sample from softmax(logits / T) (top-p 1 here), so
+    the log-probs it reports are a plain forward pass's at that temperature, and a reply may end at once."""
+    import torch
+
+    from trainers.logprobs import sequence_logprobs
+
+    config = transformers_engine.model.generation_config
+    saved = (config.repetition_penalty, config.top_k, config.min_new_tokens, config.no_repeat_ngram_size)
+    config.repetition_penalty, config.top_k, config.min_new_tokens, config.no_repeat_ngram_size = 1.8, 5, 6, 2
+    try:
+        params = SamplingParams(n=3, max_new_tokens=16, temperature=0.7, top_p=1.0, seed=4, logprobs=True, stop=("\n",))
+        samples = [x for r in transformers_engine.generate(CONVERSATIONS, params) for x in r]
+    finally:
+        config.repetition_penalty, config.top_k, config.min_new_tokens, config.no_repeat_ngram_size = saved
+    prompts = [p for p in transformers_engine.encode(CONVERSATIONS, 16) for _ in range(3)]
+    with torch.no_grad():
+        trained = sequence_logprobs(transformers_engine.model, prompts, [x.token_ids for x in samples], 2, 0.7)
+    for x, lp in zip(samples, trained):
+        torch.testing.assert_close(torch.tensor(x.logprobs), lp, atol=1e-3, rtol=0)
+        # The sample keeps the token that ended it: the end of sequence, or the line break (the stop).
+        assert (
+            x.finish_reason == "length"
+            or x.token_ids[-1] == 2
+            or "\n" in transformers_engine.tokenizer.decode(x.token_ids[-1:])
+        )
+
+
 def test_transformers_engine_static_cache_mode_gives_the_plain_greedy_tokens(embedded_dir, transformers_engine):
     """The static-KV-cache mode (the GPU fast path) must produce what plain `generate` produces."""
     from agents.transformers_engine import TransformersEngine

@@ -159,7 +159,8 @@ def test_grpo_over_two_servers_with_one_killed_mid_run_keeps_every_rollout_on_th
 
     from agents.openai_engine import OpenAIEngine
     from rewards.reward_model import RewardModel, RewardModelConfig
-    from trainers.grpo import Learner, train_grpo
+    from trainers.grpo import train_grpo
+    from trainers.learner import Learner
 
     a, b = fleet
     RewardModel.create(RewardModelConfig(max_length=384)).save(tmp_path / "rm")

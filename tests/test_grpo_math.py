@@ -10,7 +10,15 @@ import torch
 
 from benchmarks.cli import main
 from trainers.bc import BCConfig, train_bc
-from trainers.grpo import GRPOConfig, group_advantages, grpo_loss, lr_factor, train_grpo
+from trainers.grpo import GRPOConfig, train_grpo
+from trainers.grpo_math import (
+    group_advantages,
+    grpo_loss,
+    lr_factor,
+    ragged_advantages,
+    sampler_gap,
+    zero_std_fraction,
+)
 
 LN = math.log
 
@@ -65,6 +73,59 @@ def test_grpo_loss_reports_the_kl_unclamped():
     assert stats["kl"] == pytest.approx(3 - LN(4), abs=1e-5)
 
 
+def test_scale_rewards_group_batch_and_none_divide_by_the_group_the_step_or_nothing():
+    """Rows [1, 2, 3, 6] and [0, 10, 0, 10]: means 3 and 5, so the centred rewards are -2 -1 0 3 and -5 5 -5 5.
+    group: each row by its own std (2.1602469, 5.7735027), as above. batch: both rows by the std of all eight
+    rewards, mean 32 / 8 = 4, squares 9 4 1 4 16 36 16 36 = 122, variance 122 / 7, std 4.1748022. none: centred."""
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 10.0, 0.0, 10.0]])
+    centred = torch.tensor([[-2.0, -1.0, 0.0, 3.0], [-5.0, 5.0, -5.0, 5.0]])
+    torch.testing.assert_close(group_advantages(rewards, "none"), centred)
+    torch.testing.assert_close(group_advantages(rewards, "batch"), centred / (math.sqrt(122 / 7) + 1e-4))
+    # The step's std may come from elsewhere (other ranks, other groups): then it is that one.
+    torch.testing.assert_close(group_advantages(rewards, "batch", batch_std=2.0), centred / (2.0 + 1e-4))
+    assert group_advantages(rewards, "group")[1].tolist() == pytest.approx([-0.8660104, 0.8660104] * 2, abs=1e-6)
+    # Groups of any size: a group of one has no baseline; batch scaling takes the std over every group's rewards.
+    ragged = ragged_advantages([[1.0, 3.0], [7.0], [2.0, 2.0, 5.0]], "batch")
+    std = torch.tensor([1.0, 3.0, 7.0, 2.0, 2.0, 5.0]).std().item() + 1e-4  # 2.3166067
+    assert ragged == [pytest.approx([-1 / std, 1 / std]), [0.0], pytest.approx([-1 / std, -1 / std, 2 / std])]
+    with pytest.raises(ValueError, match="scale must be one of group, batch, none"):
+        group_advantages(rewards, "rank")
+
+
+def test_the_loss_types_weigh_sequences_tokens_or_a_constant():
+    """Two sequences with ratio 1 and no KL, so each token's loss is -A: sequence 1 (A = 1) has 1 token, sequence
+    2 (A = -1) has 3. grpo: the mean of the sequences' token means, (-1 + 1) / 2 = 0. dapo: every token alike,
+    (-1 + 3) / 4 = 0.5. dr_grpo with max_new_tokens 8: (-1 + 3) / (2 x 8) = 0.125. A step split into two
+    micro-batches, each told the step's counts, sums to the whole step's loss in every type."""
+    lps = [torch.tensor([-1.0]), torch.tensor([-1.0, -2.0, -0.5])]
+    adv = torch.tensor([1.0, -1.0])
+    expected = {"grpo": 0.0, "dapo": 0.5, "dr_grpo": 0.125}
+    for loss_type, value in expected.items():
+        loss, _ = grpo_loss(lps, lps, lps, adv, 0.2, 0.0, loss_type, max_new_tokens=8)
+        assert loss.item() == pytest.approx(value), loss_type
+        parts = [
+            grpo_loss([lp], [lp], [lp], a[None], 0.2, 0.0, loss_type, sequences=2, tokens=4, max_new_tokens=8)[0]
+            for lp, a in zip(lps, adv)
+        ]
+        assert sum(p.item() for p in parts) == pytest.approx(value), loss_type
+
+
+def test_importance_weights_scale_each_tokens_surrogate():
+    """Truncated importance sampling: a token weighted 2 counts twice in the surrogate, not in the KL. One sequence,
+    ratio 1, A = 1, two tokens weighted 2 and 0.5: token losses -2 and -0.5, mean -1.25."""
+    lp = [torch.tensor([-1.0, -2.0])]
+    loss, _ = grpo_loss(lp, lp, lp, torch.tensor([1.0]), 0.2, 0.1, is_weights=[torch.tensor([2.0, 0.5])])
+    assert loss.item() == pytest.approx(-1.25)
+
+
+def test_the_sampler_gap_is_the_log_ratio_and_its_k3_kl():
+    """Trainer log-probs -1, -2 against the sampler's -1.5, -1: log r = 0.5, -1. Mean |log r| 0.75, max 1; k3 =
+    mean(e^x - 1 - x) = ((1.6487213 - 1.5) + (0.3678794 - 0)) / 2 = 0.2583003."""
+    gap = sampler_gap(torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.0]))
+    assert gap == pytest.approx({"sampler_gap_mean": 0.75, "sampler_gap_max": 1.0, "sampler_kl": 0.2583003}, abs=1e-6)
+    assert zero_std_fraction([[1.0, 1.0], [1.0, 2.0], [3.0], [0.5, 0.5, 0.5]]) == pytest.approx(2 / 3)
+
+
 def test_the_learning_rate_warms_up_to_its_peak_and_then_decays():
     # warm-up 2 of 6 steps: (s + 1) / 3 for s = 0, 1; peak at s = 2; then 0.5 (1 + cos(pi (s - 2) / 4)).
     factors = [lr_factor(s, 2, 6) for s in range(6)]
@@ -93,6 +154,11 @@ BAD_GRPO = [
     ("lora_layers", 0),
     ("engine", "vlm"),
     ("rollout_mode", "fast"),
+    ("scale_rewards", "rank"),
+    ("loss_type", "bnpo"),
+    ("tis_cap", 0.5),
+    ("nonfinite_rewards", "ignore"),
+    ("weight_decay", -0.01),
 ]
 
 

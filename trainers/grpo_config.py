@@ -9,6 +9,9 @@ from agents.configs import library_rule
 from agents.engine import MODES
 from sotopia_env.cli import config_error
 
+SCALES = ("group", "batch", "none")  # --scale-rewards (trainers/grpo_math.py)
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # --loss-type (trainers/grpo_math.py)
+
 
 @dataclass
 class GRPOConfig:
@@ -106,8 +109,43 @@ class GRPOConfig:
         default=True,
         metadata={"help": "run each state's prompt once per group (grouped_logprobs); False: once per sample"},
     )
+    scale_rewards: str = field(
+        default="group",
+        metadata={
+            "help": "advantage A from the rewards r of a group (TRL's names): group, (r - mean) / std of the group; "
+            "batch, (r - mean) / std of the step's rewards; none, r - mean (Dr. GRPO)"
+        },
+    )
+    loss_type: str = field(
+        default="grpo",
+        metadata={
+            "help": "how token losses become the loss (TRL's names): grpo, mean per sequence then over sequences; "
+            "dapo, mean over the step's trained tokens; dr_grpo, sum over tokens / (sequences x max_new_tokens)"
+        },
+    )
+    tis_cap: float | None = field(
+        default=None,
+        metadata={
+            "help": "truncated importance sampling: weight each token's surrogate by min(p_trainer / p_sampler, CAP) "
+            "to correct a sampler that differs from the trained policy (vLLM kernels, bf16); unset: off"
+        },
+    )
+    nonfinite_rewards: str = field(
+        default="stop",
+        metadata={
+            "help": "a reward that is not a finite number: stop (an error naming its source) or drop (its group "
+            "is left out of the update and counted in the step's groups_dropped_nonfinite)"
+        },
+    )
     clip_eps: float = field(default=0.2)
     kl_coef: float = field(default=0.04)
+    weight_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "AdamW weight decay on the LoRA weights; 0 by default: decay pulls an init adapter toward the "
+            "base model, away from the KL reference (the init adapter itself)"
+        },
+    )
     max_grad_norm: float = field(default=1.0)
     lora_r: int = field(default=16)
     lora_alpha: int = field(default=32)
@@ -148,9 +186,19 @@ class GRPOConfig:
             ("updates_per_batch", self.updates_per_batch >= 1, "must be at least 1"),
             ("micro_batch", self.micro_batch >= 1, "must be at least 1 sequence"),
             ("clip_eps", self.clip_eps > 0, "must be > 0 (0.2 is usual)"),
+            ("scale_rewards", self.scale_rewards in SCALES, f"must be one of {', '.join(SCALES)}"),
+            ("loss_type", self.loss_type in LOSS_TYPES, f"must be one of {', '.join(LOSS_TYPES)}"),
+            ("tis_cap", self.tis_cap is None or self.tis_cap >= 1, "must be at least 1 (2 is usual), or unset"),
+            ("nonfinite_rewards", self.nonfinite_rewards in ("stop", "drop"), "must be 'stop' or 'drop'"),
+            ("weight_decay", self.weight_decay >= 0, "must be 0 (the default for LoRA) or more"),
             ("kl_coef", self.kl_coef >= 0, "must be 0 (no KL penalty) or more"),
             ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
             ("lora_r", self.lora_r >= 1, "must be at least 1"),
+            (
+                "lora_r",
+                self.engine != "vllm" or self.lora_r <= 512,
+                "must be at most 512 with --engine vllm (vLLM's largest max_lora_rank)",
+            ),
             ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
             (
                 "lora_layers",

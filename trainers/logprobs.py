@@ -24,17 +24,30 @@ def padded(seqs: list[list[int]], pad_id: int, device: Any, left: bool = True) -
     return ids, mask
 
 
-def token_logprobs(logits: torch.Tensor, tokens: list[int], temperature: float) -> torch.Tensor:
-    """log_softmax(logits / T) at each position, taken at that position's token: [len(tokens)]."""
+def token_logprobs(
+    logits: torch.Tensor, tokens: list[int], temperature: float, entropies: list[torch.Tensor] | None = None
+) -> torch.Tensor:
+    """log_softmax(logits / T) at each position, taken at that position's token: [len(tokens)]. With a list for
+    `entropies`, also appends the distribution's entropy at each position (detached, [len(tokens)])."""
     index = torch.tensor(tokens, device=logits.device)[:, None]
-    return (logits.float() / temperature).log_softmax(-1).gather(-1, index).squeeze(-1)
+    logp = (logits.float() / temperature).log_softmax(-1)
+    if entropies is not None:
+        with torch.no_grad():
+            entropies.append(-(logp.exp() * logp).sum(-1))
+    return logp.gather(-1, index).squeeze(-1)
 
 
 def sequence_logprobs(
-    model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int, temperature: float = 1.0
-) -> list[torch.Tensor]:
+    model: Any,
+    prompts: list[list[int]],
+    completions: list[list[int]],
+    pad_id: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> Any:
     """Per-token log-probabilities of each completion given its prompt, under the distribution sampled from at
-    `temperature` (log_softmax(logits / T)): a list of [len(completion)] tensors.
+    `temperature` (log_softmax(logits / T)): a list of [len(completion)] tensors; with_entropy: (that list, the
+    policy's entropy at each of those positions).
 
     The plain way: every (prompt + completion) is one sequence, left-padded so that the completions end
     together; the LM head (a vocabulary-wide projection) runs only on the last positions, the ones that predict
@@ -45,12 +58,22 @@ def sequence_logprobs(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     keep = max(map(len, completions)) + 1  # position t predicts token t+1: the last position predicts nothing
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
-    return [token_logprobs(logits[i, keep - 1 - len(c) : keep - 1], c, temperature) for i, c in enumerate(completions)]
+    entropies: list[torch.Tensor] | None = [] if with_entropy else None
+    out = [
+        token_logprobs(logits[i, keep - 1 - len(c) : keep - 1], c, temperature, entropies)
+        for i, c in enumerate(completions)
+    ]
+    return (out, entropies) if with_entropy else out
 
 
 def grouped_logprobs(
-    model: Any, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int, temperature: float = 1.0
-) -> list[torch.Tensor]:
+    model: Any,
+    prompts: list[list[int]],
+    groups: list[list[list[int]]],
+    pad_id: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> Any:
     """Per-token log-probabilities (at `temperature`) of each prompt's completions (any number, at least one),
     running each prompt through the model once.
 
@@ -59,7 +82,7 @@ def grouped_logprobs(
     prompt's cache rows are repeated once per completion of it and the completions run on top. Gradients flow
     through the shared cache into the prompt's pass, so the result, values and gradients, equals
     `sequence_logprobs` on the concatenated sequences while a prompt's tokens cost 1/G of the work. Returns
-    one tensor per completion, in group order."""
+    one tensor per completion, in group order (with_entropy: and the entropies, as `sequence_logprobs`)."""
     device = next(model.parameters()).device
     if not groups or any(not group for group in groups):
         raise ValueError("every prompt needs at least one completion")
@@ -83,4 +106,6 @@ def grouped_logprobs(
     )
     # Token 0 of a completion is predicted by the prompt's last position, token t by completion position t-1.
     logits = torch.cat([head.logits[owner, -1:], tail.logits[:, :-1]], 1)
-    return [token_logprobs(logits[i, : len(c)], c, temperature) for i, c in enumerate(completions)]
+    entropies: list[torch.Tensor] | None = [] if with_entropy else None
+    out = [token_logprobs(logits[i, : len(c)], c, temperature, entropies) for i, c in enumerate(completions)]
+    return (out, entropies) if with_entropy else out

@@ -32,6 +32,7 @@ are the ones a single process writes.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -39,18 +40,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from agents.engine import SamplingParams, request_seed
-from agents.llm_agent import build_messages, parse_reply
+from agents.llm_agent import REPLY_STOP, build_messages
+from agents.played import TrainedReply, end_ids, trained_reply
 from agents.runner import Pool, load_pool
-from sotopia_env import Scenario, SocialParallelEnv, split
-from sotopia_env.env import score_contexts, step_envs, would_earn_many
+from sotopia_env import RewardContext, Scenario, SocialParallelEnv, split
+from sotopia_env.env import describe_reward, score_contexts, step_envs, would_earn_many
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
 from sotopia_env.policy import act_batch
 from trainers import distributed
-from trainers.grpo import Group, Learner, group_advantages
 from trainers.grpo_config import GRPOConfig
+from trainers.grpo_math import position_advantages, ragged_advantages, returns_to_go, reward_std, zero_std_fraction
+from trainers.heldout import split_scenarios
+from trainers.learner import Group, Learner, group_of, load_reward_model, reply_health
 
 AGENTS = ("agent_0", "agent_1")
 
@@ -66,12 +68,17 @@ class Start:
 
 @dataclass
 class LearnerTurn:
-    """One learner action as trained on: the prompt ids sampled from and the reply's ids."""
+    """One learner action as played and trained on: the prompt it was sampled at (ids and text) and the reply."""
 
     agent: str
     turn: int
     prompt_ids: list[int]
-    completion: list[int]
+    reply: TrainedReply
+    prompt: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.prompt, self.agent, self.reply.action.argument)
 
 
 @dataclass
@@ -82,8 +89,10 @@ class Rollout:
     env: SocialParallelEnv
     start: Start
     obs: dict[str, Any] = field(default_factory=dict)
+    dropped: int = 0  # groups left out because a reward in them was not finite (--nonfinite-rewards drop)
     turns: list[LearnerTurn] = field(default_factory=list)
-    groups: list[Group] = field(default_factory=list)  # turn credit: one group per learner turn
+    # turn credit: per learner turn, its candidates' replies and rewards (advantages come at the step's end)
+    candidates: list[tuple[list[int], list[TrainedReply], list[float]]] = field(default_factory=list)
 
     def learner_rewards(self, agent: str) -> list[float]:
         """The env's reward of each of `agent`'s learner turns, in order (non-speech earned 0)."""
@@ -91,36 +100,24 @@ class Rollout:
         return [reward.get(t.turn, 0.0) for t in self.turns if t.agent == agent]
 
 
-def returns_to_go(rewards: Sequence[float], gamma: float) -> list[float]:
-    """R_k = sum_{j >= k} gamma^(j - k) r_j: each turn's reward plus the discounted rewards of the same
-    learner's later turns."""
-    out, ret = [], 0.0
-    for r in reversed(rewards):
-        ret = r + gamma * ret
-        out.append(ret)
-    return out[::-1]
-
-
-def position_advantages(returns: Sequence[Sequence[float]]) -> list[list[float]]:
-    """Episode credit's advantages: returns[m][k] is the return-to-go of the learner's k-th turn in episode m
-    of a group. Each turn position is normalised over the episodes that reached it, (R - mean) / (std + 1e-4)
-    (`group_advantages`); a position only one episode reached has no baseline and gets 0."""
-    out = [[0.0] * len(r) for r in returns]
-    for k in range(max(map(len, returns), default=0)):
-        members = [m for m, r in enumerate(returns) if len(r) > k]
-        if len(members) > 1:
-            adv = group_advantages(torch.tensor([[returns[m][k] for m in members]], dtype=torch.float64))[0]
-            for m, a in zip(members, adv.tolist()):
-                out[m][k] = a
-    return out
+def reward_key(context: RewardContext) -> tuple[str, str, str]:
+    """What identifies a scored utterance for `TimedReward.nonfinite`: the state, the speaker, the utterance."""
+    return (context.prompt, context.agent, context.action.argument)
 
 
 class TimedReward:
-    """The env's reward function, timed: `take()` gives the seconds spent in it since the last call."""
+    """The env's reward function, timed: `take()` gives the seconds spent in it since the last call.
 
-    def __init__(self, fn: Any) -> None:
+    drop_nonfinite (`--nonfinite-rewards drop`): a value that is not finite is given to the env as 0.0 and its
+    utterance remembered in `nonfinite` (by `reward_key`), so the trainer leaves every group it touches out of
+    the update; otherwise the env stops the run with an error naming the function and the utterance."""
+
+    def __init__(self, fn: Any, drop_nonfinite: bool = False) -> None:
         self.fn = fn
+        self.description = describe_reward(fn)  # errors name the function inside, not this wrapper
         self.seconds = 0.0
+        self.drop_nonfinite = drop_nonfinite
+        self.nonfinite: set[tuple[str, str, str]] = set()
 
     def _timed(self, call: Any, arg: Any) -> Any:
         t0 = time.perf_counter()
@@ -130,10 +127,14 @@ class TimedReward:
             self.seconds += time.perf_counter() - t0
 
     def __call__(self, context: Any) -> float:
-        return self._timed(self.fn, context)
+        return self.batch([context])[0]
 
     def batch(self, contexts: Sequence[Any]) -> list[float]:
-        return self._timed(lambda c: score_contexts(self.fn, c), contexts)
+        values = self._timed(lambda c: score_contexts(self.fn, c, self.drop_nonfinite), contexts)
+        for context, value in zip(contexts, values):
+            if not math.isfinite(value):
+                self.nonfinite.add(reward_key(context))
+        return [v if math.isfinite(v) else 0.0 for v in values]
 
     def take(self) -> float:
         seconds, self.seconds = self.seconds, 0.0
@@ -149,14 +150,9 @@ def seat_plan(cfg: GRPOConfig, index: int) -> tuple[str, ...]:
 
 
 def scenario_split(cfg: GRPOConfig, scenarios: Mapping[str, Scenario] | None = None) -> tuple[list[str], list[str]]:
-    """(training, held-out) scenario ids of the split (of `scenarios`, default the shipped library): a seeded
-    fifth of them (at least one) is kept for evaluation."""
-    ids = sorted(s.id for s in split(cfg.split, scenarios))
-    if len(ids) < 2:
-        raise ValueError(f"split {cfg.split!r} has {len(ids)} scenario(s); env rollouts hold some out: need 2+")
-    random.Random(cfg.seed).shuffle(ids)
-    held = max(1, len(ids) // 5)
-    return ids[held:], ids[:held]
+    """(training, held-out) scenario ids of the split (of `scenarios`, default the shipped library): whole
+    scenarios held out, the rule of every mode (trainers/heldout.py)."""
+    return split_scenarios((s.id for s in split(cfg.split, scenarios)), cfg.seed, f"split {cfg.split!r}")
 
 
 def step_starts(cfg: GRPOConfig, step: int, scenarios: Sequence[str]) -> list[Start]:
@@ -168,13 +164,26 @@ def step_starts(cfg: GRPOConfig, step: int, scenarios: Sequence[str]) -> list[St
     return starts
 
 
+@dataclass
+class StepData:
+    """What a step's play gives the update and the log: the groups, the rollouts, the values each group's
+    advantages were computed from (rewards, or returns per turn position), and the groups left out because a
+    reward in them was not finite."""
+
+    groups: list[Group]
+    rollouts: list[Rollout]
+    reward_groups: list[list[float]]
+    dropped: int
+
+
 class OnlineGRPO:
     """Plays rollouts for `Learner` and turns them into groups for its update."""
 
     def __init__(self, cfg: GRPOConfig, learner: Learner, reward_fn: Any, partner: Any, pool: Pool) -> None:
         self.cfg = cfg
         self.learner = learner
-        self.reward_fn = TimedReward(reward_fn)
+        self.reward_fn = TimedReward(reward_fn, drop_nonfinite=cfg.nonfinite_rewards == "drop")
+        self.ends = end_ids(learner.tokenizer, learner.model)
         self.times = dict.fromkeys(("learner_generate", "partner_generate", "env"), 0.0)
         self.partner = partner
         self.partner_name = "self-play" if partner is None else getattr(partner, "model_name", type(partner).__name__)
@@ -214,7 +223,12 @@ class OnlineGRPO:
         played, one group each); 1: the learner samples one reply per turn (episode credit, evaluation)."""
         cfg = self.cfg
         params = SamplingParams(
-            n=candidates, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
+            n=candidates,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            logprobs=True,
+            stop=REPLY_STOP,
         )
         while live := [r for r in rollouts if r.env.agents]:
             actions: list[dict[str, Any]] = [{} for _ in live]
@@ -245,31 +259,40 @@ class OnlineGRPO:
         t0 = time.perf_counter()
         samples = self.learner.rollout.generate([build_messages(o) for o in seen], params, seeds)
         self.times["learner_generate"] += time.perf_counter() - t0
-        candidates, where, groups = [], [], []
+        candidates, where, turns = [], [], []
         for (k, agent), obs, group, seed in zip(mine, seen, samples, seeds):
             r = live[k]
-            replies = [parse_reply(x.text, obs["name"]) for x in group]
-            completions = [self.learner.completion_ids(x) for x in group]
+            replies = [trained_reply(x, self.learner.tokenizer, obs["name"], REPLY_STOP, self.ends) for x in group]
             chosen = random.Random(seed).randrange(len(group)) if len(group) > 1 else 0
-            r.turns.append(LearnerTurn(agent, obs["turn"], group[chosen].prompt_token_ids, completions[chosen]))
-            actions[k][agent] = replies[chosen]
+            r.turns.append(
+                LearnerTurn(agent, obs["turn"], group[chosen].prompt_token_ids, replies[chosen], obs["prompt"])
+            )
+            actions[k][agent] = replies[chosen].action
             if len(group) == 1:
                 continue
             # Turn credit: every candidate is scored as the env would score it here, non-speech at 0 as in `step`.
             entries = [
-                {"text": x.argument, "action_type": x.action_type.name, "played": i == chosen, "reward": 0.0}
+                {
+                    "text": x.action.argument,
+                    "action_type": x.action.action_type.name,
+                    "played": i == chosen,
+                    "reward": 0.0,
+                    "trained": not x.untrained,  # False: the parser's cut fell inside a token (agents.played)
+                }
                 for i, x in enumerate(replies)
             ]
             r.env.episode.meta["training"]["candidates"][str(obs["turn"])] = entries
-            candidates += [(r.env, agent, reply) for reply in replies]
+            candidates += [(r.env, agent, x.action) for x in replies]
             where += entries
-            groups.append((r, entries, Group(group[0].prompt_token_ids, completions, [])))
+            turns.append((r, entries, group[0].prompt_token_ids, replies, obs["prompt"], agent))
         # All of the round's candidates in one reward call; the played one's number is what the env gives it.
         for entry, value in zip(where, would_earn_many(candidates)):
             entry["reward"] = value
-        for r, entries, g in groups:
-            g.advantages = group_advantages(torch.tensor([[e["reward"] for e in entries]]))[0].tolist()
-            r.groups.append(g)
+        for r, entries, prompt_ids, replies, prompt, agent in turns:
+            if any((prompt, agent, x.action.argument) in self.reward_fn.nonfinite for x in replies):
+                r.dropped += 1  # a candidate's reward was not finite: the turn is left out of the update
+                continue
+            r.candidates.append((prompt_ids, replies, [e["reward"] for e in entries]))
 
     def take_times(self) -> dict[str, float]:
         """Seconds since the last call: learner and partner generation, the env's own work and the reward model."""
@@ -281,12 +304,22 @@ class OnlineGRPO:
 
     # `starts` are (index in the step's B, start) pairs: all B in one process, a rank's share under a launcher.
 
-    def turn_step(self, step: int, starts: list[tuple[int, Start]]) -> tuple[list[Group], list[Rollout]]:
+    def batch_std(self, values: list[float]) -> float | None:
+        """The standard deviation of the global step's values, for `--scale-rewards batch` (None otherwise)."""
+        if self.cfg.scale_rewards != "batch":
+            return None
+        return reward_std([x for part in distributed.gather(values) for x in part])
+
+    def turn_step(self, step: int, starts: list[tuple[int, Start]]) -> StepData:
         rollouts = [self.new_rollout(f"train|{step}|{i}", s, {"step": step, "credit": "turn"}) for i, s in starts]
         self.play(rollouts, self.cfg.group_size)
-        return [g for r in rollouts for g in r.groups], rollouts
+        turns = [c for r in rollouts for c in r.candidates]
+        rewards = [values for _, _, values in turns]
+        advantages = ragged_advantages(rewards, self.cfg.scale_rewards, self.batch_std([x for g in rewards for x in g]))
+        groups = [group_of(ids, replies, adv) for (ids, replies, _), adv in zip(turns, advantages)]
+        return StepData([g for g in groups if g is not None], rollouts, rewards, sum(r.dropped for r in rollouts))
 
-    def episode_step(self, step: int, starts: list[tuple[int, Start]]) -> tuple[list[Group], list[Rollout]]:
+    def episode_step(self, step: int, starts: list[tuple[int, Start]]) -> StepData:
         cfg = self.cfg
         rollouts = [
             self.new_rollout(f"train|{step}|{i}|{m}", s, {"step": step, "credit": "episode", "member": m})
@@ -294,25 +327,32 @@ class OnlineGRPO:
             for m in range(cfg.group_size)
         ]
         self.play(rollouts, 1)
-        groups = []
+        plans, dropped = [], 0
         for n, (_, start) in enumerate(starts):
             members = rollouts[n * cfg.group_size : (n + 1) * cfg.group_size]
+            if any(t.key in self.reward_fn.nonfinite for r in members for t in r.turns):
+                dropped += 1  # a learner reward was not finite: its returns would carry it to every member
+                continue
             for agent in start.learners:
-                returns = [returns_to_go(r.learner_rewards(agent), cfg.gamma) for r in members]
-                # The members' k-th turns of this seat; those given the same prompt form one group, so the update
-                # runs that prompt once (every member's first turn, when nothing sampled came before it).
-                positions: list[dict[tuple[int, ...], Group]] = []
-                for r, rets, advs in zip(members, returns, position_advantages(returns)):
-                    record = r.env.episode.meta["training"].setdefault("returns", {})
-                    for k, (turn, ret, adv) in enumerate(zip([t for t in r.turns if t.agent == agent], rets, advs)):
-                        if k == len(positions):
-                            positions.append({})
-                        group = positions[k].setdefault(tuple(turn.prompt_ids), Group(turn.prompt_ids, [], []))
-                        group.completions.append(turn.completion)
-                        group.advantages.append(adv)
-                        record[str(turn.turn)] = {"return": ret, "advantage": adv}
-                groups.extend(g for position in positions for g in position.values())
-        return groups, rollouts
+                plans.append((members, agent, [returns_to_go(r.learner_rewards(agent), cfg.gamma) for r in members]))
+        batch_std = self.batch_std([x for _, _, returns in plans for rets in returns for x in rets])
+        groups, reward_groups = [], []
+        for members, agent, returns in plans:
+            # The members' k-th turns of this seat; those given the same prompt form one group, so the update runs
+            # that prompt once (every member's first turn, when nothing sampled came before it).
+            positions: list[dict[tuple[int, ...], Group]] = []
+            for r, rets, advs in zip(members, returns, position_advantages(returns, cfg.scale_rewards, batch_std)):
+                record = r.env.episode.meta["training"].setdefault("returns", {})
+                for k, (turn, ret, adv) in enumerate(zip([t for t in r.turns if t.agent == agent], rets, advs)):
+                    if k == len(positions):
+                        positions.append({})
+                    if not turn.reply.untrained:
+                        group = positions[k].setdefault(tuple(turn.prompt_ids), Group(turn.prompt_ids))
+                        group.add(turn.reply, adv)
+                    record[str(turn.turn)] = {"return": ret, "advantage": adv, "trained": not turn.reply.untrained}
+            groups.extend(g for position in positions for g in position.values())
+            reward_groups += [[rets[k] for rets in returns if len(rets) > k] for k in range(len(positions))]
+        return StepData(groups, rollouts, reward_groups, dropped)
 
     # --- evaluation ------------------------------------------------------------------------------------
 
@@ -327,7 +367,7 @@ class OnlineGRPO:
             self.new_rollout(f"eval|{k}", s, {"eval": tag}) for k, s in distributed.shard(list(enumerate(starts)))
         ]
         self.play(rollouts, 1)
-        mine = [(r.env.episode, learner_utterance_rewards(r)) for r in rollouts]
+        mine = [(r.env.episode, learner_utterance_rewards(r, self.reward_fn.nonfinite)) for r in rollouts]
         played = [pair for part in distributed.gather(mine) for pair in part]  # in start order: shards are blocks
         rewards = [x for _, rs in played for x in rs]
         mean = sum(rewards) / len(rewards) if rewards else 0.0
@@ -337,9 +377,22 @@ class OnlineGRPO:
         return mean
 
 
-def learner_utterance_rewards(r: Rollout) -> list[float]:
-    """The env rewards of the learner's utterances in a played episode (what evaluation averages)."""
-    return [t.reward for t in r.env.episode.turns if t.agent in r.start.learners and t.is_speech]
+def learner_utterance_rewards(r: Rollout, nonfinite: set[tuple[str, str, str]] = frozenset()) -> list[float]:
+    """The env rewards of the learner's utterances in a played episode (what evaluation averages), less those
+    whose reward was not finite (`--nonfinite-rewards drop` gave the env 0 for them)."""
+    reward = {(t.agent, t.index): t.reward for t in r.env.episode.turns}
+    return [
+        reward[(t.agent, t.turn)]
+        for t in r.turns
+        if t.reply.action.is_speech and t.key not in nonfinite and (t.agent, t.turn) in reward
+    ]
+
+
+def sampled_replies(data: StepData, credit: str) -> list[TrainedReply]:
+    """Every reply the learner sampled in a step: all candidates (turn credit), every played turn (episode)."""
+    if credit == "turn":
+        return [x for r in data.rollouts for _, replies, _ in r.candidates for x in replies]
+    return [t.reply for r in data.rollouts for t in r.turns]
 
 
 def _drop_steps_from(path: Path, step: int) -> None:
@@ -352,7 +405,6 @@ def _drop_steps_from(path: Path, step: int) -> None:
 def train_online(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = None) -> dict[str, Any]:
     """GRPO with rollouts in the env (`cfg.rollout == "env"`); returns the summary (also OUT/summary.json)."""
     from agents.spec import make_policies
-    from trainers.grpo import load_reward_model
 
     out = Path(cfg.out)
     pool = load_pool(cfg.library)  # read once, before any model loads: a bad library fails fast
@@ -387,13 +439,21 @@ def train_online(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = N
             starts = distributed.shard(list(enumerate(step_starts(cfg, step, train_scenarios))))  # this rank's share
             t0 = time.perf_counter()
             play = online.turn_step if cfg.credit == "turn" else online.episode_step
-            groups, rollouts = play(step, starts)
+            data = play(step, starts)
             t1 = time.perf_counter()
+            nonfinite = online.reward_fn.nonfinite
+            for r in data.rollouts:  # the utterances whose reward was not finite: recorded as 0, never trained on
+                flagged = [t.turn for t in r.turns if t.key in nonfinite]
+                if flagged:
+                    r.env.episode.meta["training"]["nonfinite_rewards"] = flagged
             mine = {
-                "episodes": [r.env.episode for r in rollouts],
-                "played": [t.reward for r in rollouts for t in r.env.episode.turns if t.agent in r.start.learners],
-                "trained": sum(len(g.completions) for g in groups),
-                "new_tokens": sum(len(c) for g in groups for c in g.completions),
+                "episodes": [r.env.episode for r in data.rollouts],
+                "played": [x for r in data.rollouts for x in learner_utterance_rewards(r, nonfinite)],
+                "trained": sum(len(g.completions) for g in data.groups),
+                "new_tokens": sum(len(x.ids) for x in sampled_replies(data, cfg.credit)),
+                "reward_groups": data.reward_groups,
+                "dropped": data.dropped,
+                "replies": sampled_replies(data, cfg.credit),
                 "times": {"time_rollout": t1 - t0, **{f"time_{k}": v for k, v in online.take_times().items()}},
             }
             ranks = distributed.gather(mine)  # the global step's, in start order (shards are contiguous blocks)
@@ -401,14 +461,18 @@ def train_online(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = N
                 for episode in (e for r in ranks for e in r["episodes"]):
                     append_jsonl(episodes_path, episode)
             played = [x for r in ranks for x in r["played"]]
-            stats = learner.update(step, groups)
+            stats = learner.update(step, data.groups)
             learner.end_step(
                 step,
                 {
                     "reward_mean": sum(played) / max(1, len(played)),
                     "trained_utterances": sum(r["trained"] for r in ranks),
                     "episodes": sum(len(r["episodes"]) for r in ranks),
-                    **{k: stats[k] for k in ("kl", "clip_frac", "loss", "grad_norm", "lr")},
+                    **{k: stats[k] for k in ("kl", "clip_frac", "loss", "grad_norm", "lr", "entropy")},
+                    **{k: stats[k] for k in ("sampler_gap_mean", "sampler_gap_max", "sampler_kl") if k in stats},
+                    "zero_std_groups": zero_std_fraction([g for r in ranks for g in r["reward_groups"]]),
+                    "groups_dropped_nonfinite": sum(r["dropped"] for r in ranks),
+                    **reply_health([x for r in ranks for x in r["replies"]]),
                     "new_tokens": sum(r["new_tokens"] for r in ranks),
                     # The slowest rank's seconds: the step waits for it.
                     **{k: max(r["times"][k] for r in ranks) for k in mine["times"]},

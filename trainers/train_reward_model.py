@@ -3,7 +3,8 @@
     sotopia-env train-rm --data runs/labels.jsonl --out runs/rm
 
 The data is `sotopia-env label`'s output (any JSONL with `prompt`, `utterance` and `label` works). A
-held-out split (by episode, so turns of one dialogue never straddle it) is scored every `eval_every`
+held-out split (by episode, or for rows without one by dialogue read off the state, so turns of one dialogue
+never straddle it) is scored every `eval_every`
 steps; the best adapter by held-out MSE is kept in OUT/best and training stops after `patience`
 evaluations without improvement. OUT/checkpoint holds the latest adapter, optimizer, step and data order,
 so an interrupted run resumes where it stopped.
@@ -11,6 +12,7 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -23,6 +25,7 @@ import torch
 from rewards.reward_model import RewardModel, RewardModelConfig
 from rewards.sotopia_rl import is_rm_file, read_rm_file
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_json_atomic
+from sotopia_env.observation import dialogue_of
 from trainers import distributed
 from trainers.checkpoint import load_checkpoint, resume_metrics, save_checkpoint
 from trainers.rm_config import RMTrainConfig  # noqa: F401 - re-exported: the trainer's config
@@ -41,13 +44,25 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def dialogue_key(row: dict[str, Any], index: int) -> str:
+    """What a row's held-out group is: its episode (`episode_id`), or for rows that carry none (Sotopia-RL's
+    files) its dialogue read off the state, scenario and the two characters (`observation.dialogue_of`), so the
+    turns of one dialogue, seen from either seat, never straddle the split. A state of another shape is its own."""
+    if row.get("episode_id") is not None:
+        return f"episode:{row['episode_id']}"
+    prompt = row["prompt"] if isinstance(row["prompt"], str) else json.dumps(row["prompt"])
+    return dialogue_of(prompt) or f"row:{index}"
+
+
 def split_rows(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    groups = sorted({r.get("episode_id", str(i)) for i, r in enumerate(rows)})
+    """(training, held-out) rows: a seeded `fraction` of the dialogues (`dialogue_key`), whole, held out."""
+    keys = [dialogue_key(r, i) for i, r in enumerate(rows)]
+    groups = sorted(set(keys))
     random.Random(seed).shuffle(groups)
     n_held = max(1, round(len(groups) * fraction)) if len(groups) > 1 else 0
     held = set(groups[:n_held])
-    train = [r for i, r in enumerate(rows) if r.get("episode_id", str(i)) not in held]
-    heldout = [r for i, r in enumerate(rows) if r.get("episode_id", str(i)) in held]
+    train = [r for r, k in zip(rows, keys) if k not in held]
+    heldout = [r for r, k in zip(rows, keys) if k in held]
     return train, heldout
 
 

@@ -10,13 +10,15 @@ rewarded with the env's per-utterance rewards.
 
 The hook: TRL 1.16 calls `rollout_func(prompts, trainer)` with this process's slice of dataset prompts (each start
 repeated `num_generations` times, consecutively) and takes back `prompt_ids`, `completion_ids` and `logprobs` per
-prompt; `env_mask` (1 on tokens the model produced, 0 on tokens the environment inserted) joins TRL's loss mask,
+prompt; `env_mask` (1 on tokens TRL should train, 0 on the others) joins TRL's loss mask,
 and any other key is handed to the reward functions. (TRL's other multi-turn hook, `environment_factory`, calls
 environment methods as tools through the chat template's tool-calling format, which SmolLM2's template lacks.)
 
 One completion is one whole dialogue from the learner's seat, kept as one growing chat (`agents.multiturn`): the
-learner's replies, with env_mask 1 on the tokens it sampled (its end-of-turn token included), and between them the
-env's turns, with env_mask 0: the template's turn boundaries, the partner's lines and the closing line. TRL's
+learner's replies, with env_mask 1 on the tokens of what the env played (`agents.played`: a reply stops at its
+line's end, and what the parser still drops, a "Name:" prefix or quotes, is 0) and on the end token the learner
+sampled, and between them the env's turns, with env_mask 0: the template's turn boundaries, the partner's lines
+and the closing line. TRL's
 loss, KL and length counts cover mask-1 tokens only, so partner turns are context, never trained on. Each reply
 is sampled from exactly the ids TRL later scores (the prompt and the completion so far), at the trainer's
 temperature and top-p.
@@ -38,15 +40,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
-from transformers import LogitsProcessorList
 
-from agents.engine import request_seed
-from agents.llm_agent import build_messages, parse_reply
+from agents.engine import Sample, SamplingParams, request_seed
+from agents.llm_agent import REPLY_STOP, build_messages
 from agents.multiturn import turn_ids, turn_text
+from agents.played import TrainedReply, end_ids, trained_reply
 from agents.render import render_chat
-from agents.transformers_engine import SeededSampler
+from agents.transformers_engine import TransformersEngine
 from sotopia_env import Episode, Policy, RewardContext, Scenario, SocialParallelEnv, UtteranceReward, split, step_envs
 from sotopia_env.jsonio import append_jsonl
 from sotopia_env.policy import act_batch
@@ -101,6 +102,7 @@ class Dialogue:
     env_mask: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)  # the env's reward of each learner turn
+    replies: list[TrainedReply] = field(default_factory=list)  # each learner turn as sampled, played and trained
     cut: bool = False  # stopped by TRL's max_completion_length before the episode ended
 
     @property
@@ -111,9 +113,11 @@ class Dialogue:
     def playing(self) -> bool:
         return bool(self.env.agents) and not self.cut
 
-    def add(self, ids: Sequence[int], by_model: bool, logprobs: Sequence[float] | None = None) -> None:
+    def add(self, ids: Sequence[int], mask: Sequence[int] | int, logprobs: Sequence[float] | None = None) -> None:
+        """Append tokens to the dialogue's completion: env_mask 1 where TRL trains them (what the learner played),
+        0 for context (the env's turns, and what the parser dropped of a reply)."""
         self.completion += ids
-        self.env_mask += [int(by_model)] * len(ids)
+        self.env_mask += [mask] * len(ids) if isinstance(mask, int) else list(mask)
         self.logprobs += list(logprobs) if logprobs is not None else [0.0] * len(ids)
 
 
@@ -197,11 +201,11 @@ class EnvRollout:
             if len(d.completion) + len(between) + self.max_new_tokens > args.max_completion_length:
                 d.cut = True
                 continue
-            d.add(between, by_model=False)
+            d.add(between, 0)
             d.last_seen = seen
             speaking.append(d)
         seeds = [request_seed(args.seed, d.env.episode.id, d.last_seen["turn"]) for d in speaking]
-        replies = sample_replies(
+        samples = sample_replies(
             model,
             tokenizer,
             [d.prompt_ids + d.completion for d in speaking],
@@ -211,11 +215,15 @@ class EnvRollout:
             args.top_p,
             self.batch_size,
         )
+        ends = end_ids(tokenizer, model)
         actions: dict[int, dict[str, Any]] = {}
-        for d, (ids, logprobs) in zip(speaking, replies):
-            d.add(ids, by_model=True, logprobs=logprobs)
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            actions[id(d)] = {d.learner: parse_reply(text, d.last_seen["name"])}
+        for d, sample in zip(speaking, samples):
+            # The whole reply stays in the dialogue (what follows was sampled after it); TRL trains only the tokens
+            # of what the env played (agents.played), the rest is context like the partner's lines.
+            reply = trained_reply(sample, tokenizer, d.last_seen["name"], REPLY_STOP, ends)
+            d.add(sample.token_ids, reply.mask + [0] * (len(sample.token_ids) - len(reply.mask)), sample.logprobs)
+            d.replies.append(reply)
+            actions[id(d)] = {d.learner: reply.action}
         waiting = [d for d in live if not d.cut and d.partner in d.env.active_agents]
         partner_obs = [d.obs[d.partner] for d in waiting]
         keys = [(d.env.episode.id, o["turn"], o["seat"]) for d, o in zip(waiting, partner_obs)]
@@ -233,12 +241,11 @@ class EnvRollout:
         d.env.episode.meta["trl"] = {"step": step, "learner": d.learner, "utterance_rewards": d.rewards, "cut": d.cut}
         if not d.completion:  # the partner ended the episode before the learner's first move: nothing to train on
             d.prompt_ids = render_chat(tokenizer, build_messages(d.obs[d.learner]), self.max_prompt_tokens).ids
-            d.add([tokenizer.eos_token_id], by_model=False)
+            d.add([tokenizer.eos_token_id], 0)
         elif not d.cut and d.completion[-1] != tokenizer.eos_token_id:
-            d.add([tokenizer.eos_token_id], by_model=False)  # the episode ended: close the last reply's turn
+            d.add([tokenizer.eos_token_id], 0)  # the episode ended: close the last reply's turn
 
 
-@torch.no_grad()
 def sample_replies(
     model: Any,
     tokenizer: Any,
@@ -248,36 +255,16 @@ def sample_replies(
     temperature: float,
     top_p: float,
     batch_size: int = 32,
-) -> list[tuple[list[int], list[float]]]:
-    """One reply per prompt (token ids), with each token's log-probability under the sampling distribution; a
-    reply ends with the first end-of-sequence token, which it keeps. Each row samples from its own seed
-    (`SeededSampler`), so a reply does not depend on the batch it shared."""
-    device = next(model.parameters()).device
-    eos = model.generation_config.eos_token_id
-    stop = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
-    out: list[tuple[list[int], list[float]]] = []
-    for first in range(0, len(prompts), batch_size):
-        rows = prompts[first : first + batch_size]
-        batch = tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt").to(device)
-        sampler = SeededSampler(seeds[first : first + len(rows)], temperature, top_p, str(device), keep_logprobs=True)
-        generated = model.generate(
-            **batch,
-            do_sample=False,  # the sampler's draw is the argmax of its output
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            max_new_tokens=max_new_tokens,
-            logits_processor=LogitsProcessorList([sampler]),
-            pad_token_id=tokenizer.pad_token_id,
-            use_cache=True,
-            return_dict_in_generate=True,
-        )
-        new = generated.sequences[:, batch["input_ids"].shape[1] :]
-        logprobs = sampler.chosen_logprobs(new)
-        for ids, lps in zip(new.tolist(), logprobs.tolist()):
-            end = next((k + 1 for k, t in enumerate(ids) if t in stop), len(ids))
-            out.append((ids[:end], lps[:end]))
-    return out
+) -> list[Sample]:
+    """One reply per prompt (token ids), with each token's log-probability under the sampling distribution,
+    sampled by the one sampler every engine here uses (`TransformersEngine.generate_ids`): softmax(logits / T)
+    with top-p, nothing else, each row from its own seed, ending at the end of its line (`REPLY_STOP`) or of the
+    sequence, whose token it keeps."""
+    engine = TransformersEngine.from_model(model, tokenizer, model_name="trl", batch_size=batch_size)
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, logprobs=True, stop=REPLY_STOP
+    )
+    return [group[0] for group in engine.generate_ids(prompts, params, seeds)]
 
 
 def learner_return(utterance_rewards: list[list[float]] | None = None, **_: Any) -> list[float]:
