@@ -1,5 +1,6 @@
 """The `view` web app: FastAPI routes over a `Catalog` indexed at start. Pages are rendered on the server
-by Jinja2 (autoescaped), so they work with no script and no network."""
+by Jinja2 (autoescaped), so they work with no script and no network. Every request passes viewer/guard.py
+first (Host header, body size; a POST would need the server's token and its own origin: none is served)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from .catalog import FACETS, Catalog, Entry, Query
 from .charts import metric_names
+from .guard import Guard, new_token
 from .render import episode_context, page
 
 
@@ -52,9 +54,15 @@ def export_page(catalog: Catalog, entries: list[Entry]) -> str:
     return page("export.html", items=items, when=time.strftime("%Y-%m-%d %H:%M"), app_name="export")
 
 
-def create_app(catalog: Catalog, page_size: int = 50, export_limit: int = 100) -> FastAPI:
+def create_app(catalog: Catalog, page_size: int = 50, export_limit: int = 100, host: str = "127.0.0.1") -> FastAPI:
+    """host: the address the server is bound to (a Host header naming it is accepted, besides loopback's)."""
     app = FastAPI(title="sotopia-env view", docs_url=None, redoc_url=None, openapi_url=None)
     common = {"catalog": catalog, "app_name": "view"}
+
+    def refusal(status: int, message: str) -> str:
+        return page("not_found.html", message=message, heading="Refused", catalog=None, app_name="view")
+
+    app.add_middleware(Guard, bound_host=host, token=new_token(), error_page=refusal)
     catalog.select(Query())  # the unfiltered list, counted once before the first visit
     # Every page that shows episodes, labels or problems first catches up with files changed since
     # (`Catalog.refresh`: one stat per file when nothing changed).
