@@ -15,7 +15,6 @@ off loopback, the commands say so at start (`exposure_warning`).
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -25,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agents.serve import is_loopback
+
 MAX_BODY = 64 * 1024  # bytes: a move's text is a few hundred; a form is never near this
 TOKEN_FIELD, TOKEN_HEADER = "csrf_token", "x-csrf-token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -33,15 +34,6 @@ LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def exposure_warning(host: str, port: int, what: str) -> str | None:
