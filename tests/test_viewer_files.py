@@ -52,6 +52,10 @@ def test_a_file_rewritten_while_served_is_reindexed_and_never_serves_another_rec
     # An append in place (same file, larger): the new record is listed.
     append_jsonl(path, episode("ep-d", "Appended."))
     assert "ep-d" in web.get("/").text and "Appended." in web.get("/episode/ep-d").text
+    # Removed: its episodes go, and the problems page says why.
+    path.unlink()
+    assert web.get("/episode/ep-d").status_code == 404
+    assert f"{path}: cannot be read (No such file or directory)" in web.get("/problems").text
 
 
 def test_a_label_file_rewritten_while_served_recolours_with_its_new_labels(tmp_path):

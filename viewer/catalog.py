@@ -32,6 +32,7 @@ SKIPPED_DIRS = {"adapters", "adapter", "checkpoint", "best", "__pycache__"}  # m
 SELECTIONS_KEPT = 64  # filter combinations remembered (paging through one costs one pass)
 MAX_DEPTH = 4  # folder levels searched below a path given on the command line
 FACETS = ("file", "scenario", "category", "split", "model", "end_reason")
+NOT_INDEXED: Version = (-1, -1, -1, -1)  # equal to no file's version, not even a missing file's (None)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Source:
     path: Path
     label: str  # shown in the list and its filter
     episodes: int = 0
-    version: Version | None = None  # when last indexed (None: not yet, or the file is gone)
+    version: Version | None = NOT_INDEXED  # when last indexed (None: it could not be read)
     entries: list[Entry] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     rewards: tuple[float, float] = (math.inf, -math.inf)  # lowest and highest speech reward
@@ -143,7 +144,7 @@ class Catalog:
         self.benchmarks: list[Benchmark] = []
         self.labels: dict[tuple[str, int], dict[str, Any]] = {}
         self.labels_path = Path(labels) if labels is not None else None
-        self.labels_version: Version | None = None
+        self.labels_version: Version | None = NOT_INDEXED
         self.label_problems: list[str] = []
         self.label_range: tuple[float, float] = (math.inf, -math.inf)
         self.reward_range: tuple[float, float] | None = None  # over the speech turns (or labels) shown
@@ -284,12 +285,10 @@ class Catalog:
         with self._lock:
             changed = False
             for index, source in enumerate(self.sources):
-                if version_of(source.path) != source.version or source.version is None:
+                if version_of(source.path) != source.version:
                     self._index(index)
                     changed = True
-            if self.labels_path is not None and (
-                self.labels_version is None or version_of(self.labels_path) != self.labels_version
-            ):
+            if self.labels_path is not None and version_of(self.labels_path) != self.labels_version:
                 self._read_labels(self.labels_path)
                 changed = True
             if changed:

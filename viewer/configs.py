@@ -110,7 +110,10 @@ class PlayConfig(GenerationConfig):
         },
     )
     idle_minutes: float = field(
-        default=30.0, metadata={"help": "a game untouched this long may be dropped to make room (saved first)"}
+        default=30.0,
+        metadata={
+            "help": "a game with no move (or judge, or partner retry) this long may be dropped to make room (saved first)"
+        },
     )
 
     def __post_init__(self) -> None:
