@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sotopia_env import Episode
+from sotopia_env.jsonio import is_complete_record
 
 # Files in run and benchmark folders that hold other records than episodes; never sniffed.
 NOT_EPISODES = {"metrics.jsonl", "judge_cache.jsonl", "attribution_cache.jsonl"}
@@ -119,19 +120,21 @@ def mean_overall(episode: Episode) -> float | None:
 
 
 def read_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, int, bytes]]:
-    """(line number, byte offset, raw line) of each non-empty complete line; a last line without its
-    newline (a write in progress, or one a crash cut short) is reported and left out."""
+    """(line number, byte offset, raw line) of each non-empty record, lines split on b"\\n" only. A last line
+    without its newline counts when it is a whole record (`is_complete_record`, the rule the appender
+    keeps); otherwise it is a write in progress, or one a crash cut short, and is reported and left out."""
     data = path.read_bytes()
     start, lineno = 0, 0
     while start < len(data):
         lineno += 1
         end = data.find(b"\n", start)
         if end < 0:
-            if data[start:].strip():
+            end = len(data)
+            if data[start:].strip() and not is_complete_record(data[start:]):
                 problems.append(
-                    f"{path}:{lineno}: last line has no newline (a write in progress or cut short); skipped"
+                    f"{path}:{lineno}: last line is not a whole record (a write in progress or cut short); skipped"
                 )
-            return
+                return
         if data[start:end].strip():
             yield lineno, start, data[start:end]
         start = end + 1
