@@ -13,8 +13,9 @@ Two kinds of JSONL file, read two ways:
 A line that is not JSON is an error naming the file and the line. JSON has no NaN or Infinity: the writers
 refuse them (naming the file and the field) and the readers report them (naming the file and the line)
 instead of passing on what Python's `json` would accept. Whole files (`write_text_atomic`,
-`write_json_atomic`, `write_jsonl_atomic`) are written beside their target and renamed over it, so a
-reader or a crash sees the old file or the new one, never half of one.
+`write_json_atomic`, `write_jsonl_atomic`) and whole folders (`replace_folder`: checkpoints, saved models)
+are written beside their target, synced, and renamed into place, so a reader or a crash sees the old one or
+the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import json
 import math
 import os
 import re
+import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +220,69 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sync_folder(path: str | Path) -> None:
+    """fsync a folder, so the renames and new names in it survive a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(root: Path) -> None:
+    for folder, _, names in os.walk(root, topdown=False):
+        for name in names:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        sync_folder(folder)
+
+
+def _discard(path: Path) -> None:
+    """Remove a folder as one step: renamed away first, so a crash mid-removal never leaves half of it
+    under its name."""
+    trash = path.with_name(path.name + ".trash")
+    shutil.rmtree(trash, ignore_errors=True)
+    if path.exists():
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def complete_folder(path: str | Path) -> Path | None:
+    """The complete copy of a folder `replace_folder` writes: the folder itself, or, after a crash between
+    its two renames, `<name>.old`; None when neither exists."""
+    path = Path(path)
+    old = path.with_name(path.name + ".old")
+    return path if path.exists() else old if old.exists() else None
+
+
+def replace_folder(path: str | Path, write: Callable[[Path], Any]) -> None:
+    """Replace a whole folder: `write(folder)` fills a new folder beside it (`<name>.tmp`), every file in it
+    and the folder are synced, then the old folder is renamed to `<name>.old`, the new one to `<name>`,
+    and only then is the old one removed. A crash at any moment leaves a complete folder under `<name>` or,
+    between the two renames, under `<name>.old` (`complete_folder` finds it): the only complete copy is
+    never removed before its replacement is in place. A `write` that fails leaves the old folder as it was."""
+    path = Path(path)
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    _discard(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        _sync_tree(tmp)
+    except BaseException:
+        _discard(tmp)
+        raise
+    if path.exists():  # complete (only a synced folder is ever renamed to `path`): an `.old` beside it is stale
+        _discard(old)
+        os.rename(path, old)
+        sync_folder(path.parent)
+    os.rename(tmp, path)  # with no `path`, an `.old` may be the only complete copy: it goes only after this
+    sync_folder(path.parent)
+    _discard(old)
 
 
 def write_json_atomic(path: str | Path, value: Any, indent: int | None = 1) -> None:

@@ -95,7 +95,7 @@ def tokenize_example(
 def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from trainers.checkpoint import load_checkpoint, resume_metrics, save_checkpoint
+    from trainers.checkpoint import check_finite_parameters, load_checkpoint, resume_metrics, save_checkpoint
 
     cfg.validate()  # fields may have been set after construction
     world = distributed.setup()  # a process group under torchrun / accelerate launch, else nothing
@@ -130,7 +130,7 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     bar = tqdm(total=total, initial=step, desc="bc", unit="step", disable=not (progress and world.main))
     model.train()
-    last_loss = float("nan")
+    last_loss: float | None = None  # None when this run had no step left to train (it resumed a finished run)
     while step < total:
         epoch, within = divmod(step, steps_per_epoch)
         order = list(range(len(encoded)))
@@ -162,6 +162,7 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
             save_checkpoint(out / "checkpoint", model, optimizer, schedule, {"step": step})
     bar.close()
     if world.main:
+        check_finite_parameters(model, f"{out / 'adapter'}: the final adapter after step {step}")
         model.save_pretrained(out / "adapter")
     summary = {
         "examples": len(encoded),

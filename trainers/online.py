@@ -46,9 +46,10 @@ from agents.llm_agent import build_messages, parse_reply
 from agents.runner import Pool, load_pool
 from sotopia_env import Scenario, SocialParallelEnv, split
 from sotopia_env.env import score_contexts, step_envs, would_earn_many
-from sotopia_env.jsonio import append_jsonl, iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
+from sotopia_env.jsonio import append_jsonl, read_json, write_json_atomic, write_jsonl_atomic
 from sotopia_env.policy import act_batch
 from trainers import distributed
+from trainers.checkpoint import resume_records
 from trainers.grpo import Group, Learner, group_advantages
 from trainers.grpo_config import GRPOConfig
 
@@ -344,9 +345,7 @@ def learner_utterance_rewards(r: Rollout) -> list[float]:
 
 def _drop_steps_from(path: Path, step: int) -> None:
     """Resume: training episodes of steps not checkpointed are played again; drop their earlier copies."""
-    if path.exists():
-        keep = [r for r in iter_jsonl(path) if r.get("meta", {}).get("training", {}).get("step", -1) < step]
-        write_jsonl_atomic(path, keep)
+    resume_records(path, step, lambda r: r.get("meta", {}).get("training", {}).get("step", -1) + 1, "training episodes")
 
 
 def train_online(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = None) -> dict[str, Any]:
