@@ -93,7 +93,11 @@ def test_turn_credit_trains_on_candidates_the_env_scored_and_records_every_dialo
             n_turns += 1
     assert n_turns == len(groups) > 0
     assert summary["credit"] == "turn" and {"heldout_reward_before", "heldout_reward_after"} <= set(summary)
-    assert [e.id for e in read_episodes(out / "eval_after.jsonl")] == ["eval|0"]
+    # Ids name the run (and an evaluation its tag): unique across runs, and before/after apart.
+    run_id = json.loads((out / "config.json").read_text())["run_id"]
+    assert [e.id for e in episodes] == [f"{run_id}|train|{s}|{i}" for s in (0, 1) for i in (0, 1)]
+    assert [e.id for e in read_episodes(out / "eval_before.jsonl")] == [f"{run_id}|eval|0|before"]
+    assert [e.id for e in read_episodes(out / "eval_after.jsonl")] == [f"{run_id}|eval|0|after"]
 
 
 def test_episode_credit_gives_each_learner_turn_its_normalised_return_to_go(
@@ -137,7 +141,8 @@ def test_a_run_killed_after_a_step_resumes_to_the_same_dialogues_and_adapter(tur
     # A step that ran but was not checkpointed leaves its episodes behind; the resume must not keep them twice.
     path = tmp_path / "resumed" / "episodes.jsonl"
     path.write_text(path.read_text() + path.read_text().replace('"step": 0', '"step": 1'))
-    resumed = train_grpo(online_config(fresh_rm, tmp_path / "resumed", credit="turn"), progress=False)
+    # The first run stopped after step 1 as a 1-step run; it is continued as the 2-step run on purpose.
+    resumed = train_grpo(online_config(fresh_rm, tmp_path / "resumed", credit="turn", resume_anyway=True), False)
 
     def dialogues(folder):
         return [
@@ -146,6 +151,9 @@ def test_a_run_killed_after_a_step_resumes_to_the_same_dialogues_and_adapter(tur
         ]
 
     assert dialogues(tmp_path / "resumed") == dialogues(straight_out) and len(dialogues(straight_out)) == 4
+    # The same dialogues under other ids: two runs; the resumed run kept the ids its first part made.
+    run_id = json.loads((tmp_path / "resumed" / "config.json").read_text())["run_id"]
+    assert [e.id for e in read_episodes(path)] == [f"{run_id}|train|{s}|{i}" for s in (0, 1) for i in (0, 1)]
     assert resumed["heldout_reward_after"] == pytest.approx(straight["heldout_reward_after"], abs=1e-5)
     rows = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]

@@ -27,9 +27,10 @@ from agents.render import render_chat
 from sotopia_env import Episode, read_episodes
 from sotopia_env.actions import ActionType
 from sotopia_env.jsonio import append_jsonl, write_json_atomic
+from sotopia_env.provenance import check_same_settings
 from sotopia_env.replay import utterance_states
 from trainers import distributed
-from trainers.bc_config import BCConfig  # noqa: F401 - re-exported: the trainer's config
+from trainers.bc_config import NOT_COMPARED, BCConfig  # noqa: F401 - re-exported: the trainer's config
 from trainers.logprobs import sequence_logprobs
 
 
@@ -102,8 +103,10 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if world.main:
-        write_json_atomic(out / "config.json", asdict(cfg))
+    settings = asdict(cfg)
+    distributed.on_main(
+        lambda: check_same_settings(out, out / "config.json", settings, ignore=NOT_COMPARED, override=cfg.resume_anyway)
+    )
     episodes = read_episodes(cfg.episodes)
     if cfg.top_fraction is not None:
         pairs = select_top(episodes, cfg.top_fraction, cfg.models)

@@ -28,8 +28,9 @@ import torch
 
 from agents.lora import lora_policy
 from sotopia_env.jsonio import append_jsonl, read_json, write_json_atomic
+from sotopia_env.provenance import check_same_settings
 from trainers import colocate, distributed
-from trainers.grpo_config import GRPOConfig  # noqa: F401 - re-exported: the trainer's config
+from trainers.grpo_config import NOT_COMPARED, GRPOConfig  # noqa: F401 - re-exported: the trainer's config
 from trainers.logprobs import grouped_logprobs, sequence_logprobs
 
 # --- GRPO math: pure functions the training loop calls ------------------------------------------
@@ -383,8 +384,11 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if distributed.is_main():
-        write_json_atomic(out / "config.json", asdict(cfg))
+    distributed.on_main(
+        lambda: check_same_settings(
+            out, out / "config.json", asdict(cfg), ignore=NOT_COMPARED, override=cfg.resume_anyway
+        )
+    )
     if cfg.rollout == "env":
         from trainers.online import train_online
 

@@ -13,12 +13,13 @@ inside, too). The defaults fit a 2-core CPU in about 15 minutes; they are far to
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import read_json, write_json_atomic
+from sotopia_env.provenance import check_same_settings
 
 
 @dataclass
@@ -52,6 +53,13 @@ class PipelineConfig:
     )
     grpo_credit: str = field(default="turn", metadata={"help": "with --grpo-rollout env: turn or episode"})
     seed: int = field(default=0)
+    resume_anyway: bool = field(
+        default=False,
+        metadata={
+            "help": "continue an --out whose OUT/config.json records other settings (refused otherwise); passed "
+            "on to the stages' own checks"
+        },
+    )
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field before the first stage, not when a later stage's
@@ -98,7 +106,9 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", asdict(cfg))
+    run_id = check_same_settings(
+        out, out / "config.json", asdict(cfg), ignore=("out", "resume_anyway"), override=cfg.resume_anyway
+    )
     timings: dict[str, float] = {}
 
     def stage(name: str) -> None:
@@ -115,6 +125,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
         both_seats=cfg.episodes_per_scenario > 1,
         seed=cfg.seed,
     )
+    jobs = [replace(job, run=run_id) for job in jobs]  # episode ids name the run (sotopia_env.provenance)
     policy = make_policies(
         ["embedded"], SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.8, seed=cfg.seed)
     )[0]
@@ -167,6 +178,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
                 lora_layers=6,
                 eval_every=5,
                 seed=cfg.seed,
+                resume_anyway=cfg.resume_anyway,
             ),
             progress=progress,
         )
@@ -186,6 +198,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
                 max_length=384,
                 lora_layers=8,
                 seed=cfg.seed,
+                resume_anyway=cfg.resume_anyway,
             ),
             progress=progress,
         )
@@ -214,6 +227,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
                 eval_samples=2,
                 save_every=4,
                 seed=cfg.seed,
+                resume_anyway=cfg.resume_anyway,
             ),
             progress=progress,
         )

@@ -23,9 +23,10 @@ import torch
 from rewards.reward_model import RewardModel, RewardModelConfig
 from rewards.sotopia_rl import is_rm_file, read_rm_file
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, replace_folder, write_json_atomic
+from sotopia_env.provenance import check_same_settings
 from trainers import distributed
 from trainers.checkpoint import check_finite_parameters, load_checkpoint, resume_metrics, save_checkpoint
-from trainers.rm_config import RMTrainConfig  # noqa: F401 - re-exported: the trainer's config
+from trainers.rm_config import NOT_COMPARED, RMTrainConfig  # noqa: F401 - re-exported: the trainer's config
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -75,6 +76,12 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    settings = asdict(cfg)
+    distributed.on_main(
+        lambda: check_same_settings(
+            out, out / "train_config.json", settings, ignore=NOT_COMPARED, override=cfg.resume_anyway
+        )
+    )
     rows = load_rows(cfg.data)
     train, heldout = split_rows(rows, cfg.heldout_fraction, cfg.seed)
     if not heldout:
@@ -101,7 +108,6 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
     distributed.broadcast_parameters(params)  # every rank starts from the main rank's adapter and head
     metrics_path = out / "metrics.jsonl"
     if world.main:
-        write_json_atomic(out / "train_config.json", asdict(cfg))
         resume_metrics(metrics_path, state["step"])  # steps logged after the checkpoint run again below
     encoded = rm.encode([r["prompt"] for r in train], [r["utterance"] for r in train])
     labels = torch.tensor([float(r["label"]) for r in train])
