@@ -143,3 +143,20 @@ def test_a_judge_rerun_with_another_judge_is_refused_before_the_judge_starts(tmp
     error = capsys.readouterr().err
     assert f"{out} was made with other settings (judge: 'vllm:embedded' -> 'openai:gpt-4o@http://x';" in error
     assert started == ["vllm:embedded"]
+
+
+def test_an_answer_holding_nan_is_an_invalid_answer_never_cached(tmp_path):
+    episodes, model, judge = setup(tmp_path)
+
+    class NaNAnswers(ScriptedJudgeModel):
+        def generate(self, conversations, params):
+            return [
+                [Sample(s[0].text.replace('"score"', '"confidence": NaN, "score"'))]
+                for s in super().generate(conversations, params)
+            ]
+
+    judge.engine = NaNAnswers()
+    judged = judge_file(judge, episodes, tmp_path / "judged.jsonl", progress=False)
+    assert all(e.judge_scores == {} for e in judged)
+    assert all("unparseable answer: NaN is not a JSON number" in f for e in judged for f in e.judge_failures)
+    assert not (tmp_path / "cache.jsonl").exists() or "NaN" not in (tmp_path / "cache.jsonl").read_text()
