@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 import uuid
+from dataclasses import asdict, replace
 
 from sotopia_env import SocialParallelEnv, split
+from sotopia_env.provenance import check_same_settings, settings_beside
 
-from .configs import CollectConfig, EpisodeConfig, ServeConfig
+from .configs import COLLECT_NOT_COMPARED, CollectConfig, EpisodeConfig, ServeConfig
 from .runner import EpisodeJob, jobs_for, load_pool, run_episodes
 from .spec import make_policies
 
@@ -56,6 +58,11 @@ def collect_command(cfg: CollectConfig) -> int:
         characters=characters,
         pairings=pairings,
     )
+    # Before any policy loads: a rerun with other policies or sampling is refused; the run id names every episode.
+    run_id = check_same_settings(
+        cfg.out, settings_beside(cfg.out), asdict(cfg), ignore=COLLECT_NOT_COMPARED, override=cfg.resume_anyway
+    )
+    jobs = [replace(job, run=run_id) for job in jobs]
     specs = [cfg.policy, cfg.partner or cfg.policy]
     policies = make_policies(specs, cfg.sampling(seed=cfg.seed))
     env_kwargs = {"scenarios": scenarios, "characters": characters, "max_turns": cfg.max_turns}

@@ -82,6 +82,21 @@ class EpisodeConfig(GenerationConfig):
         )
 
 
+# Collect's fields a rerun into the same --out may change (sotopia_env.provenance): which episodes to play (each
+# episode's id names its scenario, pairing, seats and seed, so more of them extend the file) and how many play at
+# once. The policies, the library and the sampling make each episode what it is: they are compared.
+COLLECT_NOT_COMPARED = (
+    "out",
+    "batch_size",
+    "split",
+    "scenarios",
+    "pairs_per_scenario",
+    "episodes_per_pair",
+    "both_seats",
+    "resume_anyway",
+)
+
+
 @dataclass
 class CollectConfig(GenerationConfig):
     policy: str = field(default="embedded", metadata={"help": "policy spec for the first seat"})
@@ -106,6 +121,13 @@ class CollectConfig(GenerationConfig):
     )
     seed: int = field(default=0)
     out: str = field(default="runs/episodes.jsonl")
+    resume_anyway: bool = field(
+        default=False,
+        metadata={
+            "help": "continue an --out whose OUT.settings.json records other policies or sampling (refused "
+            "otherwise; which episodes to play may always change)"
+        },
+    )
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field, before any policy loads."""

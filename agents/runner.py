@@ -1,8 +1,10 @@
 """Run many episodes between two policies, generation batched across episodes, resumable.
 
-Each `EpisodeJob` has a deterministic id (scenario, characters, seat order, seed), which becomes the
-episode's id. Finished episodes are appended to the output file as they finish; a rerun skips ids that
-are already there, so an interrupted run resumes without losing or repeating an episode.
+Each `EpisodeJob` has a deterministic key (scenario, characters, seat order, seed), which its request seeds
+derive from; the episode's id is that key scoped by the run's id (`collect` records one per --out), so two
+runs' episodes never share an id while a resumed run makes the ids it would have made. Finished episodes are
+appended to the output file as they finish; a rerun skips ids that are already there, so an interrupted run
+resumes without losing or repeating an episode.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sotopia_env.env import step_envs
 from sotopia_env.episode import episode_ids
 from sotopia_env.jsonio import read_json
 from sotopia_env.policy import act_batch
+from sotopia_env.provenance import scoped_id
 from sotopia_env.scenarios import (
     Character,
     Pairing,
@@ -66,12 +69,19 @@ class EpisodeJob:
     scenario: str
     characters: tuple[str, str]
     seed: int = 0
-    tag: str = ""  # distinguishes repeats of the same setting (e.g. a run name)
+    tag: str = ""  # distinguishes repeats of the same setting (e.g. a seat)
+    run: str = ""  # the run's id (sotopia_env.provenance): in the episode's id, never in its request seeds
+
+    @property
+    def key(self) -> str:
+        """What the episode's request seeds derive from: the same in every run, so a run is reproducible."""
+        base = f"{self.scenario}|{self.characters[0]}|{self.characters[1]}|{self.seed}"
+        return f"{base}|{self.tag}" if self.tag else base
 
     @property
     def id(self) -> str:
-        base = f"{self.scenario}|{self.characters[0]}|{self.characters[1]}|{self.seed}"
-        return f"{base}|{self.tag}" if self.tag else base
+        """The episode's id: its key, scoped by the run, so two runs' episodes never share an id."""
+        return scoped_id(self.run, self.key)
 
 
 def jobs_for(
@@ -134,7 +144,7 @@ def run_episodes(
                 agent = f"agent_{seat}"
                 waiting = [i for i, env in enumerate(envs) if agent in env.active_agents]
                 seen = [observations[i][agent] for i in waiting]
-                keys = [(batch[i].id, o["turn"], seat) for i, o in zip(waiting, seen)]
+                keys = [(batch[i].key, o["turn"], seat) for i, o in zip(waiting, seen)]
                 for i, action in zip(waiting, act_batch(policy, seen, keys)):
                     actions[i][agent] = action
             live = [i for i, env in enumerate(envs) if env.agents]

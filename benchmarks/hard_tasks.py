@@ -16,10 +16,10 @@ meets the partner. Episodes are judged with the Sotopia-EVAL judge (the policy's
 conditional on the scenario set. Each policy's episodes live in OUT/<policy>/episodes.jsonl with ids
 naming the cell, their judged copies in OUT/<policy>/episodes.judged.jsonl and the judge's answers in
 OUT/judge_cache.jsonl: a rerun plays and judges only what is missing, so an interrupted benchmark resumes
-where it stopped. OUT/config.json pins the protocol (split,
-partner, judge, sampling, seeds, and the cells: scenarios, pairings, seats, repeats); rerunning into the
-same OUT with another protocol is refused, adding policies is not. The protocol's digest keys the
-leaderboard, so runs of different size are never ranked together.
+where it stopped. OUT/config.json pins the protocol (split, partner, judge, sampling, seeds, and the cells:
+scenarios, pairings, seats, repeats); rerunning into the same OUT with another protocol is refused
+(`--resume-anyway` overrides), adding policies is not. The protocol's digest keys the leaderboard, so runs of
+different size are never ranked together.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from typing import Any
 
 from agents.configs import library_rule
 from sotopia_env.cli import config_error
-from sotopia_env.jsonio import read_json, write_json_atomic
+from sotopia_env.jsonio import read_json
+from sotopia_env.provenance import check_same_settings
 
 from .outcomes import BenchmarkResult, Comparison, PolicyResult
 from .report import write_leaderboard, write_report
@@ -77,6 +78,13 @@ class BenchmarkConfig:
     out: str = field(default="runs/benchmark")
     leaderboard: str | None = field(
         default="runs/leaderboard.jsonl", metadata={"help": "leaderboard JSONL file; '' (None in Python): no entry"}
+    )
+    resume_anyway: bool = field(
+        default=False,
+        metadata={
+            "help": "continue an --out whose OUT/config.json pins another protocol (refused otherwise): the "
+            "episodes played before keep theirs, so the numbers mix two protocols"
+        },
     )
 
     def validate(self) -> None:
@@ -236,21 +244,22 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
 
 
 def _pin_protocol(cfg: BenchmarkConfig, out: Path, cells: list[Cell]) -> None:
+    """Record the protocol in OUT/config.json, or refuse a rerun with another one (sotopia_env.provenance, the
+    check every resumable command makes): the PROTOCOL fields and the cells are compared, the rest is not, and
+    the policies run here accumulate."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
-    current = {**asdict(cfg), "cells": cell_set(cells)}
-    if path.exists():
-        before = read_json(path)
-        changed = [f"{k}: {before.get(k)!r} -> {current[k]!r}" for k in PROTOCOL if before.get(k) != current[k]]
-        changed += _cell_changes(before.get("cells") or {}, current["cells"])
-        if changed:
-            raise ValueError(
-                f"{out} holds a benchmark run with another protocol ({'; '.join(changed)}); use a new --out"
-            )
-        current["policies"] = list(
-            dict.fromkeys(before.get("policies", []) + cfg.policies)
-        )  # remember every policy run here
-    write_json_atomic(path, current)
+    before = read_json(path) if path.exists() else {}
+    policies = list(dict.fromkeys(before.get("policies", []) + cfg.policies))  # remember every policy run here
+    current = {**asdict(cfg), "cells": cell_set(cells), "policies": policies}
+    check_same_settings(
+        out,
+        path,
+        current,
+        ignore=[k for k in current if k not in (*PROTOCOL, "cells")],
+        override=cfg.resume_anyway,
+        explain={"cells": lambda saved, now: _cell_changes(saved or {}, now)},
+    )
 
 
 def _cell_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -21,13 +21,13 @@ measures and prints; nothing passes or fails.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
 import time
-from pathlib import Path
 from typing import Any
+
+from sotopia_env.jsonio import write_json_atomic
 
 
 def full_logits(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> list[Any]:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print(f"| {r['way']} | {r['median_s']:.2f} | {r['speedup']:.2f}x |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": f"{platform.machine()}, {device}", "rows": rows}, indent=1))
+        write_json_atomic(args.json, {"machine": f"{platform.machine()}, {device}", "rows": rows})
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sotopia_env.jsonio import write_json_atomic
+
 LEARNING_DOC = """
 Learning (`--learning`): the reward model of a known preference (benchmarks.preference: an utterance that addresses
 the partner scores 10, else 0), trained on the embedded policy's own samples (the committed model unless
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows = learning(args, Path(tmp))
         if args.json:
-            Path(args.json).write_text(json.dumps({"machine": machine, "learning": rows}, indent=1))
+            write_json_atomic(args.json, {"machine": machine, "learning": rows})
         return
 
     from rewards.reward_model import RewardModel, RewardModelConfig
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{100 * r['env_share']:.2f}% |"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+        write_json_atomic(args.json, {"machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Any
+
+from sotopia_env.jsonio import write_json_atomic
 
 
 def dialogue_states(count: int) -> list[list[dict[str, str]]]:
@@ -126,7 +127,7 @@ def main() -> None:
             f"{name:24s} {r['tokens_per_s']:8.1f} new tokens/s  ({r['new_tokens']} tokens in {r['seconds']:.1f}s; start-up {r['startup_s']:.0f}s)"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+        write_json_atomic(args.json, {"machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process: construction must sit under this guard

@@ -28,7 +28,6 @@ cost or gain, on a machine that may be shared (compare the load column).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -40,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from sotopia_env.jsonio import iter_jsonl, write_json_atomic
 
 PHASES = ("time_generate", "time_score", "time_update")
 
@@ -76,7 +77,7 @@ def run_grpo(args: list[str], out: Path, processes: int, threads: int) -> dict[s
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = list(iter_jsonl(out / "metrics.jsonl"))
     timed = rows[1:] or rows  # the first step also pays for warm-up
     result = {phase: statistics.mean(r[phase] for r in timed) for phase in PHASES}
     result["step"] = sum(result[p] for p in PHASES)
@@ -249,7 +250,7 @@ def main() -> None:
     figures["load_average"] = os.getloadavg()  # the machine is shared: say how busy it was
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in figures['load_average'])}")
     if a.json:
-        a.json.write_text(json.dumps(figures, indent=1))
+        write_json_atomic(a.json, figures)
 
 
 if __name__ == "__main__":

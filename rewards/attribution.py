@@ -22,6 +22,7 @@ from typing import Any
 
 from agents.engine import Engine, Messages
 from sotopia_env import Episode
+from sotopia_env.episode import check_unique_ids
 from sotopia_env.replay import UtteranceState, utterance_states
 
 from .dimensions import BY_NAME
@@ -170,6 +171,7 @@ class Attributor:
     def label_episodes(self, episodes: Sequence[Episode]) -> tuple[list[UtteranceLabel], list[str]]:
         """Raw labels for every utterance of every judged agent; plus failures (episode and agent skipped)."""
         cfg = self.config
+        check_unique_ids(episodes, "the episodes to attribute")
         work = []  # (episode, agent, utterances)
         failures = []
         for ep in episodes:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from agents.spec import make_engine, parse_spec
+from sotopia_env.provenance import check_same_settings, settings_beside
 
+from .attribution import PROMPT_VERSION as ATTRIBUTION_PROMPT
 from .configs import JudgeConfig, LabelConfig
+from .judge import PROMPT_VERSION as JUDGE_PROMPT
 from .judge import Judge, judge_file
 from .labeling import label_episodes
 
@@ -17,6 +21,9 @@ def judge_from_spec(spec: str, cache_path: str | Path) -> Judge:
 
 def judge_command(cfg: JudgeConfig) -> int:
     out = Path(cfg.out)
+    # Compared on a rerun into OUT: the judge and its prompt. The input file may grow, the batch size is speed.
+    settings = {"judge": cfg.judge, "prompt_version": JUDGE_PROMPT}
+    check_same_settings(out, settings_beside(out), settings, override=cfg.resume_anyway)
     judged = judge_file(
         lambda: judge_from_spec(cfg.judge, out.parent / "judge_cache.jsonl"), cfg.episodes, out, cfg.batch_size
     )
@@ -29,7 +36,18 @@ def judge_command(cfg: JudgeConfig) -> int:
 
 
 def label_command(cfg: LabelConfig) -> int:
-    judge = judge_from_spec(cfg.judge, str(Path(cfg.out).parent / "judge_cache.jsonl")) if cfg.judge else None
+    out = Path(cfg.out)
+    # Compared on a rerun into OUT: what makes a label (attribution, judge, prompts). The input file may grow.
+    settings = {
+        **asdict(cfg.attribution()),
+        "judge": cfg.judge,
+        "rejudge": cfg.rejudge,
+        "prompt_versions": [JUDGE_PROMPT, ATTRIBUTION_PROMPT],
+    }
+    check_same_settings(
+        out, settings_beside(out), settings, override=cfg.resume_anyway, records=out.with_suffix(".raw.jsonl")
+    )
+    judge = judge_from_spec(cfg.judge, str(out.parent / "judge_cache.jsonl")) if cfg.judge else None
     summary = label_episodes(
         cfg.episodes, cfg.out, judge, cfg.attribution(), batch_size=cfg.batch_size, rejudge=cfg.rejudge
     )

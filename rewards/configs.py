@@ -18,6 +18,12 @@ class JudgeConfig:
     out: str = field(metadata={"help": "judged episodes JSONL"})
     judge: str = field(default="vllm:embedded", metadata={"help": "judge model spec; use a strong model"})
     batch_size: int = field(default=16)
+    resume_anyway: bool = field(
+        default=False,
+        metadata={
+            "help": "continue an --out whose OUT.settings.json (beside OUT) records other settings (refused otherwise)"
+        },
+    )
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -45,6 +51,13 @@ class LabelConfig:
         metadata={
             "help": "judge every episode again with --judge; by default scores an episode already has (e.g. "
             "Sotopia's GPT-4 scores on imported episodes) are kept as each dimension's G"
+        },
+    )
+    resume_anyway: bool = field(
+        default=False,
+        metadata={
+            "help": "continue an --out whose OUT.settings.json records other settings (refused otherwise); "
+            "episodes labelled with other settings are labelled again"
         },
     )
 

@@ -37,11 +37,16 @@ class Outcome:
 
 
 def extract_json(text: str) -> Any:
-    """The JSON object in a reply (models wrap it in prose or code fences)."""
+    """The JSON object in a reply (models wrap it in prose or code fences). NaN and Infinity, which JSON has
+    not and Python's json would accept, make it an invalid answer: it is asked again, never cached."""
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end <= start:
         raise ValueError("no JSON object in the reply")
-    return json.loads(text[start : end + 1])
+    return json.loads(text[start : end + 1], parse_constant=_not_a_number)
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class JSONCache:

@@ -17,9 +17,11 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from agents.engine import Engine, Messages
 from sotopia_env import Episode, read_episodes
+from sotopia_env.episode import check_unique_ids
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_jsonl_atomic
 
 from .dimensions import DIMENSIONS, NAMES, check_scores, overall
@@ -121,6 +123,15 @@ class Judge:
     def model_name(self) -> str:
         return self.engine.model_name
 
+    def settings(self) -> dict[str, Any]:
+        """What decides this judge's scores; each judged episode carries it in `meta["judged_with"]`."""
+        return {
+            "judge_model": self.model_name,
+            "prompt_version": PROMPT_VERSION,
+            "max_new_tokens": self.max_new_tokens,
+            "max_attempts": self.max_attempts,
+        }
+
     def cache_key(self, episode: Episode, agent: str) -> str:
         digest = hashlib.sha256(json.dumps(judge_messages(episode, agent)).encode()).hexdigest()[:16]
         return f"{episode.id}|{agent}|{self.model_name}|{PROMPT_VERSION}|{digest}"
@@ -163,7 +174,11 @@ class Judge:
                         "judge_reasoning": reasoning,
                         "judge_model": self.model_name,
                         "judge_failures": failures,
-                        "meta": {**ep.meta, "judge_prompt_version": PROMPT_VERSION},
+                        "meta": {
+                            **ep.meta,
+                            "judge_prompt_version": PROMPT_VERSION,
+                            "judged_with": self.settings(),  # what made these scores, with them
+                        },
                     }
                 )
             )
@@ -215,6 +230,7 @@ def judge_file(
 
     out = Path(out_path)
     given = read_episodes(episodes) if isinstance(episodes, (str, Path)) else list(episodes)
+    check_unique_ids(given, episodes if isinstance(episodes, (str, Path)) else "the episodes to judge")
     asked = {e.id: list(agents.get(e.id, e.agents) if agents is not None else e.agents) for e in given}
     judged, lines = _latest_judged(out)
     todo = [e for e in given if e.id not in judged or set(asked[e.id]) - set(judged[e.id].judge_scores)]

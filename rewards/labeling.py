@@ -2,12 +2,12 @@
 
 Phase 1, per episode (resumable): judge it if an agent has no judge scores (into OUT.judged.jsonl, see
 `judge.judge_file`), attribute its score to utterances, and append the raw rows of the whole episode, with
-its failures, as one line of OUT.raw.jsonl.
-A rerun skips the episodes whose line has no failures and tries the others again (judge and attribution
-answers that passed are cached, so only what failed costs a model call); the latest line of an episode is
-the one that counts. Phase 2, over everything: fit the per-dimension min-max statistics (OUT.stats.json)
-and write OUT (one row per utterance: dialogue state, utterance, raw and normalised per-dimension labels,
-scalar label).
+its failures and the settings that made it (`labelled_with`: method, dims, weights, gamma, judge model, prompt
+versions), as one line of OUT.raw.jsonl. A rerun skips the episodes whose line has no failures and was made with
+these settings, and tries the others again (judge and attribution answers that passed are cached, so only what
+failed costs a model call); the latest line of an episode is the one that counts. Phase 2, over everything:
+fit the per-dimension min-max statistics (OUT.stats.json) and write OUT (one row per utterance: dialogue state,
+utterance, raw and normalised per-dimension labels, scalar label).
 """
 
 from __future__ import annotations
@@ -18,15 +18,31 @@ from pathlib import Path
 from typing import Any
 
 from sotopia_env import Episode, read_episodes
+from sotopia_env.episode import check_unique_ids
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_json_atomic, write_jsonl_atomic
 
+from .attribution import PROMPT_VERSION as ATTRIBUTION_PROMPT
 from .attribution import AttributionConfig, Attributor, Normalizer, UtteranceLabel
+from .judge import PROMPT_VERSION as JUDGE_PROMPT
 from .judge import Judge, judge_file
 
 
 def latest_records(raw_path: str | Path) -> dict[str, dict[str, Any]]:
     """The last raw record of each episode (a retried episode has one line per attempt)."""
     return {rec["episode_id"]: rec for rec in iter_jsonl(raw_path)}
+
+
+def labelled_with(config: AttributionConfig, judge: Judge | None, rejudge: bool) -> dict[str, Any]:
+    """The settings that make a raw label record (JSON-typed, as it reads back from the file)."""
+    return {
+        "method": config.method,
+        "dims": list(config.dims),
+        "weights": list(config.weights) if config.weights is not None else None,
+        "gamma": config.gamma,
+        "judge_model": judge.model_name if judge is not None else None,
+        "rejudge": rejudge,
+        "prompt_versions": [JUDGE_PROMPT, ATTRIBUTION_PROMPT],
+    }
 
 
 def failures_by_episode(batch: Sequence[Episode], problems: Sequence[str]) -> dict[str, list[str]]:
@@ -74,12 +90,20 @@ def label_episodes(
     raw_path = out.with_suffix(".raw.jsonl")
     cache_dir = out.parent
     episodes = read_episodes(episodes_path)
+    check_unique_ids(episodes, episodes_path)
     if rejudge:
         if judge is None:
             raise ValueError("rejudge needs a judge (--judge SPEC)")
         blank = {"judge_scores": {}, "judge_reasoning": {}, "judge_failures": [], "judge_model": ""}
         episodes = [e.model_copy(update=blank) for e in episodes]
-    done = {eid for eid, rec in latest_records(raw_path).items() if not rec.get("failures")}
+    # What makes this run's labels, carried by each raw record: one labelled with other settings (a rerun with
+    # --resume-anyway) is labelled again; a record from before this field existed counts as made with these.
+    made_with = labelled_with(config, judge, rejudge)
+    done = {
+        eid
+        for eid, rec in latest_records(raw_path).items()
+        if not rec.get("failures") and rec.get("labelled_with", made_with) == made_with
+    }
     todo = [e for e in episodes if e.id not in done]
     attributor = Attributor(judge.engine if judge else None, config, cache_dir / "attribution_cache.jsonl")
     bar = tqdm(total=len(todo), desc="label", unit="ep", disable=not progress)
@@ -95,6 +119,7 @@ def label_episodes(
                 raw_path,
                 {
                     "episode_id": e.id,
+                    "labelled_with": made_with,
                     "rows": [asdict(r) for r in by_episode.get(e.id, [])],
                     "failures": e.judge_failures + problems_of[e.id],
                 },

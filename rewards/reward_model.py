@@ -24,7 +24,7 @@ from agents.llm_agent import build_messages
 from agents.lora import with_lora
 from agents.models import default_device, resolve_model
 from agents.render import render_chat
-from sotopia_env.jsonio import read_json, write_json_atomic
+from sotopia_env.jsonio import complete_folder, read_json, write_json_atomic
 
 
 @dataclass
@@ -66,7 +66,7 @@ class RewardModel:
     def load(cls, path: str | Path, device: str | None = None) -> RewardModel:
         from transformers import AutoTokenizer
 
-        path = Path(path)
+        path = complete_folder(path) or Path(path)  # `<path>.old` after a crash between a save's two renames
         if not (path / "rm_config.json").exists():
             raise FileNotFoundError(
                 f"{path} is not a saved reward model (no rm_config.json); train one with sotopia-env train-rm"

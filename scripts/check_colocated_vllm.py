@@ -35,6 +35,7 @@ import trainers.learner as grpo
 from agents.engine import SamplingParams
 from agents.vllm_engine import VLLMEngine, sleep_mode_unavailable
 from rewards.reward_model import RewardModel, RewardModelConfig
+from sotopia_env.jsonio import iter_jsonl
 from trainers.colocate import default_share, policy_memory
 from trainers.grpo import GRPOConfig, train_grpo
 from trainers.learner import Group, Learner
@@ -170,7 +171,7 @@ def check_grpo(model: str, out: Path) -> dict[str, Any]:
         tensorboard=False,
     )
     summary = train_grpo(cfg, progress=False)
-    rows = [json.loads(x) for x in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    rows = list(iter_jsonl(out / "grpo" / "metrics.jsonl"))
     return {
         "vllm_memory": summary.get("vllm_memory"),
         "vllm_sleep": summary.get("vllm_sleep"),

@@ -107,6 +107,21 @@ def read_episodes(path: str | Path) -> list[Episode]:
     return out
 
 
+def check_unique_ids(episodes: Iterable[Episode], source: str | Path) -> None:
+    """Raise a ValueError when two episodes share an id. Judge scores, attributions and labels are matched to
+    episodes by id, so a repeated id would give one dialogue's scores to another."""
+    seen: dict[str, int] = {}
+    for n, episode in enumerate(episodes, 1):
+        if episode.id in seen:
+            raise ValueError(
+                f"{source}: episodes {seen[episode.id]} and {n} share the id {episode.id!r}; scores and labels are "
+                "matched to episodes by id, so one would get the other's. Give one of them a new id (ids of runs "
+                "that record a run id name their run; files merged from older runs can repeat ids), or judge and "
+                "label the files one at a time"
+            )
+        seen[episode.id] = n
+
+
 def episode_ids(path: str | Path) -> set[str]:
     """Ids already written to `path` (for resuming)."""
     return {r["id"] for r in iter_jsonl(path) if "id" in r}

@@ -22,7 +22,6 @@ reported by file and line (or record) and skipped; the others are imported.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .episode import Episode, Turn
+from .jsonio import JSONFileError, jsonl_lines, parse_line, read_json
 from .scenarios import Character, Role, Scenario, load_characters, load_scenarios
 from .sotopia_import import SotopiaImport, _goal_text
 
@@ -83,27 +83,27 @@ def episode_kind(record: dict[str, Any]) -> str | None:
 def read_records(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     """(where, record) pairs of a JSON or JSONL file, and the problems of the lines that are not JSON objects.
 
-    A JSONL line that does not parse costs that line only (released dumps are large and a bad line should
-    not cost the rest, so this reader reports instead of raising like `jsonio.read_records`); a JSON file
-    that does not parse costs the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return [], [f"{path}: cannot read: {exc}"]
+    A JSONL line that does not parse (not JSON, not UTF-8, or holding NaN or Infinity) costs that line only:
+    released dumps are large and a bad line should not cost the rest, so this reader reports instead of
+    raising like `jsonio.read_records`. Lines are split on "\\n" only (`jsonio.jsonl_lines`): U+2028 and its
+    kin inside a record are text. A JSON file that does not parse costs the file."""
     raw: list[tuple[str, Any]] = []
     problems: list[str] = []
     if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    raw.append((f"line {lineno}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    problems.append(f"{path}: line {lineno}: not valid JSON ({exc.msg}); skipped")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return [], [f"{path}: cannot read: {exc}"]
+        for lineno, line in jsonl_lines(data, appended=False):
+            try:
+                raw.append((f"line {lineno}", parse_line(path, lineno, line)))
+            except JSONFileError as exc:
+                problems.append(f"{path}: {exc.where}: {exc.why}; skipped")
     else:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return [], [f"{path}: not valid JSON at line {exc.lineno} ({exc.msg}); nothing imported from it"]
+            data = read_json(path)
+        except JSONFileError as exc:
+            return [], [f"{exc}; nothing imported from it"]
         if isinstance(data, list):
             raw = [(f"record {i}", r) for i, r in enumerate(data)]
         elif (

@@ -14,7 +14,6 @@ The importer reads each record by its fields, so one file may mix kinds (as some
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .jsonio import JSONFileError, read_json, read_records
+from .jsonio import JSONFileError, read_json, read_records, write_json_atomic, write_jsonl_atomic
 from .scenarios import Character, Relationship, Role, Scenario, ScenarioFileError
 
 _HINT = re.compile(r"<(extra_info|clarification_hint|strategy_hint)>(.*?)</\1>", re.S)
@@ -188,11 +187,7 @@ def write_library(result: SotopiaImport, out_dir: str | Path) -> dict[str, Path]
         "characters": out / "characters.jsonl",
         "pairings": out / "pairings.json",
     }
-    with paths["scenarios"].open("w", encoding="utf-8") as f:
-        for s in result.scenarios.values():
-            f.write(s.model_dump_json() + "\n")
-    with paths["characters"].open("w", encoding="utf-8") as f:
-        for c in result.characters.values():
-            f.write(c.model_dump_json() + "\n")
-    paths["pairings"].write_text(json.dumps(result.pairings, indent=1), encoding="utf-8")
+    write_jsonl_atomic(paths["scenarios"], result.scenarios.values())
+    write_jsonl_atomic(paths["characters"], result.characters.values())
+    write_json_atomic(paths["pairings"], result.pairings)
     return paths

@@ -219,17 +219,27 @@ def test_partner_scores_are_reported_only_when_the_partner_is_judged(tmp_path):
     assert policy.partner == {}
 
 
-def test_rerun_with_another_protocol_is_refused(tmp_path):
-    cfg = BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=1, pairings=1, out=str(tmp_path))
+def test_rerun_with_another_protocol_is_refused_unless_resume_anyway(tmp_path, capsys):
+    cfg = BenchmarkConfig(
+        policies=[SCRIPTED], partner=SCRIPTED, scenarios=1, pairings=1, max_turns=2, out=str(tmp_path)
+    )
     _pin_protocol(cfg, tmp_path, plan(cfg))
-    more = BenchmarkConfig(policies=["embedded"], partner=SCRIPTED, scenarios=1, pairings=1, out=str(tmp_path))
+    _play(cfg, SCRIPTED, plan(cfg), tmp_path, progress=False)  # what the first run played under that protocol
+    more = BenchmarkConfig(
+        policies=["embedded"], partner=SCRIPTED, scenarios=1, pairings=1, max_turns=2, out=str(tmp_path)
+    )
     _pin_protocol(more, tmp_path, plan(more))  # adding a policy keeps the protocol
     assert json.loads((tmp_path / "config.json").read_text())["policies"] == [SCRIPTED, "embedded"]
-    other = BenchmarkConfig(
-        policies=[SCRIPTED], partner=SCRIPTED, scenarios=1, pairings=1, max_turns=6, out=str(tmp_path)
-    )
-    with pytest.raises(ValueError, match=r"another protocol \(max_turns: 20 -> 6\); use a new --out"):
+    other = BenchmarkConfig(policies=[SCRIPTED], partner=SCRIPTED, scenarios=1, pairings=1, out=str(tmp_path))
+    with pytest.raises(
+        ValueError, match=r"other settings \(max_turns: 2 -> 20; recorded in .*config\.json\); use a new --out"
+    ):
         _pin_protocol(other, tmp_path, plan(other))
+    other.resume_anyway = True  # the check every resumable command makes, with the same override
+    _pin_protocol(other, tmp_path, plan(other))
+    assert (
+        json.loads((tmp_path / "config.json").read_text())["max_turns"] == 20 and "warning: " in capsys.readouterr().err
+    )
     with pytest.raises(ValueError, match="repeat"):
         run(BenchmarkConfig(policies=[SCRIPTED, SCRIPTED], out=str(tmp_path / "x")))
 
@@ -278,12 +288,12 @@ def test_a_rerun_with_other_cells_is_refused_and_runs_of_different_size_are_rank
     pinned = json.loads((tmp_path / "a" / "config.json").read_text())["cells"]
     assert pinned == {"scenarios": [cell[0]], "pairings": {cell[0]: [list(cell[1])]}, "seats": [0, 1], "repeats": 1}
     with pytest.raises(
-        ValueError, match=r"another protocol \(cells.scenarios: 1 -> 2 \(removed none, added \S+\)\); use a new --out"
+        ValueError, match=r"other settings \(cells.scenarios: 1 -> 2 \(removed none, added \S+\); recorded in"
     ):
         run(config("a", 2, 1), judge=one_token_judge(engine, tmp_path / "a"), progress=False)
     with pytest.raises(
         ValueError,
-        match=rf"another protocol \(cells.pairings of {cell[0]}: \[\[[^]]+\]\] -> \[\[[^]]+\], \[[^]]+\]\]\)",
+        match=rf"other settings \(cells.pairings of {cell[0]}: \[\[[^]]+\]\] -> \[\[[^]]+\], \[[^]]+\]\]; recorded",
     ):
         run(config("a", 1, 2), judge=one_token_judge(engine, tmp_path / "a"), progress=False)
 

@@ -134,3 +134,29 @@ def test_the_benchmark_plans_a_library_folder_through_the_same_loader(tmp_path):
     (library / "characters.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="characters.jsonl"):
         load_pool(cfg)
+
+
+def test_two_collect_runs_never_share_an_episode_id_and_a_rerun_keeps_its_ids_or_is_refused(tmp_path, capsys):
+    """Two runs of the same plan make the same dialogues (the seeds do not depend on the run), under ids that
+    name each run; a rerun into one --out resumes with its ids, and one with another policy or sampling is
+    refused before anything plays (sotopia_env.provenance) unless --resume-anyway."""
+    library = tmp_path / "isle"
+    write_library(library)
+    plan = ["collect", "--library", str(library), *SCRIPTED, "--both-seats"]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert main([*plan, "--out", str(a)]) == 0 and main([*plan, "--out", str(b)]) == 0
+    run_a, run_b = (json.loads(p.with_suffix(".settings.json").read_text())["run_id"] for p in (a, b))
+    first, second = read_episodes(a), read_episodes(b)
+    assert len(first) == 6 and run_a != run_b
+    assert [e.id.split("|", 1) for e in first] == [[run_a, e.id.split("|", 1)[1]] for e in first]
+    assert not {e.id for e in first} & {e.id for e in second}  # merged, no two dialogues share an id
+    assert [[t.argument for t in e.turns] for e in first] == [[t.argument for t in e.turns] for e in second]
+    capsys.readouterr()
+    assert main([*plan, "--out", str(a)]) == 0  # a resume: nothing left to play, the same ids
+    assert "0 new episode(s)" in capsys.readouterr().out and [e.id for e in read_episodes(a)] == [e.id for e in first]
+    assert main([*plan, "--max-turns", "6", "--out", str(a)]) == 2
+    error = capsys.readouterr().err
+    assert f"{a} was made with other settings (max_turns: 4 -> 6;" in error and "--resume-anyway" in error
+    assert main([*plan, "--split", "hard", "--out", str(a)]) == 0  # which episodes to play may change
+    assert main([*plan, "--max-turns", "6", "--resume-anyway", "--out", str(a)]) == 0
+    assert "warning: " in capsys.readouterr().err

@@ -262,10 +262,14 @@ def test_two_gloo_processes_train_the_same_bc_adapter_as_one_process(embedded_di
 
 
 def records(path: Path) -> list[dict]:
-    """An episodes file's records without their write times."""
+    """An episodes file's records without their write times, their ids without the run's id (which OUT/config.json
+    records: two runs' ids differ by it)."""
+    run_id = json.loads((path.parent / "config.json").read_text())["run_id"]
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for row in rows:
         row.pop("created_at")
+        assert row["id"].startswith(f"{run_id}|"), row["id"]
+        row["id"] = row["id"][len(run_id) + 1 :]
     return rows
 
 
@@ -320,7 +324,7 @@ def test_two_gloo_processes_play_and_train_grpo_in_the_env_as_one_process(embedd
     played = records(two / "episodes.jsonl")
     assert [e["id"] for e in played] == [f"train|{s}|{i}" for s in (0, 1) for i in range(3)]
     assert all(e["meta"]["training"]["candidates"] for e in played)  # every episode had a learner turn, G candidates
-    assert [e["id"] for e in records(two / "eval_after.jsonl")] == ["eval|0", "eval|1"]
+    assert [e["id"] for e in records(two / "eval_after.jsonl")] == ["eval|0|after", "eval|1|after"]
     s1, s2 = (json.loads((out / "summary.json").read_text()) for out in (one, two))
     assert (s1["world_size"], s2["world_size"]) == (1, 2)
     for key in ("heldout_reward_before", "heldout_reward_after"):

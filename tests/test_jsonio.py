@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 
 import pytest
@@ -130,3 +131,70 @@ def test_concurrent_appends_from_processes_never_interleave(tmp_path):
     with open(path) as f:
         lines = f.read().splitlines()
     assert len(lines) == 200 and len({json.loads(line)["id"] for line in lines}) == 200
+
+
+# --- what a record is: the appender and the readers agree ---------------------------------------------------
+
+
+def test_an_append_keeps_a_complete_last_record_without_newline_and_cuts_only_a_torn_one(tmp_path):
+    path = tmp_path / "eps.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b"}')  # b is whole: only its newline is missing (a hand edit, another tool)
+    assert list(iter_jsonl(path)) == [{"id": "a"}, {"id": "b"}]
+    append_jsonl(path, {"id": "c"})
+    assert path.read_text() == '{"id": "a"}\n{"id": "b"}\n{"id": "c"}\n'
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"id": "only"}')
+    append_jsonl(one, {"id": "new"})
+    assert list(iter_jsonl(one)) == [{"id": "only"}, {"id": "new"}]
+    # A torn record never parses as an object (a number it may: `{"n": 12` torn after "1" leaves no number,
+    # but a line holding `12` does parse): both are cut, by readers and by the next append.
+    for torn in ('{"id": "d", "n": [1, 2', "12"):
+        path.write_text('{"id": "a"}\n' + torn)
+        assert list(iter_jsonl(path)) == [{"id": "a"}]
+        append_jsonl(path, {"id": "e"})
+        assert path.read_text() == '{"id": "a"}\n{"id": "e"}\n'
+
+
+def test_line_and_paragraph_separators_inside_a_record_are_data_not_line_breaks(tmp_path):
+    text = "one\u2028two\u2029three\x85four"
+    path = tmp_path / "eps.jsonl"
+    append_jsonl(path, {"text": text})
+    append_jsonl(path, {"text": "next"})
+    assert [r["text"] for r in iter_jsonl(path)] == [text, "next"]
+    # Written escaped, so even a reader that splits on them (str.splitlines) sees two lines.
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 2
+    raw = tmp_path / "hand.jsonl"  # the same characters unescaped, as another tool may write them
+    raw.write_text('{"text": "a\u2028b"}\n{"text": "c"}\n', encoding="utf-8")
+    assert [r["text"] for r in iter_jsonl(raw)] == ["a\u2028b", "c"]
+    assert [r["text"] for _, r in read_records(raw)] == ["a\u2028b", "c"]
+
+
+# --- NaN and Infinity: never written, reported when read ----------------------------------------------------
+
+
+def test_writers_refuse_nan_and_infinity_naming_the_file_and_the_field(tmp_path):
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    append_jsonl(metrics, {"step": 1, "reward_mean": 0.5})
+    with pytest.raises(ValueError, match=r"metrics\.jsonl: record field 'reward_mean' is NaN; .*nothing was written"):
+        append_jsonl(metrics, {"step": 2, "reward_mean": float("nan")})
+    assert list(iter_jsonl(metrics)) == [{"step": 1, "reward_mean": 0.5}]
+    with pytest.raises(ValueError, match=r"rows\.jsonl: record 2 field 'dims\.goal' is -Infinity"):
+        write_jsonl_atomic(tmp_path / "rows.jsonl", [{"dims": {"goal": 1.0}}, {"dims": {"goal": -math.inf}}])
+    with pytest.raises(ValueError, match=r"summary\.json: field 'losses\[1\]' is Infinity"):
+        write_json_atomic(tmp_path / "summary.json", {"losses": [0.1, math.inf]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_readers_report_nan_and_infinity_by_file_and_line(tmp_path):
+    appended = tmp_path / "metrics.jsonl"
+    appended.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": NaN}\n')
+    with pytest.raises(JSONFileError, match=r"metrics\.jsonl: line 2: NaN is not a JSON number"):
+        list(iter_jsonl(appended))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"value": 1}\n{"value": -Infinity}\n')
+    with pytest.raises(JSONFileError, match=r"rows\.jsonl: line 2: -Infinity is not a JSON number"):
+        read_records(rows)
+    whole = tmp_path / "reward_model.json"
+    whole.write_text('[\n {"input": "a", "note": "NaN in a string is text", "value": 1},\n {"value": Infinity}\n]')
+    with pytest.raises(JSONFileError, match=r"reward_model\.json: line 3: Infinity is not a JSON number"):
+        read_json(whole)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
+
 from agents.engine import Messages, Sample, SamplingParams
+from benchmarks.cli import main
 from rewards.judge import Judge, judge_file
 from sotopia_env import Episode, SocialParallelEnv, read_episodes
 from sotopia_env.episode import write_episode
@@ -102,3 +105,58 @@ def test_a_judge_factory_is_called_only_when_something_is_left_to_judge(tmp_path
     judge_file(make, episodes, out, progress=False)
     judge_file(make, episodes, out, progress=False)
     assert made == [1]
+
+
+def test_a_batch_holding_one_id_twice_is_refused_before_anything_is_judged(tmp_path):
+    """Scores are matched to episodes by id: two dialogues under one id would both get the later one's."""
+    episodes = tmp_path / "merged.jsonl"
+    write_episode(episodes, episode("bike|1", "It is $480."))
+    write_episode(episodes, episode("bike|1", "Ten dollars off, final."))  # another run's dialogue, same id
+    model = ScriptedJudgeModel()
+    judge = Judge(model, cache_path=tmp_path / "cache.jsonl")
+    with pytest.raises(ValueError, match=r"merged\.jsonl: episodes 1 and 2 share the id 'bike\|1'"):
+        judge_file(judge, episodes, tmp_path / "judged.jsonl", progress=False)
+    assert model.seen == [] and not (tmp_path / "judged.jsonl").exists()
+
+
+def test_each_judged_episode_carries_the_settings_that_judged_it(tmp_path):
+    episodes, model, judge = setup(tmp_path)
+    judged = judge_file(judge, episodes, tmp_path / "judged.jsonl", progress=False)
+    settings = {"judge_model": "scripted-judge", "prompt_version": "judge-v1", "max_new_tokens": 900, "max_attempts": 2}
+    assert [e.meta["judged_with"] for e in read_episodes(tmp_path / "judged.jsonl")] == [settings, settings]
+    assert judged[0].meta["judged_with"] == settings
+
+
+def test_a_judge_rerun_with_another_judge_is_refused_before_the_judge_starts(tmp_path, capsys, monkeypatch):
+    """`sotopia-env judge` with the scripted judge model in place of the engine its spec names."""
+    import rewards.cli
+
+    episodes, model, judge = setup(tmp_path)
+    started = []
+    monkeypatch.setattr(rewards.cli, "judge_from_spec", lambda spec, cache: started.append(spec) or judge)
+    out = tmp_path / "judged.jsonl"
+    assert main(["judge", "--episodes", str(episodes), "--out", str(out), "--judge", "vllm:embedded"]) == 0
+    assert main(["judge", "--episodes", str(episodes), "--out", str(out), "--judge", "vllm:embedded"]) == 0
+    assert started == ["vllm:embedded"] and len(model.seen) == 4  # 2 episodes x 2 agents; the rerun asked nothing
+    capsys.readouterr()
+    assert main(["judge", "--episodes", str(episodes), "--out", str(out), "--judge", "openai:gpt-4o@http://x"]) == 2
+    error = capsys.readouterr().err
+    assert f"{out} was made with other settings (judge: 'vllm:embedded' -> 'openai:gpt-4o@http://x';" in error
+    assert started == ["vllm:embedded"]
+
+
+def test_an_answer_holding_nan_is_an_invalid_answer_never_cached(tmp_path):
+    episodes, model, judge = setup(tmp_path)
+
+    class NaNAnswers(ScriptedJudgeModel):
+        def generate(self, conversations, params):
+            return [
+                [Sample(s[0].text.replace('"score"', '"confidence": NaN, "score"'))]
+                for s in super().generate(conversations, params)
+            ]
+
+    judge.engine = NaNAnswers()
+    judged = judge_file(judge, episodes, tmp_path / "judged.jsonl", progress=False)
+    assert all(e.judge_scores == {} for e in judged)
+    assert all("unparseable answer: NaN is not a JSON number" in f for e in judged for f in e.judge_failures)
+    assert not (tmp_path / "cache.jsonl").exists() or "NaN" not in (tmp_path / "cache.jsonl").read_text()

@@ -14,11 +14,13 @@ from collections.abc import Callable
 import pytest
 
 from agents.engine import Messages, Sample, SamplingParams
-from rewards.attribution import AttributionConfig
+from benchmarks.cli import main
+from rewards.attribution import AttributionConfig, Attributor
+from rewards.dimensions import NAMES
 from rewards.judge import SYSTEM as JUDGE_SYSTEM
 from rewards.judge import Judge
 from rewards.labeling import label_episodes
-from sotopia_env import Episode, SocialParallelEnv
+from sotopia_env import Episode, SocialParallelEnv, read_episodes
 from sotopia_env.episode import write_episode
 
 
@@ -135,3 +137,67 @@ def test_a_failed_attribution_is_retried_alone_and_stays_with_its_episode(setup)
     assert len(model.seen) == 2 and not any(is_judge_request(conv) for conv in model.seen)
     assert all(mentions("Ten dollars off")(conv) for conv in model.seen)
     assert second["labelled_now"] == 1 and second["failures"] == [] and second["rows"] == 4
+
+
+def test_each_raw_record_names_the_settings_that_made_it_and_records_made_otherwise_are_labelled_again(tmp_path):
+    episodes_path = tmp_path / "episodes.jsonl"
+    write_episode(episodes_path, episode("bike|1", "It is $480."))
+    model = FlakyJudgeModel()
+    judge = Judge(model, cache_path=tmp_path / "judge_cache.jsonl")
+    out = tmp_path / "labels.jsonl"
+    label_episodes(episodes_path, out, judge, AttributionConfig(method="direct"), progress=False)
+    [raw] = map(json.loads, out.with_suffix(".raw.jsonl").read_text().splitlines())
+    assert raw["labelled_with"] == {
+        "method": "direct",
+        "dims": ["goal", "relationship", "knowledge"],
+        "weights": None,
+        "gamma": 0.9,
+        "judge_model": "flaky-judge",
+        "rejudge": False,
+        "prompt_versions": ["judge-v1", "attribution-v1"],
+    }
+    again = label_episodes(episodes_path, out, judge, AttributionConfig(method="direct"), progress=False)
+    assert again["labelled_now"] == 0
+    # Other settings (a rerun the command let through with --resume-anyway): labelled again, not kept as they were.
+    other = label_episodes(episodes_path, out, judge, AttributionConfig(method="uniform"), progress=False)
+    assert other["labelled_now"] == 1
+    [raw] = map(json.loads, out.with_suffix(".raw.jsonl").read_text().splitlines())
+    assert raw["labelled_with"]["method"] == "uniform"
+
+
+def test_label_and_attribution_refuse_episodes_sharing_an_id(tmp_path):
+    """Labels are matched to episodes by id: two dialogues under one id would share one's labels."""
+    episodes_path = tmp_path / "merged.jsonl"
+    write_episode(episodes_path, episode("run|bike|1", "It is $480."))
+    write_episode(episodes_path, episode("run|bike|1", "Ten dollars off, final."))
+    model = FlakyJudgeModel()
+    judge = Judge(model, cache_path=tmp_path / "judge_cache.jsonl")
+    with pytest.raises(ValueError, match=r"merged\.jsonl: episodes 1 and 2 share the id 'run\|bike\|1'"):
+        label_episodes(episodes_path, tmp_path / "labels.jsonl", judge, AttributionConfig(), progress=False)
+    assert model.seen == []
+    judged = [
+        e.model_copy(update={"judge_scores": {"agent_0": dict.fromkeys(NAMES, 5.0)}})
+        for e in read_episodes(episodes_path)
+    ]
+    with pytest.raises(ValueError, match=r"the episodes to attribute: episodes 1 and 2 share the id"):
+        Attributor(None, AttributionConfig(method="uniform")).label_episodes(judged)
+
+
+def test_a_label_rerun_with_another_method_is_refused_unless_resume_anyway(tmp_path, capsys):
+    """`sotopia-env label` on episodes that carry judge scores, with a model-free method (no judge started)."""
+    episodes_path = tmp_path / "episodes.jsonl"
+    for n, opening in ((1, "It is $480."), (2, "Ten dollars off, final.")):
+        scored = episode(f"bike|{n}", opening)
+        scored.judge_scores = {a: dict.fromkeys(NAMES, float(n)) for a in scored.agents}
+        write_episode(episodes_path, scored)
+    out = tmp_path / "labels.jsonl"
+    argv = ["label", "--episodes", str(episodes_path), "--out", str(out), "--judge", "", "--method", "uniform"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv[:-1], "discounting"]) == 2
+    error = capsys.readouterr().err
+    assert f"{out} was made with other settings (method: 'uniform' -> 'discounting';" in error
+    assert "--resume-anyway" in error
+    assert main([*argv[:-1], "discounting", "--resume-anyway"]) == 0
+    raw = [json.loads(line) for line in out.with_suffix(".raw.jsonl").read_text().splitlines()]
+    assert [r["labelled_with"]["method"] for r in raw] == ["discounting", "discounting"]

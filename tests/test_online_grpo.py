@@ -70,12 +70,12 @@ def spy_updates(monkeypatch) -> list[list]:
 
 @pytest.fixture(scope="module")
 def turn_run(embedded_dir, fresh_rm, tmp_path_factory):
-    """Two uninterrupted steps with turn credit: learner seats alternate, a scripted partner, 48 new tokens (room
+    """Two uninterrupted steps with turn credit: learner seats alternate, a scripted partner, 32 new tokens (room
     for a reply to run past its line, were it not stopped there)."""
     out = tmp_path_factory.mktemp("online") / "straight"
     with pytest.MonkeyPatch.context() as mp:
         updates = spy_updates(mp)
-        summary = train_grpo(online_config(fresh_rm, out, credit="turn", max_new_tokens=48), progress=False)
+        summary = train_grpo(online_config(fresh_rm, out, credit="turn", max_new_tokens=32), progress=False)
     return out, summary, updates
 
 
@@ -115,7 +115,11 @@ def test_turn_credit_trains_on_candidates_the_env_scored_and_records_every_dialo
                     assert parse_reply(body).argument == candidate["text"]
     assert next(groups, None) is None and n_turns > 0
     assert summary["credit"] == "turn" and {"heldout_reward_before", "heldout_reward_after"} <= set(summary)
-    assert [e.id for e in read_episodes(out / "eval_after.jsonl")] == ["eval|0"]
+    # Ids name the run (and an evaluation its tag): unique across runs, and before/after apart.
+    run_id = json.loads((out / "config.json").read_text())["run_id"]
+    assert [e.id for e in episodes] == [f"{run_id}|train|{s}|{i}" for s in (0, 1) for i in (0, 1)]
+    assert [e.id for e in read_episodes(out / "eval_before.jsonl")] == [f"{run_id}|eval|0|before"]
+    assert [e.id for e in read_episodes(out / "eval_after.jsonl")] == [f"{run_id}|eval|0|after"]
 
 
 def test_episode_credit_gives_each_learner_turn_its_normalised_return_to_go(
@@ -159,12 +163,13 @@ def test_episode_credit_gives_each_learner_turn_its_normalised_return_to_go(
 
 def test_a_run_killed_after_a_step_resumes_to_the_same_dialogues_and_adapter(turn_run, fresh_rm, tmp_path):
     straight_out, straight, _ = turn_run
-    train_grpo(online_config(fresh_rm, tmp_path / "resumed", credit="turn", steps=1, max_new_tokens=48), progress=False)
+    train_grpo(online_config(fresh_rm, tmp_path / "resumed", credit="turn", steps=1, max_new_tokens=32), progress=False)
     # A step that ran but was not checkpointed leaves its episodes behind; the resume must not keep them twice.
     path = tmp_path / "resumed" / "episodes.jsonl"
     path.write_text(path.read_text() + path.read_text().replace('"step": 0', '"step": 1'))
+    # The first run stopped after step 1 as a 1-step run; it is continued as the 2-step run on purpose.
     resumed = train_grpo(
-        online_config(fresh_rm, tmp_path / "resumed", credit="turn", max_new_tokens=48), progress=False
+        online_config(fresh_rm, tmp_path / "resumed", credit="turn", max_new_tokens=32, resume_anyway=True), False
     )
 
     def dialogues(folder):
@@ -174,6 +179,9 @@ def test_a_run_killed_after_a_step_resumes_to_the_same_dialogues_and_adapter(tur
         ]
 
     assert dialogues(tmp_path / "resumed") == dialogues(straight_out) and len(dialogues(straight_out)) == 4
+    # The same dialogues under other ids: two runs; the resumed run kept the ids its first part made.
+    run_id = json.loads((tmp_path / "resumed" / "config.json").read_text())["run_id"]
+    assert [e.id for e in read_episodes(path)] == [f"{run_id}|train|{s}|{i}" for s in (0, 1) for i in (0, 1)]
     assert resumed["heldout_reward_after"] == pytest.approx(straight["heldout_reward_after"], abs=1e-5)
     rows = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]

@@ -172,7 +172,7 @@ def test_training_resumes_from_its_checkpoint(embedded_dir, tmp_path):
     first = train_reward_model(RMTrainConfig(epochs=1, **base), progress=False)
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["step"] == first["steps"] == 4
-    second = train_reward_model(RMTrainConfig(epochs=2, **base), progress=False)
+    second = train_reward_model(RMTrainConfig(epochs=2, resume_anyway=True, **base), progress=False)  # extended
     assert second["steps"] == 8  # continued from step 4, not from 0
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))

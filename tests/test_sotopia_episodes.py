@@ -277,3 +277,30 @@ def test_imported_episodes_run_through_label_train_rm_and_bc(files, tmp_path, em
     # 3 + 2 + 2 + 2 utterances: 9 examples, ceil(9 / 4) = 3 steps.
     assert (bc["pairs"], bc["examples"], bc["steps"]) == (4, 9, 3)
     assert (out / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_bad_byte_a_nan_or_a_line_separator_costs_at_most_its_own_line(files, tmp_path):
+    """Lines split on "\\n" only: U+2028 inside a record is text (splitlines() cut the record there); a byte
+    that is not UTF-8 costs its line, not the file; NaN is reported by file and line, not imported."""
+    _, _, released = files
+    good = [line for line in released.read_bytes().split(b"\n") if line.startswith(b'{"episode_id": "01REL000')]
+    first = json.loads(good[0])
+    first["scenario"] += "\u2028It rained."
+    nan = good[1].replace(b'"raw_rewards": ', b'"raw_rewards": NaN, "unused": ', 1)
+    path = tmp_path / "dump.jsonl"
+    path.write_bytes(
+        json.dumps(first, ensure_ascii=False).encode()
+        + b"\n"
+        + good[1].replace(b'"experiment_tag": "', b'"experiment_tag": "\xff', 1)
+        + b"\n"
+        + nan
+        + b"\n"
+        + good[2]
+    )
+    result = import_episodes([path])
+    assert [e.id for e in result.episodes] == ["01REL0001", "01REL0003"]
+    assert result.episodes[0].scenario.situation.endswith("\u2028It rained.")
+    assert result.problems == [
+        f"{path}: line 2: not valid JSON (not UTF-8); skipped",
+        f"{path}: line 3: NaN is not a JSON number (a writer let a non-finite value through); skipped",
+    ]

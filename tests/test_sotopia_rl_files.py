@@ -48,6 +48,19 @@ def test_a_sotopia_rl_reward_model_file_with_a_bad_value_names_the_record(tmp_pa
         read_rm_file(path)
 
 
+def test_a_nan_or_infinite_value_in_a_sotopia_rl_file_is_reported_by_file_and_line_not_trained_on(tmp_path):
+    path = tmp_path / "rm.json"
+    path.write_text('[\n {"input": "s", "output": "u", "value": 1},\n {"input": "s", "output": "u", "value": NaN}\n]')
+    with pytest.raises(ValueError, match=r"rm\.json: line 3: NaN is not a JSON number"):
+        read_rm_file(path)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        '{"prompt": "s", "utterance": "u", "label": 1.0}\n{"prompt": "s", "utterance": "u", "label": Infinity}\n'
+    )
+    with pytest.raises(ValueError, match=r"rows\.jsonl: line 2: Infinity is not a JSON number"):
+        load_rows(rows)
+
+
 def test_episode_states_export_to_sotopia_rl_grpo_records_and_read_back_as_grpo_prompts(tmp_path):
     env = SocialParallelEnv(max_turns=4)
     env.reset(seed=0, options={"scenario": "neg-used-bike", "characters": ("ben_kowalski", "amara_okafor")})

@@ -70,7 +70,8 @@ def test_bc_trains_resumes_and_saves_an_adapter(embedded_dir, tmp_path):
         lr=2e-3,
     )
     first = train_bc(BCConfig(epochs=1, **cfg), progress=False)
-    second = train_bc(BCConfig(epochs=2, **cfg), progress=False)
+    # A second epoch is other settings (the LR decays to the last step): continued on purpose.
+    second = train_bc(BCConfig(epochs=2, resume_anyway=True, **cfg), progress=False)
     assert second["steps"] == 2 * first["steps"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "bc" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, second["steps"] + 1))  # resumed, not restarted
@@ -111,7 +112,7 @@ def test_grpo_steps_log_metrics_and_resume(embedded_dir, tmp_path):
         tensorboard=False,
     )
     train_grpo(GRPOConfig(steps=1, **base), progress=False)
-    summary = train_grpo(GRPOConfig(steps=2, **base), progress=False)
+    summary = train_grpo(GRPOConfig(steps=2, resume_anyway=True, **base), progress=False)  # extended on purpose
     records = metrics(tmp_path / "grpo")
     assert [r["step"] for r in records] == [1, 2]
     # Step 1 starts at the reference (a fresh LoRA has B = 0): KL exactly 0; step 2 has moved away from it.

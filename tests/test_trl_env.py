@@ -165,3 +165,6 @@ def test_trl_grpo_trains_on_whole_dialogues_with_partner_turns_masked_and_the_en
     assert any(not torch.equal(lora_before[n], lora_after[n].detach()) for n in lora_before)  # the adapter moved
     recorded = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
     assert len(recorded) == 4 and all("utterance_rewards" in r["meta"]["trl"] for r in recorded)
+    # Each id names the run (recorded beside the episodes file, kept by a resumed run), then seed|step|rank|index.
+    run_id = json.loads((tmp_path / "episodes.settings.json").read_text())["run_id"]
+    assert len({r["id"] for r in recorded}) == 4 and all(r["id"].startswith(f"{run_id}|trl|0|") for r in recorded)

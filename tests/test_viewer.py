@@ -476,7 +476,7 @@ def test_a_malformed_line_is_reported_and_skipped_while_the_rest_is_served(brows
         assert ids == ["good-0", "good-1"]
         problems = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#problems li")]
         assert len(problems) == 3
-        assert problems[2] == f"{path}:5: last line has no newline (a write in progress or cut short); skipped"
+        assert problems[2] == f"{path}:5: last line is not a whole record (a write in progress or cut short); skipped"
         assert problems[0].startswith(f"{path}:2: not valid JSON") and problems[1].startswith(
             f"{path}:3: not an episode"
         )
@@ -484,6 +484,22 @@ def test_a_malformed_line_is_reported_and_skipped_while_the_rest_is_served(brows
         with navigates(browser):
             browser.find_element(By.LINK_TEXT, "good-1").click()
         assert browser.find_element(By.ID, "turn-0").text.endswith("Hello.")
+
+
+def test_a_whole_last_record_without_newline_is_listed_and_only_a_torn_one_is_reported(tmp_path):
+    """The viewer counts records as the appender does (sotopia_env.jsonio.is_complete_record)."""
+    good = [make_episode(f"good-{i}", [("Hello.", 1.0)]).model_dump_json() for i in range(2)]
+    path = tmp_path / "eps.jsonl"
+    path.write_text(good[0] + "\n" + good[1])
+    catalog = Catalog([path])
+    assert [e.id for e in catalog.entries] == ["good-0", "good-1"] and catalog.problems == []
+    assert catalog.load(catalog.entries[1]).id == "good-1"
+    path.write_text(good[0] + "\n" + good[1][:50])
+    catalog = Catalog([path])
+    assert [e.id for e in catalog.entries] == ["good-0"]
+    assert catalog.problems == [
+        f"{path}:2: last line is not a whole record (a write in progress or cut short); skipped"
+    ]
 
 
 def test_an_utterance_holding_script_and_html_is_shown_as_text(browser, tmp_path):

@@ -27,9 +27,10 @@ from agents.render import render_chat
 from sotopia_env import Episode, read_episodes
 from sotopia_env.actions import ActionType
 from sotopia_env.jsonio import append_jsonl, write_json_atomic
+from sotopia_env.provenance import check_same_settings
 from sotopia_env.replay import utterance_states
 from trainers import distributed
-from trainers.bc_config import BCConfig  # noqa: F401 - re-exported: the trainer's config
+from trainers.bc_config import NOT_COMPARED, BCConfig  # noqa: F401 - re-exported: the trainer's config
 from trainers.logprobs import sequence_logprobs
 
 
@@ -99,15 +100,17 @@ def tokenize_example(
 def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from trainers.checkpoint import load_checkpoint, resume_metrics, save_checkpoint
+    from trainers.checkpoint import check_finite_parameters, load_checkpoint, resume_metrics, save_checkpoint
 
     cfg.validate()  # fields may have been set after construction
     world = distributed.setup()  # a process group under torchrun / accelerate launch, else nothing
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if world.main:
-        write_json_atomic(out / "config.json", asdict(cfg))
+    settings = asdict(cfg)
+    distributed.on_main(
+        lambda: check_same_settings(out, out / "config.json", settings, ignore=NOT_COMPARED, override=cfg.resume_anyway)
+    )
     episodes = read_episodes(cfg.episodes)
     if cfg.top_fraction is not None:
         pairs = select_top(episodes, cfg.top_fraction, cfg.models)
@@ -134,7 +137,7 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     bar = tqdm(total=total, initial=step, desc="bc", unit="step", disable=not (progress and world.main))
     model.train()
-    last_loss = float("nan")
+    last_loss: float | None = None  # None when this run had no step left to train (it resumed a finished run)
     while step < total:
         epoch, within = divmod(step, steps_per_epoch)
         order = list(range(len(encoded)))
@@ -166,6 +169,7 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
             save_checkpoint(out / "checkpoint", model, optimizer, schedule, {"step": step})
     bar.close()
     if world.main:
+        check_finite_parameters(model, f"{out / 'adapter'}: the final adapter after step {step}")
         model.save_pretrained(out / "adapter")
     summary = {
         "examples": len(encoded),

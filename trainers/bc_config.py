@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from sotopia_env.cli import config_error
 
+# Fields a rerun into the same --out may change (sotopia_env.provenance): where it writes and how often it saves.
+# The rest decides what is learned (--epochs too: the LR decays to the last step).
+NOT_COMPARED = ("out", "save_every", "resume_anyway")
+
 
 @dataclass
 class BCConfig:
@@ -31,6 +35,10 @@ class BCConfig:
     lora_layers: int | None = field(default=None)
     seed: int = field(default=0)
     save_every: int = field(default=50, metadata={"help": "steps"})
+    resume_anyway: bool = field(
+        default=False,
+        metadata={"help": "continue an --out whose OUT/config.json records other settings (refused otherwise)"},
+    )
 
     def __post_init__(self) -> None:
         self.validate()

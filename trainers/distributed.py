@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -168,6 +168,23 @@ def broadcast(obj: T) -> T:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """`fn()` run by the main rank alone, its result on every rank, or its exception raised on every rank: a
+    check that refuses the run (e.g. provenance) stops all ranks, not the main one while the others wait."""
+    if not active():
+        return fn()
+    outcome: tuple[bool, Any] = (True, None)
+    if is_main():
+        try:
+            outcome = (True, fn())
+        except Exception as exc:  # handed to every rank, raised there
+            outcome = (False, exc)
+    ok, value = broadcast(outcome)
+    if not ok:
+        raise value
+    return value
 
 
 def broadcast_parameters(params: Sequence[torch.nn.Parameter]) -> None:

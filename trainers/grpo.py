@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from sotopia_env.jsonio import write_json_atomic
+from sotopia_env.provenance import check_same_settings
 from trainers import distributed
-from trainers.grpo_config import GRPOConfig
+from trainers.grpo_config import NOT_COMPARED, GRPOConfig
 from trainers.offline import train_offline
 from trainers.online import train_online
 from trainers.rollout_engines import check_given_engine
@@ -37,7 +37,10 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = Non
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if distributed.is_main():
-        write_json_atomic(out / "config.json", asdict(cfg))
+    distributed.on_main(
+        lambda: check_same_settings(
+            out, out / "config.json", asdict(cfg), ignore=NOT_COMPARED, override=cfg.resume_anyway
+        )
+    )
     loop = train_online if cfg.rollout == "env" else train_offline
     return loop(cfg, progress=progress, rollout_engine=rollout_engine)

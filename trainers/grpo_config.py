@@ -11,6 +11,23 @@ from sotopia_env.cli import config_error
 
 SCALES = ("group", "batch", "none")  # --scale-rewards (trainers/grpo_math.py)
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # --loss-type (trainers/grpo_math.py)
+# Fields a rerun into the same --out may change (sotopia_env.provenance): where the run writes, how often it saves
+# and logs, and how it runs the same computation (the rollout engine samples the same distribution; micro-batches
+# and the shared prompt pass compute the same loss). Every other field changes what is trained, --steps too: the
+# LR schedule decays to it, so extending a run is a different run (--resume-anyway says you mean it).
+NOT_COMPARED = (
+    "out",
+    "save_every",
+    "tensorboard",
+    "engine",
+    "server",
+    "vllm_memory",
+    "vllm_sleep",
+    "rollout_mode",
+    "micro_batch",
+    "shared_prompt",
+    "resume_anyway",
+)
 
 
 @dataclass
@@ -157,6 +174,13 @@ class GRPOConfig:
     save_every: int = field(default=10)
     seed: int = field(default=0)
     tensorboard: bool = field(default=True)
+    resume_anyway: bool = field(
+        default=False,
+        metadata={
+            "help": "continue an --out whose OUT/config.json records other settings (refused otherwise; the "
+            "fields in NOT_COMPARED, such as --steps' neighbours --save-every and the engine, may always change)"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.validate()

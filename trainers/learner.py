@@ -337,12 +337,13 @@ class Learner:
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Save the adapter and complete the summary with the run's KL figures (the main rank's summary, on
         every rank)."""
-        from trainers.checkpoint import read_metrics
+        from trainers.checkpoint import check_finite_parameters, read_metrics
 
         self.bar.close()
         if not self.world.main:
             summary.update(distributed.broadcast(None))
             return summary
+        check_finite_parameters(self.model, f"{self.out / 'adapter'}: the final adapter after step {self.cfg.steps}")
         self.model.save_pretrained(self.out / "adapter", selected_adapters=["default"])
         records = read_metrics(self.metrics_path)
         summary["steps"] = self.cfg.steps

@@ -24,10 +24,10 @@ rewards. The held-out reward is measured on-policy: episodes in scenarios kept o
 policy before and after, the mean env reward of its utterances.
 
 Under torch.distributed (torchrun, accelerate launch) each rank plays its `shard` of the step's B starts and
-of the held-out starts. A start, its episode id and every request seed depend on (seed, step, index) only, so
-a rank plays exactly the dialogues one process would play for those indices; the update averages gradients
-over ranks weighted by sequences, and the main rank writes the records gathered in start order, so the files
-are the ones a single process writes.
+of the held-out starts. A start, its episode id (after the run's id) and every request seed depend on (seed, step,
+index) only, so a rank plays exactly the dialogues one process would play for those indices; the update averages
+gradients over ranks weighted by sequences, and the main rank writes the records gathered in start order, so the
+files are the ones a single process writes.
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ from agents.played import TrainedReply, end_ids, trained_reply
 from agents.runner import Pool, load_pool
 from sotopia_env import RewardContext, Scenario, SocialParallelEnv, split
 from sotopia_env.env import describe_reward, score_contexts, step_envs, would_earn_many
-from sotopia_env.jsonio import append_jsonl, iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
+from sotopia_env.jsonio import append_jsonl, read_json, write_json_atomic, write_jsonl_atomic
 from sotopia_env.policy import act_batch
+from sotopia_env.provenance import recorded_run_id, scoped_id
 from trainers import distributed
+from trainers.checkpoint import resume_records
 from trainers.grpo_config import GRPOConfig
 from trainers.grpo_math import position_advantages, ragged_advantages, returns_to_go, reward_std, zero_std_fraction
 from trainers.heldout import split_scenarios
@@ -85,7 +87,7 @@ class LearnerTurn:
 class Rollout:
     """One episode being played, with what training needs from it."""
 
-    id: str
+    id: str  # the rollout's key, which seeds its requests; its episode's id also names the run
     env: SocialParallelEnv
     start: Start
     obs: dict[str, Any] = field(default_factory=dict)
@@ -190,10 +192,11 @@ class OnlineGRPO:
         # The scenario pool (agents.runner.load_pool): the shipped library's split, or a library folder's.
         scenarios, self.characters, self.pairings = pool
         self.scenarios = {s.id: s for s in split(cfg.split, scenarios)}
+        self.run_id = recorded_run_id(Path(cfg.out) / "config.json")  # made by train_grpo's settings check
 
     # --- playing ---------------------------------------------------------------------------------------
 
-    def new_rollout(self, episode_id: str, start: Start, meta: dict[str, Any]) -> Rollout:
+    def new_rollout(self, key: str, start: Start, meta: dict[str, Any]) -> Rollout:
         models = {
             a: f"grpo:{self.cfg.base}@{self.learner.version}" if a in start.learners else self.partner_name
             for a in AGENTS
@@ -207,7 +210,9 @@ class OnlineGRPO:
             agent_models=models,
         )
         obs, _ = env.reset(seed=start.seed, options={"scenario": start.scenario})
-        env.episode.id = episode_id
+        # The record's id names the run (and an evaluation its tag), so no two runs' dialogues share one; the
+        # rollout's key, the same in every run and in both evaluations, seeds its requests.
+        env.episode.id = scoped_id(self.run_id, f"{key}|{meta['eval']}" if "eval" in meta else key)
         # Written with the episode once its step has computed the credit (`record`).
         env.episode.meta["training"] = {
             **meta,
@@ -216,7 +221,7 @@ class OnlineGRPO:
             "partner": self.partner_name,
             "candidates": {},
         }
-        return Rollout(episode_id, env, start, obs)
+        return Rollout(key, env, start, obs)
 
     def play(self, rollouts: list[Rollout], candidates: int) -> None:
         """Play the rollouts to their ends. candidates > 1: turn credit (G candidates per learner turn, one
@@ -397,9 +402,7 @@ def sampled_replies(data: StepData, credit: str) -> list[TrainedReply]:
 
 def _drop_steps_from(path: Path, step: int) -> None:
     """Resume: training episodes of steps not checkpointed are played again; drop their earlier copies."""
-    if path.exists():
-        keep = [r for r in iter_jsonl(path) if r.get("meta", {}).get("training", {}).get("step", -1) < step]
-        write_jsonl_atomic(path, keep)
+    resume_records(path, step, lambda r: r.get("meta", {}).get("training", {}).get("step", -1) + 1, "training episodes")
 
 
 def train_online(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = None) -> dict[str, Any]:

@@ -14,12 +14,13 @@ setup included; they are far too small for real results, and the verdict says wh
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import read_json, write_json_atomic
+from sotopia_env.provenance import check_same_settings
 
 
 @dataclass
@@ -74,6 +75,13 @@ class PipelineConfig:
     grpo_heldout: int = field(default=4, metadata={"help": "held-out episodes (env) or states (states)"})
     grpo_eval_samples: int = field(default=2, metadata={"help": "with --grpo-rollout states: samples per state"})
     grpo_save_every: int = field(default=3)
+    resume_anyway: bool = field(
+        default=False,
+        metadata={
+            "help": "continue an --out whose OUT/config.json records other settings (refused otherwise); passed "
+            "on to the stages' own checks"
+        },
+    )
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field before the first stage, not when a later stage's
@@ -139,7 +147,9 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", asdict(cfg))
+    run_id = check_same_settings(
+        out, out / "config.json", asdict(cfg), ignore=("out", "resume_anyway"), override=cfg.resume_anyway
+    )
     timings: dict[str, float] = {}
 
     def stage(name: str) -> None:
@@ -156,6 +166,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
         both_seats=cfg.episodes_per_scenario > 1,
         seed=cfg.seed,
     )
+    jobs = [replace(job, run=run_id) for job in jobs]  # episode ids name the run (sotopia_env.provenance)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed)
     policy = make_policies(["embedded"], params)[0]
     run_episodes(
@@ -205,6 +216,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
         lora_layers=cfg.rm_lora_layers,
         eval_every=cfg.rm_eval_every,
         seed=cfg.seed,
+        resume_anyway=cfg.resume_anyway,
     )
     if not (rm_dir / "summary.json").exists():
         train_reward_model(rm_cfg, progress=progress)
@@ -224,6 +236,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
                 max_length=cfg.bc_max_length,
                 lora_layers=cfg.bc_lora_layers,
                 seed=cfg.seed,
+                resume_anyway=cfg.resume_anyway,
             ),
             progress=progress,
         )
@@ -254,6 +267,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True) -> dict[str, Any]:
                 eval_samples=cfg.grpo_eval_samples,
                 save_every=cfg.grpo_save_every,
                 seed=cfg.seed,
+                resume_anyway=cfg.resume_anyway,
             ),
             progress=progress,
         )

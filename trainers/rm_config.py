@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from sotopia_env.cli import config_error
 
+# Fields a rerun into the same --out may change (sotopia_env.provenance): where it writes and when it stops (a
+# time limit, the patience of early stopping); the steps it trains are the same. The rest decides what is learned.
+NOT_COMPARED = ("out", "max_minutes", "patience", "resume_anyway")
+
 
 @dataclass
 class RMTrainConfig:
@@ -24,6 +28,10 @@ class RMTrainConfig:
     lora_layers: int | None = field(default=None)
     seed: int = field(default=0)
     max_minutes: float | None = field(default=None, metadata={"help": "stop (keeping the best so far) after this long"})
+    resume_anyway: bool = field(
+        default=False,
+        metadata={"help": "continue an --out whose OUT/train_config.json records other settings (refused otherwise)"},
+    )
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field, before the data is read or the model loads."""

@@ -24,11 +24,12 @@ import torch
 
 from rewards.reward_model import RewardModel, RewardModelConfig
 from rewards.sotopia_rl import is_rm_file, read_rm_file
-from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_json_atomic
+from sotopia_env.jsonio import append_jsonl, iter_jsonl, replace_folder, write_json_atomic
 from sotopia_env.observation import dialogue_of
+from sotopia_env.provenance import check_same_settings
 from trainers import distributed
-from trainers.checkpoint import load_checkpoint, resume_metrics, save_checkpoint
-from trainers.rm_config import RMTrainConfig  # noqa: F401 - re-exported: the trainer's config
+from trainers.checkpoint import check_finite_parameters, load_checkpoint, resume_metrics, save_checkpoint
+from trainers.rm_config import NOT_COMPARED, RMTrainConfig  # noqa: F401 - re-exported: the trainer's config
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -90,6 +91,12 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    settings = asdict(cfg)
+    distributed.on_main(
+        lambda: check_same_settings(
+            out, out / "train_config.json", settings, ignore=NOT_COMPARED, override=cfg.resume_anyway
+        )
+    )
     rows = load_rows(cfg.data)
     train, heldout = split_rows(rows, cfg.heldout_fraction, cfg.seed)
     if not heldout:
@@ -110,13 +117,12 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
     ckpt = out / "checkpoint"
     state = load_checkpoint(ckpt, rm.model, optimizer, schedule) or {
         "step": 0,
-        "best_mse": float("inf"),
+        "best_mse": None,  # no held-out evaluation yet (JSON has no Infinity)
         "bad_evals": 0,
     }
     distributed.broadcast_parameters(params)  # every rank starts from the main rank's adapter and head
     metrics_path = out / "metrics.jsonl"
     if world.main:
-        write_json_atomic(out / "train_config.json", asdict(cfg))
         resume_metrics(metrics_path, state["step"])  # steps logged after the checkpoint run again below
     encoded = rm.encode([r["prompt"] for r in train], [r["utterance"] for r in train])
     labels = torch.tensor([float(r["label"]) for r in train])
@@ -149,9 +155,10 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
             held = evaluate(rm, heldout)
             rm.model.train()
             record.update({"heldout_mse": held["mse"], "heldout_pearson": held["pearson"]})
-            if held["mse"] < state["best_mse"]:
+            if state["best_mse"] is None or held["mse"] < state["best_mse"]:
                 state.update(best_mse=held["mse"], best_pearson=held["pearson"], best_step=state["step"], bad_evals=0)
-                rm.save(out / "best")
+                check_finite_parameters(rm.model, f"{out / 'best'}: the best reward model, of step {state['step']}")
+                replace_folder(out / "best", rm.save)  # written beside, synced, renamed: never half a model
             else:
                 state["bad_evals"] += 1
                 if state["bad_evals"] >= cfg.patience:

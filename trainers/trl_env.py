@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ from agents.transformers_engine import TransformersEngine
 from sotopia_env import Episode, Policy, RewardContext, Scenario, SocialParallelEnv, UtteranceReward, split, step_envs
 from sotopia_env.jsonio import append_jsonl
 from sotopia_env.policy import act_batch
+from sotopia_env.provenance import check_same_settings, scoped_id, settings_beside
 from trainers.online import AGENTS, Start
 
 
@@ -135,6 +137,9 @@ class EnvRollout:
     scenarios: Sequence[Scenario] | str | None = None  # the pool start ids are looked up in (default: the library)
     batch_size: int = 32  # sequences per generate call
     episodes_path: str | Path | None = None  # append every dialogue as an Episode (meta["trl"])
+    # The run's id in every episode id (never in request seeds): by default the one recorded beside
+    # `episodes_path` (made on the first call, so a resumed run keeps it), or a new one per EnvRollout.
+    run_id: str | None = None
     episodes: list[Episode] = field(default_factory=list, init=False)  # the last call's dialogues
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
@@ -157,8 +162,14 @@ class EnvRollout:
                 self._round(live, model, tokenizer, args)
         finally:
             model.train(was_training)
+        if self.run_id is None:
+            path = self.episodes_path
+            self.run_id = (
+                check_same_settings(path, settings_beside(path), {}) if path is not None else uuid.uuid4().hex[:8]
+            )
         for d in dialogues:
             self._close(d, tokenizer, step)
+            d.env.episode.id = scoped_id(self.run_id, d.env.episode.id)  # played under its key, recorded as the run's
         self.episodes = [d.env.episode for d in dialogues]
         if self.episodes_path is not None:
             for d in dialogues:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pydantic_core
 
+from sotopia_env.jsonio import is_complete_record
+
 Version = tuple[int, int, int, int]  # a file's (device, inode, size, modification time in ns)
 
 
@@ -34,20 +36,22 @@ def parse_json(raw: bytes | str) -> Any:
 
 
 def read_lines(path: Path, problems: list[str], data: bytes | None = None) -> Iterator[tuple[int, int, bytes]]:
-    """(line number, byte offset, raw line) of each non-empty complete line of the file (or of `data`, the
-    file's bytes already read); a last line without its newline (a write in progress, or one a crash cut
-    short) is reported and left out."""
+    """(line number, byte offset, raw line) of each non-empty record of the file (or of `data`, the file's bytes
+    already read), lines split on b"\\n" only. A last line without its newline counts when it is a whole record
+    (`is_complete_record`, the rule the appender keeps); otherwise it is a write in progress, or one a crash cut
+    short, and is reported and left out."""
     data = path.read_bytes() if data is None else data
     start, lineno = 0, 0
     while start < len(data):
         lineno += 1
         end = data.find(b"\n", start)
         if end < 0:
-            if data[start:].strip():
+            end = len(data)
+            if data[start:].strip() and not is_complete_record(data[start:]):
                 problems.append(
-                    f"{path}:{lineno}: last line has no newline (a write in progress or cut short); skipped"
+                    f"{path}:{lineno}: last line is not a whole record (a write in progress or cut short); skipped"
                 )
-            return
+                return
         if data[start:end].strip():
             yield lineno, start, data[start:end]
         start = end + 1
