@@ -100,7 +100,7 @@ def tokenize_example(
 def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from trainers.checkpoint import check_finite_parameters, load_checkpoint, resume_metrics, save_checkpoint
+    from trainers.checkpoint import check_finite_parameters, resume_checkpoint, resume_metrics, save_checkpoint
 
     cfg.validate()  # fields may have been set after construction
     world = distributed.setup()  # a process group under torchrun / accelerate launch, else nothing
@@ -130,7 +130,7 @@ def train_bc(cfg: BCConfig, progress: bool = True) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / max(1, total)))
-    step = (load_checkpoint(out / "checkpoint", model, optimizer, schedule) or {"step": 0})["step"]
+    step = (resume_checkpoint(out / "checkpoint", model, optimizer, schedule) or {"step": 0})["step"]
     distributed.broadcast_parameters(params)  # every rank starts from the main rank's adapter
     if world.main:
         resume_metrics(out / "metrics.jsonl", step)  # steps logged after the checkpoint are trained and logged again

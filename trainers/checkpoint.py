@@ -33,6 +33,7 @@ from sotopia_env.jsonio import (
     write_json_atomic,
     write_jsonl_atomic,
 )
+from trainers import distributed
 
 
 def check_finite_parameters(model: Any, where: str) -> None:
@@ -90,6 +91,30 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any) -> di
     schedule.load_state_dict(saved["schedule"])
     torch.set_rng_state(saved["torch_rng"])
     return read_json(path / "state.json")
+
+
+def resume_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any) -> dict[str, Any] | None:
+    """`load_checkpoint` for a run that may span several processes: the main rank alone reads its checkpoint, and
+    every rank gets its step, optimizer, schedule and RNG state from it (the adapter follows with
+    `distributed.broadcast_parameters`, which every trainer calls next). So ranks without a shared disk, whose
+    own folders hold no checkpoint, resume at the main rank's step instead of starting over (and hanging in the
+    first collective the others reach at another step). One process: `load_checkpoint` itself."""
+    if not distributed.active():
+        return load_checkpoint(path, model, optimizer, schedule)
+    loaded = None
+    if distributed.is_main():
+        state = load_checkpoint(path, model, optimizer, schedule)
+        if state is not None:
+            loaded = (state, optimizer.state_dict(), schedule.state_dict(), torch.get_rng_state())
+    loaded = distributed.broadcast(loaded)
+    if loaded is None:
+        return None
+    state, optimizer_state, schedule_state, rng = loaded
+    if not distributed.is_main():
+        optimizer.load_state_dict(optimizer_state)
+        schedule.load_state_dict(schedule_state)
+        torch.set_rng_state(rng)
+    return state
 
 
 def resume_records(path: Path, step: int, step_of: Callable[[dict[str, Any]], int], what: str) -> None:

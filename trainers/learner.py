@@ -168,7 +168,7 @@ class Learner:
     def __init__(self, cfg: GRPOConfig, rollout_engine: Any = None, progress: bool = True) -> None:
         from tqdm import tqdm
 
-        from trainers.checkpoint import load_checkpoint, resume_metrics
+        from trainers.checkpoint import resume_checkpoint, resume_metrics
 
         self.cfg = cfg
         self.out = Path(cfg.out)
@@ -181,7 +181,7 @@ class Learner:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps)
         )
-        self.start_step = load_checkpoint(self.out / "checkpoint", self.model, self.optimizer, self.schedule) or {}
+        self.start_step = resume_checkpoint(self.out / "checkpoint", self.model, self.optimizer, self.schedule) or {}
         self.start_step = self.start_step.get("step", 0)
         distributed.broadcast_parameters(self.params)  # every rank starts from the main rank's policy
         self.version = f"step-{self.start_step}"  # the adapter version now sampling

@@ -190,7 +190,7 @@ def train_offline(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = 
         summary: dict[str, Any] = {
             "heldout_reward_before": evaluate("before")
             if learner.start_step == 0
-            else read_json(out / "eval_before.json")["mean_reward"],
+            else distributed.on_main(lambda: read_json(out / "eval_before.json")["mean_reward"]),
             "heldout_states": len(heldout),
             "heldout_scenarios": len({s.scenario for s in heldout}),
         }

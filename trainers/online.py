@@ -192,7 +192,8 @@ class OnlineGRPO:
         # The scenario pool (agents.runner.load_pool): the shipped library's split, or a library folder's.
         scenarios, self.characters, self.pairings = pool
         self.scenarios = {s.id: s for s in split(cfg.split, scenarios)}
-        self.run_id = recorded_run_id(Path(cfg.out) / "config.json")  # made by train_grpo's settings check
+        # Made by train_grpo's settings check; read by the main rank (the others may not share its disk).
+        self.run_id = distributed.on_main(lambda: recorded_run_id(Path(cfg.out) / "config.json"))
 
     # --- playing ---------------------------------------------------------------------------------------
 
@@ -435,7 +436,7 @@ def train_online(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = N
             "credit": cfg.credit,
             "heldout_reward_before": online.evaluate("before", heldout, out)
             if learner.start_step == 0
-            else read_json(out / "eval_before.json")["mean_reward"],
+            else distributed.on_main(lambda: read_json(out / "eval_before.json")["mean_reward"]),
         }
         online.take_times()  # the evaluation's time is not the first step's
         for step in range(learner.start_step, cfg.steps):

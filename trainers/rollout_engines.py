@@ -97,13 +97,15 @@ class RolloutEngines:
 
     def push(self, model: Any, folder: Path) -> None:
         """Make the rollout engine sample from the model's trainable adapter: the live model already does; vLLM
-        gets it as a new version. Under torch.distributed the main rank writes it and every rank's engine loads it
-        once it is on disk."""
+        gets it as a new version. Under torch.distributed every rank holds the same weights and saves its own
+        copy (the main rank to `folder`, rank R to `folder`/../rank-R/...): no rank reads a folder another wrote,
+        so ranks need no shared disk."""
         if self.remote is None:
             return
-        if distributed.is_main():
-            model.save_pretrained(folder, selected_adapters=["default"])  # the trained adapter, not the reference
-        distributed.barrier()
+        rank = distributed.world().rank
+        if rank:
+            folder = folder.parent / f"rank-{rank}" / folder.name
+        model.save_pretrained(folder, selected_adapters=["default"])  # the trained adapter, not the reference
         self.remote.load_adapter(str(folder))
 
     def summary(self) -> dict[str, Any]:

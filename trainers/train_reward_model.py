@@ -28,7 +28,7 @@ from sotopia_env.jsonio import append_jsonl, iter_jsonl, replace_folder, write_j
 from sotopia_env.observation import dialogue_of
 from sotopia_env.provenance import check_same_settings
 from trainers import distributed
-from trainers.checkpoint import check_finite_parameters, load_checkpoint, resume_metrics, save_checkpoint
+from trainers.checkpoint import check_finite_parameters, resume_checkpoint, resume_metrics, save_checkpoint
 from trainers.rm_config import NOT_COMPARED, RMTrainConfig  # noqa: F401 - re-exported: the trainer's config
 
 
@@ -115,7 +115,7 @@ def train_reward_model(cfg: RMTrainConfig, progress: bool = True) -> dict[str, A
 
     # Resume: adapter weights, optimizer, schedule, step and best metric from the last checkpoint.
     ckpt = out / "checkpoint"
-    state = load_checkpoint(ckpt, rm.model, optimizer, schedule) or {
+    state = resume_checkpoint(ckpt, rm.model, optimizer, schedule) or {
         "step": 0,
         "best_mse": None,  # no held-out evaluation yet (JSON has no Infinity)
         "bad_evals": 0,
