@@ -13,6 +13,18 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
+# The fast tier (`pytest -m "not slow"`, the inner loop): a test is slow when it is marked so, needs vLLM, or asks for
+# a fixture that loads a model or starts a server. Marking by fixture means a new test that loads the model is in
+# the slow tier without anyone remembering to mark it.
+SLOW_FIXTURES = {"embedded_dir", "transformers_engine", "random_loras", "vllm_engine", "server"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("vllm"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES

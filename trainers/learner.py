@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from agents.engine import SamplingParams
+from agents.llm_agent import REPLY_STOP
 from agents.lora import lora_policy
 from agents.played import TrainedReply
 from sotopia_env.jsonio import append_jsonl
@@ -48,6 +50,19 @@ def check_finite_rewards(values: Sequence[float], source: str) -> None:
                 f"{source} gave a non-finite reward ({value}) for sample {i}: check the reward model or function "
                 "(or set --nonfinite-rewards drop to leave such groups out of the update, counted)"
             )
+
+
+def policy_sampling(cfg: GRPOConfig, n: int, logprobs: bool = True) -> SamplingParams:
+    """How the policy samples, in training (with the sampler's log-probs, for the gap the run logs) and in
+    evaluation alike: n replies, each up to the end of its line, at the run's temperature and top-p."""
+    return SamplingParams(
+        n=n,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        logprobs=logprobs,
+        stop=REPLY_STOP,
+    )
 
 
 def load_policy(cfg: GRPOConfig) -> tuple[Any, Any]:

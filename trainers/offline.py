@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from agents.engine import SamplingParams, request_seed
+from agents.engine import request_seed
 from agents.llm_agent import REPLY_STOP, build_messages
 from agents.played import TrainedReply, end_ids, trained_reply
 from sotopia_env.jsonio import read_json, write_json_atomic
@@ -30,7 +30,14 @@ from trainers import distributed
 from trainers.grpo_config import GRPOConfig
 from trainers.grpo_math import group_advantages, reward_std, zero_std_fraction
 from trainers.heldout import split_scenarios
-from trainers.learner import Learner, check_finite_rewards, group_of, load_reward_model, reply_health
+from trainers.learner import (
+    Learner,
+    check_finite_rewards,
+    group_of,
+    load_reward_model,
+    policy_sampling,
+    reply_health,
+)
 
 
 @dataclass(frozen=True)
@@ -144,14 +151,7 @@ def train_offline(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = 
     ends = end_ids(learner.tokenizer, learner.model)
     source = f"the reward model {cfg.reward_model}"
     try:  # a failed run still closes what it started and gives a shared engine its budget back
-        sampling = SamplingParams(
-            n=cfg.group_size,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            logprobs=True,
-            stop=REPLY_STOP,
-        )
+        sampling = policy_sampling(cfg, cfg.group_size)
 
         def replies_to(states: list[State], samples: list[list[Any]]) -> list[TrainedReply]:
             return [
@@ -161,13 +161,7 @@ def train_offline(cfg: GRPOConfig, progress: bool = True, rollout_engine: Any = 
             ]
 
         def evaluate(tag: str) -> float:
-            params = SamplingParams(
-                n=cfg.eval_samples,
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                stop=REPLY_STOP,
-            )
+            params = policy_sampling(cfg, cfg.eval_samples, logprobs=False)
             # Each held-out state keeps its seed across evaluations: before and after differ by the policy only.
             mine = distributed.shard(heldout)  # each rank samples and scores its share
             texts, rewards = [], []

@@ -54,7 +54,7 @@ from trainers.checkpoint import resume_records
 from trainers.grpo_config import GRPOConfig
 from trainers.grpo_math import position_advantages, ragged_advantages, returns_to_go, reward_std, zero_std_fraction
 from trainers.heldout import split_scenarios
-from trainers.learner import Group, Learner, group_of, load_reward_model, reply_health
+from trainers.learner import Group, Learner, group_of, load_reward_model, policy_sampling, reply_health
 
 AGENTS = ("agent_0", "agent_1")
 
@@ -228,14 +228,7 @@ class OnlineGRPO:
         """Play the rollouts to their ends. candidates > 1: turn credit (G candidates per learner turn, one
         played, one group each); 1: the learner samples one reply per turn (episode credit, evaluation)."""
         cfg = self.cfg
-        params = SamplingParams(
-            n=candidates,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            logprobs=True,
-            stop=REPLY_STOP,
-        )
+        params = policy_sampling(cfg, candidates)
         while live := [r for r in rollouts if r.env.agents]:
             actions: list[dict[str, Any]] = [{} for _ in live]
             mine = [(k, a) for k, r in enumerate(live) for a in r.env.active_agents if a in r.start.learners]

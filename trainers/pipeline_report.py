@@ -72,7 +72,7 @@ def verdict(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _plots(out: Path, figures: Path) -> list[tuple[str, str]]:
+def _plots(out: Path, figures: Path, before: float, after: float) -> list[tuple[str, str]]:
     """The four plots (title, file name); a plot whose data is missing is left out."""
     import matplotlib
 
@@ -80,9 +80,15 @@ def _plots(out: Path, figures: Path) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     made = []
-    judged = list(iter_jsonl(out / "episodes.judged.jsonl"))
+
+    def save(fig: Any, name: str, title: str) -> None:
+        fig.tight_layout()
+        fig.savefig(figures / name, dpi=90)
+        plt.close(fig)
+        made.append((title, name))
+
     scores: dict[str, list[float]] = {}
-    for e in judged:
+    for e in iter_jsonl(out / "episodes.judged.jsonl"):
         for agent_scores in e.get("judge_scores", {}).values():
             for dim, value in agent_scores.items():
                 if isinstance(value, (int, float)):
@@ -94,10 +100,7 @@ def _plots(out: Path, figures: Path) -> list[tuple[str, str]]:
         ax.set_ylabel("mean score")
         ax.set_title("Judge: mean score per Sotopia-EVAL dimension")
         ax.tick_params(axis="x", rotation=30)
-        fig.tight_layout()
-        fig.savefig(figures / "judge_dimensions.png", dpi=90)
-        plt.close(fig)
-        made.append(("The judge's scores per dimension", "judge_dimensions.png"))
+        save(fig, "judge_dimensions.png", "The judge's scores per dimension")
     held = out / "report" / "rm_heldout.jsonl"
     if held.exists():
         rows = list(iter_jsonl(held))
@@ -106,10 +109,7 @@ def _plots(out: Path, figures: Path) -> list[tuple[str, str]]:
         ax.set_xlabel("label")
         ax.set_ylabel("reward model")
         ax.set_title("Reward model on held-out utterances")
-        fig.tight_layout()
-        fig.savefig(figures / "rm_heldout.png", dpi=90)
-        plt.close(fig)
-        made.append(("The reward model's held-out predictions against their labels", "rm_heldout.png"))
+        save(fig, "rm_heldout.png", "The reward model's held-out predictions against their labels")
     metrics = list(iter_jsonl(out / "grpo" / "metrics.jsonl"))
     if metrics:
         steps = [m["step"] for m in metrics]
@@ -120,27 +120,13 @@ def _plots(out: Path, figures: Path) -> list[tuple[str, str]]:
         ax2.plot(steps, [m["kl"] for m in metrics], marker="o", color="#c44e52")
         ax2.set_title("KL to the starting policy")
         ax2.set_xlabel("step")
-        fig.tight_layout()
-        fig.savefig(figures / "grpo_steps.png", dpi=90)
-        plt.close(fig)
-        made.append(("GRPO's reward and KL per step", "grpo_steps.png"))
-    return made
-
-
-def _heldout_bar(figures: Path, before: float, after: float) -> tuple[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+        save(fig, "grpo_steps.png", "GRPO's reward and KL per step")
     fig, ax = plt.subplots(figsize=(3.5, 3.2))
     ax.bar(["before GRPO", "after GRPO"], [before, after], color=["#8c8c8c", "#55a868"])
     ax.set_ylabel("mean reward-model score")
     ax.set_title("Held-out reward")
-    fig.tight_layout()
-    fig.savefig(figures / "heldout_reward.png", dpi=90)
-    plt.close(fig)
-    return ("The held-out reward before and after GRPO", "heldout_reward.png")
+    save(fig, "heldout_reward.png", "The held-out reward before and after GRPO")
+    return made
 
 
 def heldout_predictions(out: Path, rm_cfg: Any) -> None:
@@ -163,8 +149,7 @@ def write_report(out: Path, cfg: Any, report: dict[str, Any], rm_cfg: Any) -> li
     figures = out / "report"
     figures.mkdir(parents=True, exist_ok=True)
     heldout_predictions(out, rm_cfg)
-    plots = _plots(out, figures)
-    plots.append(_heldout_bar(figures, report["heldout_reward_before_grpo"], report["heldout_reward_after_grpo"]))
+    plots = _plots(out, figures, report["heldout_reward_before_grpo"], report["heldout_reward_after_grpo"])
     reading = verdict(report)
     stages = report["stage_seconds"]
     lines = [
