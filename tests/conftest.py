@@ -16,7 +16,20 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 # The fast tier (`pytest -m "not slow"`, the inner loop): a test is slow when it is marked so, needs vLLM, or asks for
 # a fixture that loads a model or starts a server. Marking by fixture means a new test that loads the model is in
 # the slow tier without anyone remembering to mark it.
-SLOW_FIXTURES = {"embedded_dir", "transformers_engine", "random_loras", "vllm_engine", "server"}
+SLOW_FIXTURES = {
+    "embedded_dir",
+    "transformers_engine",
+    "random_loras",
+    "vllm_engine",
+    "server",
+    "browser",  # tests/test_viewer.py: headless Chromium
+    "learner",  # tests/test_trainers.py: the policy with LoRA and an optimizer
+    "question_rm",  # tests/test_reward_model.py: a reward model trained in the fixture
+    "small_rm",
+    "fresh_rm",  # tests/test_online_grpo.py
+    "turn_run",
+    "grpo_setup",  # tests/test_distributed.py: torchrun runs
+}
 
 
 def pytest_collection_modifyitems(config, items) -> None:

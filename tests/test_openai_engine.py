@@ -83,7 +83,7 @@ def test_the_server_samples_from_softmax_at_the_temperature_whatever_its_generat
     obs, _ = env.reset(seed=1)
     obs, *_ = env.step({"agent_0": "Hi. I wanted to talk about the price, the price is what matters to me."})
     states = [obs["agent_1"]["prompt"], env.reset(seed=2)[0]["agent_0"]["prompt"]]
-    params = SamplingParams(n=4, max_new_tokens=32, temperature=1.0, seed=3, logprobs=True, stop=REPLY_STOP)
+    params = SamplingParams(n=4, max_new_tokens=32, temperature=1.0, top_p=1.0, seed=3, logprobs=True, stop=REPLY_STOP)
 
     def gap(**kwargs) -> dict[str, float]:
         engine = OpenAIEngine("smollm2", base_url=server.base_url, tokenizer=transformers_engine.tokenizer, **kwargs)

@@ -123,6 +123,7 @@ def test_reward_model_learns_a_known_function_of_the_text(question_rm):
     assert any("heldout_mse" in m for m in metrics) and (out / "checkpoint" / "state.json").exists()
 
 
+@pytest.mark.slow
 def test_the_committed_preference_model_scores_held_out_policy_samples_as_the_rule_does():
     """The preference's reward model (benchmarks/data/address_rm, made by `python -m benchmarks.preference` on an
     H200) loads here and scores the embedded policy's held-out samples (rows it was not trained on: the same
@@ -140,6 +141,7 @@ def test_the_committed_preference_model_scores_held_out_policy_samples_as_the_ru
     assert min(scores[:2]) > max(scores[2:]), scores
 
 
+@pytest.mark.slow
 def test_grpo_on_dialogue_states_raises_the_learned_reward_on_held_out_states(tmp_path):
     """Offline (single-turn) GRPO on the embedded model, rewarded by the preference's reward model: the held-out
     mean reward (states never trained on, same sampling seeds before and after) rises clearly, the KL to the
