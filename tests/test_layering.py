@@ -113,3 +113,12 @@ def test_a_bad_config_is_one_error_line_before_any_work(argv, named, capsys, tmp
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"sotopia-env {argv[0]}: error: ") and named in err, err
+
+
+def test_importing_the_env_and_the_shims_common_layer_loads_no_trainer_framework():
+    loaded = _fresh(
+        "import sys\n"
+        "import sotopia_env, sotopia_social, agents.text_session, trainers.interop\n"
+        "print(sorted(m for m in ('openenv', 'verifiers', 'trl', 'skyrl_gym', 'torch') if m in sys.modules))"
+    )
+    assert loaded == "[]"

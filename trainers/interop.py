@@ -154,3 +154,33 @@ def episode_starts(cfg: SessionConfig, count: int, seed: int = 0, seat: str = "a
         EpisodeStart(rng.choice(ids), rng.randrange(1 << 30), i % 2 if seat == "alternate" else int(seat))
         for i in range(count)
     ]
+
+
+@dataclass(frozen=True)
+class ServeEnvConfig(SessionConfig):
+    """`sotopia-env serve-env`: the env as an OpenEnv server (trainers/openenv_env.py), one session per episode."""
+
+    host: str = field(default="127.0.0.1")
+    port: int = field(default=8000)
+    max_concurrent_envs: int = field(
+        default=64, metadata={"help": "sessions (WebSocket connections) served at once, each its own episode"}
+    )
+    batch_wait_ms: float = field(
+        default=5.0,
+        metadata={"help": "how long an LLM partner's or a reward model's batch waits for other sessions' requests"},
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        rules = [
+            ("port", 0 < self.port < 65536, "must be a TCP port, 1 to 65535"),
+            ("max_concurrent_envs", self.max_concurrent_envs >= 1, "must be at least 1"),
+            ("batch_wait_ms", self.batch_wait_ms >= 0, "must be 0 or more"),
+        ]
+        for name, ok, need in rules:
+            if not ok:
+                raise config_error(self, name, need)
+
+    def session(self) -> SessionConfig:
+        """The session part of this config (what `load_parts` caches by)."""
+        return SessionConfig(**{name: getattr(self, name) for name in SessionConfig.__dataclass_fields__})
