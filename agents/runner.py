@@ -1,7 +1,7 @@
 """Run many episodes between two policies, generation batched across episodes, resumable.
 
-Each `EpisodeJob` has a deterministic id (scenario, characters, seat order, seed), which becomes the
-episode's id. Finished episodes are appended to the output file as they finish; a rerun skips ids that
+Each `EpisodeJob` is an episode start (`sotopia_env.EpisodeStart`: scenario, characters in seat order, seed) with a
+deterministic id (scenario, characters, seed, tag), which becomes the episode's id. Finished episodes are appended to the output file as they finish; a rerun skips ids that
 are already there, so an interrupted run resumes without losing or repeating an episode.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sotopia_env import Episode, Policy, SocialParallelEnv
+from sotopia_env import Episode, EpisodeStart, Policy, SocialParallelEnv
 from sotopia_env.env import step_envs
 from sotopia_env.episode import episode_ids
 from sotopia_env.jsonio import read_json
@@ -63,14 +63,19 @@ def load_pool(library: str | Path | None = None) -> Pool:
 
 @dataclass(frozen=True)
 class EpisodeJob:
-    scenario: str
-    characters: tuple[str, str]
-    seed: int = 0
+    """An episode to play: its start (the characters named, in seat order) and a tag for the id."""
+
+    start: EpisodeStart
     tag: str = ""  # distinguishes repeats of the same setting (e.g. a run name)
+
+    def __post_init__(self) -> None:
+        if self.start.characters is None or self.start.seed is None:
+            raise ValueError(f"an episode job names its characters and seed; {self.start} leaves one to chance")
 
     @property
     def id(self) -> str:
-        base = f"{self.scenario}|{self.characters[0]}|{self.characters[1]}|{self.seed}"
+        start = self.start
+        base = f"{start.scenario}|{start.characters[0]}|{start.characters[1]}|{start.seed}"
         return f"{base}|{self.tag}" if self.tag else base
 
 
@@ -93,7 +98,7 @@ def jobs_for(
             orders = [(a, b), (b, a)] if both_seats else [(a, b)]
             for order in orders:
                 for k in range(episodes_per_pair):
-                    jobs.append(EpisodeJob(s.id, order, seed + k))
+                    jobs.append(EpisodeJob(EpisodeStart(s.id, seed + k, characters=order)))
     return jobs
 
 
@@ -125,7 +130,7 @@ def run_episodes(
         ]
         observations = []
         for env, job in zip(envs, batch):
-            obs, _ = env.reset(seed=job.seed, options={"scenario": job.scenario, "characters": job.characters})
+            obs, _ = env.reset(seed=job.start.seed, options=job.start.options())
             env.episode.id = job.id
             observations.append(obs)
         while any(env.agents for env in envs):

@@ -44,7 +44,7 @@ import torch
 from agents.engine import SamplingParams, request_seed
 from agents.llm_agent import build_messages, parse_reply
 from agents.runner import Pool, load_pool
-from sotopia_env import Scenario, SocialParallelEnv, split
+from sotopia_env import EpisodeStart, Scenario, SocialParallelEnv, split
 from sotopia_env.env import score_contexts, step_envs, would_earn_many
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
 from sotopia_env.policy import act_batch
@@ -53,15 +53,6 @@ from trainers.grpo import Group, Learner, group_advantages
 from trainers.grpo_config import GRPOConfig
 
 AGENTS = ("agent_0", "agent_1")
-
-
-@dataclass(frozen=True)
-class Start:
-    """Where an episode begins: scenario, the env's seed (which draws the character pairing), learner seats."""
-
-    scenario: str
-    seed: int
-    learners: tuple[str, ...]
 
 
 @dataclass
@@ -80,7 +71,7 @@ class Rollout:
 
     id: str
     env: SocialParallelEnv
-    start: Start
+    start: EpisodeStart
     obs: dict[str, Any] = field(default_factory=dict)
     turns: list[LearnerTurn] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)  # turn credit: one group per learner turn
@@ -140,12 +131,12 @@ class TimedReward:
         return seconds
 
 
-def seat_plan(cfg: GRPOConfig, index: int) -> tuple[str, ...]:
+def seat_plan(cfg: GRPOConfig, index: int) -> int | str:
     if cfg.learner_seat == "both":
-        return AGENTS
+        return "both"
     if cfg.learner_seat == "alternate":
-        return (AGENTS[index % 2],)
-    return (AGENTS[int(cfg.learner_seat)],)
+        return index % 2
+    return int(cfg.learner_seat)
 
 
 def scenario_split(cfg: GRPOConfig, scenarios: Mapping[str, Scenario] | None = None) -> tuple[list[str], list[str]]:
@@ -159,12 +150,12 @@ def scenario_split(cfg: GRPOConfig, scenarios: Mapping[str, Scenario] | None = N
     return ids[held:], ids[:held]
 
 
-def step_starts(cfg: GRPOConfig, step: int, scenarios: Sequence[str]) -> list[Start]:
+def step_starts(cfg: GRPOConfig, step: int, scenarios: Sequence[str]) -> list[EpisodeStart]:
     """The step's B starts. They depend on (seed, step, index) only, so a resumed run replays the same ones."""
     starts = []
     for i in range(cfg.prompts_per_step):
         rng = random.Random(request_seed(cfg.seed, "start", step, i))
-        starts.append(Start(rng.choice(list(scenarios)), rng.randrange(1 << 30), seat_plan(cfg, i)))
+        starts.append(EpisodeStart(rng.choice(list(scenarios)), rng.randrange(1 << 30), seat_plan(cfg, i)))
     return starts
 
 
@@ -184,7 +175,7 @@ class OnlineGRPO:
 
     # --- playing ---------------------------------------------------------------------------------------
 
-    def new_rollout(self, episode_id: str, start: Start, meta: dict[str, Any]) -> Rollout:
+    def new_rollout(self, episode_id: str, start: EpisodeStart, meta: dict[str, Any]) -> Rollout:
         models = {
             a: f"grpo:{self.cfg.base}@{self.learner.version}" if a in start.learners else self.partner_name
             for a in AGENTS
@@ -197,7 +188,7 @@ class OnlineGRPO:
             reward_fn=self.reward_fn,
             agent_models=models,
         )
-        obs, _ = env.reset(seed=start.seed, options={"scenario": start.scenario})
+        obs, _ = env.reset(seed=start.seed, options=start.options())
         env.episode.id = episode_id
         # Written with the episode once its step has computed the credit (`record`).
         env.episode.meta["training"] = {
@@ -281,12 +272,12 @@ class OnlineGRPO:
 
     # `starts` are (index in the step's B, start) pairs: all B in one process, a rank's share under a launcher.
 
-    def turn_step(self, step: int, starts: list[tuple[int, Start]]) -> tuple[list[Group], list[Rollout]]:
+    def turn_step(self, step: int, starts: list[tuple[int, EpisodeStart]]) -> tuple[list[Group], list[Rollout]]:
         rollouts = [self.new_rollout(f"train|{step}|{i}", s, {"step": step, "credit": "turn"}) for i, s in starts]
         self.play(rollouts, self.cfg.group_size)
         return [g for r in rollouts for g in r.groups], rollouts
 
-    def episode_step(self, step: int, starts: list[tuple[int, Start]]) -> tuple[list[Group], list[Rollout]]:
+    def episode_step(self, step: int, starts: list[tuple[int, EpisodeStart]]) -> tuple[list[Group], list[Rollout]]:
         cfg = self.cfg
         rollouts = [
             self.new_rollout(f"train|{step}|{i}|{m}", s, {"step": step, "credit": "episode", "member": m})
@@ -320,7 +311,9 @@ class OnlineGRPO:
         """Mean env reward of the policy's utterances in held-out episodes (same starts and seeds every time).
         Each rank plays its share of the starts; the main rank writes them all, in start order."""
         starts = [
-            Start(heldout[k % len(heldout)], request_seed(self.cfg.seed, "eval", k) % (1 << 30), seat_plan(self.cfg, k))
+            EpisodeStart(
+                heldout[k % len(heldout)], request_seed(self.cfg.seed, "eval", k) % (1 << 30), seat_plan(self.cfg, k)
+            )
             for k in range(self.cfg.heldout_states)
         ]
         rollouts = [
