@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from benchmarks.preference import PREFERENCE_RM
+from benchmarks.preference import BRIEF_LIBRARY, PREFERENCE_RM
 from sotopia_env import EpisodeStart
 
 pytest.importorskip("openenv", reason="openenv-core is in the dev extra (scripts/setup.sh)")
@@ -25,13 +25,21 @@ from trainers.openenv_env import SotopiaSocialAction, SotopiaSocialEnv, spawn_se
 
 pytestmark = pytest.mark.slow
 
+# The brief library (prompts of about 200 tokens, which the preference reward model was trained on) keeps the
+# partner's and the reward model's passes short.
 CFG = ServeEnvConfig(
-    partner="embedded", reward=str(PREFERENCE_RM), max_turns=4, max_new_tokens=16, max_concurrent_envs=8, seed=0
+    partner="embedded",
+    reward=str(PREFERENCE_RM),
+    library=str(BRIEF_LIBRARY),
+    max_turns=4,
+    max_new_tokens=16,
+    max_concurrent_envs=8,
+    seed=0,
 )
 STARTS = [
-    EpisodeStart("neg-used-bike", seed=11, seat=0, characters=("ben_kowalski", "amara_okafor")),
-    EpisodeStart("neg-used-bike", seed=12, seat=1, characters=("ben_kowalski", "amara_okafor")),
-    EpisodeStart("neg-used-bike", seed=13, seat=1),
+    EpisodeStart("b-bike-price", seed=11, seat=0, characters=("ana", "tom")),
+    EpisodeStart("b-rent-raise", seed=12, seat=1, characters=("lin", "sam")),
+    EpisodeStart("b-movie-night", seed=13, seat=1),
 ]
 LINES = ["Could you tell me what you need?", "Let us find a fair price."]  # the preference: 10 and about 0
 
@@ -91,7 +99,7 @@ def test_a_bad_action_is_answered_with_an_error_and_the_session_goes_on(env_serv
             with pytest.raises(RuntimeError, match="over the limit of 2000"):
                 await env.step({"action_type": "speak", "argument": "x" * 2001})
             with pytest.raises(RuntimeError, match="unknown reset argument"):
-                await env.reset(scenario="neg-used-bike", mood="grumpy")
+                await env.reset(scenario="b-bike-price", mood="grumpy")
             result = await env.reset(**STARTS[0].to_dict())
             result = await env.step({"action_type": "leave"})
             assert result.reward == 0.0 and result.done  # the session still plays: leaving earns 0 and ends it
