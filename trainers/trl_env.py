@@ -138,10 +138,9 @@ class EnvRollout:
     max_new_tokens: int = 64  # per reply
     max_prompt_tokens: int = 1024  # the opening observation, fitted by agents.render
     scenarios: Sequence[Scenario] | str | None = None  # the pool start ids are looked up in (default: the library)
-    characters: Sequence[Character] | Mapping[str, Character] | None = (
-        None  # a library folder's (agents.runner.load_pool)
-    )
-    pairings: Mapping[str, Sequence[tuple[str, str]]] | None = None  # and its pairings
+    # A library folder's characters and pairings (agents.runner.load_pool); default: the shipped library's.
+    characters: Sequence[Character] | Mapping[str, Character] | None = None
+    pairings: Mapping[str, Sequence[tuple[str, str]]] | None = None
     batch_size: int = 32  # sequences per generate call
     episodes_path: str | Path | None = None  # append every dialogue as an Episode (meta["trl"])
     episodes: list[Episode] = field(default_factory=list, init=False)  # the last call's dialogues

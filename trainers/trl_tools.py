@@ -17,7 +17,10 @@ of the learner's actions this episode as `config.reward_aggregate` says (sum, me
 One reward per rollout is what `environment_factory` carries: the advantage is per sequence. For credit per turn
 use `trainers.trl_env.EnvRollout` (TRL's `rollout_func`), or our own `sotopia-env grpo --rollout env --credit turn`.
 The policy's chat template must render tool calls; for a ChatML model without one (SmolLM2) TRL's Qwen2.5 template
-(`trl.chat_template_utils.qwen2_5_chat_template`) renders and parses them with the same special tokens.
+(`trl.chat_template_utils.qwen2_5_chat_template`) renders them with the same special tokens. A policy that speaks in
+plain text and never emits a tool call (SmolLM2-135M: 0 of 8 samples did, with or without a demonstration) can still
+play: `tokenizer.response_template = SPEECH_AS_SAY` has transformers' response parser read each reply as a
+`say(text)` call.
 """
 
 from __future__ import annotations
@@ -30,6 +33,20 @@ from datasets import Dataset
 from sotopia_env import EpisodeStart
 
 from .interop import SessionConfig, SessionParts, load_parts, new_session
+
+# A transformers response template (ChatML) that reads a whole plain-text reply as one call of the `say` tool.
+SPEECH_AS_SAY = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "tool_calls": {
+            "close_pattern": r"<\|im_end\|>\s*",
+            "content": "text",
+            "repeats": True,
+            "transform": {"type": "function", "function": {"name": "say", "arguments": {"text": "{content}"}}},
+        },
+    },
+}
 
 TOOL_PROMPT = (
     "You are role-playing a character in a conversation. Act only through the tools: say(text) to speak, "
