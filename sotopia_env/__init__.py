@@ -21,6 +21,7 @@ from .scenarios import (
     load_scenarios,
     split,
 )
+from .start import EpisodeStart, other_agent, other_seat
 
 ENV_ID = "sotopia_env/Social-v0"
 if ENV_ID not in registry:
@@ -39,6 +40,7 @@ __all__ = [
     "Character",
     "Episode",
     "EpisodeJudge",
+    "EpisodeStart",
     "Policy",
     "Relationship",
     "RewardContext",
@@ -57,6 +59,8 @@ __all__ = [
     "library_scenarios",
     "load_characters",
     "load_scenarios",
+    "other_agent",
+    "other_seat",
     "parallel_env",
     "read_episodes",
     "score_contexts",

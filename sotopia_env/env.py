@@ -3,7 +3,8 @@
 Two seats, `agent_0` and `agent_1`, filled each episode by two characters. Round-robin by default
 (`agent_0` opens), or simultaneous. Every perceivable action (speak, non-verbal communication, action)
 is scored by `reward_fn` for its speaker; an optional `judge` scores the finished episode, and its
-scores land in `info[agent]["episode"]` and in the `Episode` record.
+scores land in `info[agent]["sotopia_episode"]` and in the `Episode` record. (`info["episode"]` is left to
+Gymnasium's `RecordEpisodeStatistics`, which owns that key.)
 
 Turns follow PettingZoo's parallel contract: every live agent may send an action each step. In
 round-robin the waiting agent's action is ignored, as Sotopia does, and `info[agent]["ignored_action"]`
@@ -41,6 +42,9 @@ _TURN_LINE = obs_lib.TURN_LINE
 # The settings that shape what agents observe and may do; recorded in each episode's `meta` so that a
 # replay (`replay.utterance_states`) rebuilds the env the episode was played in.
 RECORDED_SETTINGS = ("turn_mode", "max_turns", "max_silent_turns", "max_utterance_chars", "strict_turns")
+# The info key of the episode summary at an episode's end. Not "episode": Gymnasium's RecordEpisodeStatistics (the
+# wrapper CleanRL puts on every env) owns that key and asserts that the env does not write it.
+EPISODE_INFO_KEY = "sotopia_episode"
 
 
 @dataclass(frozen=True)
@@ -278,7 +282,9 @@ class SocialParallelEnv(ParallelEnv):
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-        """Start an episode. options: {"scenario": Scenario | id, "characters": (a, b) as Characters or ids}."""
+        """Start an episode. options: {"scenario": Scenario | id, "characters": (a, b) as Characters or ids,
+        "episode_id": the record's id (default: a fresh uuid)}; an `EpisodeStart`'s `options()` fit (its "seat" is
+        for the single-agent envs and ignored here)."""
         if seed is not None:  # seeds the draw of scenario and characters; seed spaces with space.seed()
             self._rng.seed(seed)
         options = options or {}
@@ -292,6 +298,8 @@ class SocialParallelEnv(ParallelEnv):
             seed=seed,
             meta={name: getattr(self, name) for name in RECORDED_SETTINGS},
         )
+        if options.get("episode_id") is not None:
+            self._episode.id = str(options["episode_id"])
         self._pair = pair
         # Per-episode constants the step reads by seat: display names, character ids, prompt headers and the
         # two forms of the closing line with the turn number left out.
@@ -570,12 +578,12 @@ class SocialParallelEnv(ParallelEnv):
                 "ignored_action": agent in ignored,  # an out-of-turn action this step that had no effect
             }
             if not live:
-                info["episode"] = self._episode_info(agent)
+                info[EPISODE_INFO_KEY] = self._episode_info(agent)
             infos[agent] = info
         return observations, infos
 
     def _episode_info(self, agent: str) -> dict[str, Any]:
-        """`info[agent]["episode"]` once the episode has ended."""
+        """`info[agent]["sotopia_episode"]` once the episode has ended."""
         episode = self._episode
         return {
             "id": episode.id,

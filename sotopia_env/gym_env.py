@@ -25,6 +25,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 from . import observation as obs_lib
 from .env import SocialParallelEnv, step_envs
 from .policy import Policy, ScriptedPolicy, act_batch
+from .start import other_agent
 
 DEFAULT_PARTNER_LINES = (
     "Hi, good to see you. What did you want to talk about?",
@@ -49,7 +50,7 @@ class _Match:
 
     @property
     def partner(self) -> str:
-        return "agent_1" if self.learner == "agent_0" else "agent_0"
+        return other_agent(self.learner)
 
     @property
     def live(self) -> bool:
@@ -117,6 +118,8 @@ def _start_episodes(
     pending = list(starts)
     restarts = dict.fromkeys(map(id, (m for m, _, _ in starts)), 0)
     for attempt in range(max_restarts + 1):
+        if attempt and options and options.get("episode_id") is not None:  # a skipped episode keeps its own id
+            options = {**options, "episode_id": f"{options['episode_id']}|restart{attempt}"}
         for m, learner, seed in pending:
             m.start(learner, seed if attempt == 0 else None, options)
         _run_round([m for m, _, _ in pending], None, partner)
@@ -135,7 +138,16 @@ def _start_episodes(
     )
 
 
-def _learner_seat(choice: int | str, rng: np.random.Generator) -> str:
+def _learner_seat(choice: int | str, rng: np.random.Generator, options: dict[str, Any] | None = None) -> str:
+    """The learner's agent for an episode: the reset options' "seat" (an `EpisodeStart`'s), else the env's
+    `learner_seat` (0, 1 or "random", drawn from `rng`)."""
+    if options and options.get("seat") is not None:
+        seat = options["seat"]
+        if seat not in (0, 1) or isinstance(seat, bool):
+            raise ValueError(
+                f"options['seat'] must be 0 or 1 (the learner's seat; the partner holds the other), not {seat!r}"
+            )
+        return f"agent_{seat}"
     if choice == "random":
         return f"agent_{int(rng.integers(2))}"
     if choice in (0, 1):
@@ -158,8 +170,12 @@ class SocialGymEnv(gymnasium.Env):
     """One learner against a partner policy. `env.step("I can do $90 if you deliver it.")`.
 
     Keyword arguments other than `partner`, `learner_seat` and `max_restarts` go to `SocialParallelEnv`.
-    The reward of a step is the learner's utterance reward; `info["episode"]` holds the episode summary
-    at the end.
+    The reward of a step is the learner's utterance reward; `info["sotopia_episode"]` holds the episode summary
+    at the end (`info["episode"]` is Gymnasium's `RecordEpisodeStatistics`'s key, left to it).
+
+    Reset options: those of `SocialParallelEnv.reset` (scenario, characters, episode_id) and "seat", the learner's
+    seat for this episode (0 or 1; default: `learner_seat`): `env.reset(seed=start.seed, options=start.options())`
+    for an `EpisodeStart`.
 
     `reset` always returns an episode the learner can act in. When the partner ends an episode before
     the learner's first move (learner in seat 1), that episode is recorded and a fresh one started, up to
@@ -185,7 +201,7 @@ class SocialGymEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
-        learner = _learner_seat(self.learner_seat, self.np_random)
+        learner = _learner_seat(self.learner_seat, self.np_random, options)
         _start_episodes([(self._match, learner, seed)], options, self.partner, self.max_restarts)
         return self._match.obs, self._match.info
 
@@ -252,6 +268,8 @@ class SocialVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict]:
+        if options and options.get("episode_id") is not None:
+            raise ValueError("options['episode_id'] names one episode; a vector env resets num_envs of them")
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
         elif isinstance(seed, int):
@@ -261,7 +279,7 @@ class SocialVectorEnv(VectorEnv):
             if len(seed) != self.num_envs:
                 raise ValueError(f"got {len(seed)} seeds for {self.num_envs} envs")
             seeds = list(seed)
-        starts = [(m, _learner_seat(self.learner_seat, self._rng), s) for m, s in zip(self._matches, seeds)]
+        starts = [(m, _learner_seat(self.learner_seat, self._rng, options), s) for m, s in zip(self._matches, seeds)]
         _start_episodes(starts, options, self.partner, self.max_restarts)
         self._needs_reset[:] = False
         return self._batch_obs(), self._batch_infos()

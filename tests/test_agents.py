@@ -9,7 +9,7 @@ from agents.llm_agent import HumanAgent, LLMAgent, parse_reply
 from agents.runner import EpisodeJob, jobs_for, run_episodes
 from agents.spec import PolicySpec, parse_spec
 from benchmarks.cli import main
-from sotopia_env import ActionType, SocialParallelEnv, read_episodes, split
+from sotopia_env import ActionType, EpisodeStart, SocialParallelEnv, read_episodes, split
 
 
 @pytest.mark.parametrize(
@@ -146,5 +146,5 @@ def test_episode_command_with_scripted_agents_prints_and_records(tmp_path, capsy
 
 
 def test_episode_ids_are_deterministic_per_job():
-    job = EpisodeJob("s", ("a", "b"), seed=3)
-    assert job.id == "s|a|b|3" and EpisodeJob("s", ("a", "b"), 3, tag="x").id == "s|a|b|3|x"
+    job = EpisodeJob(EpisodeStart("s", 3, characters=("a", "b")))
+    assert job.id == "s|a|b|3" and EpisodeJob(EpisodeStart("s", 3, characters=("a", "b")), tag="x").id == "s|a|b|3|x"

@@ -224,8 +224,8 @@ def test_leave_terminates_and_episode_info_is_reported():
     obs, rewards, term, trunc, infos = env.step({"agent_1": {"action_type": "leave", "argument": "ignored"}})
     assert term == {"agent_0": True, "agent_1": True} and trunc == {"agent_0": False, "agent_1": False}
     assert env.agents == []
-    assert infos["agent_0"]["episode"]["end_reason"] == "leave"
-    assert infos["agent_1"]["episode"]["judge_scores"] == {"goal": 7.0}
+    assert infos["agent_0"]["sotopia_episode"]["end_reason"] == "leave"
+    assert infos["agent_1"]["sotopia_episode"]["judge_scores"] == {"goal": 7.0}
     assert env.episode.judge_scores["agent_0"] == {"goal": 7.0}
 
 
@@ -331,7 +331,7 @@ def test_gym_env_learner_in_second_seat_gets_partner_opening():
     obs, info = env.reset(seed=0)
     assert obs["seat"] == 1 and obs["your_turn"] == 1 and obs["history"][0]["argument"] == "Opening line."
     obs, reward, terminated, truncated, info = env.step("My reply.")
-    assert terminated and info["episode"]["end_reason"] == "leave"  # partner ran out of lines and left
+    assert terminated and info["sotopia_episode"]["end_reason"] == "leave"  # partner ran out of lines and left
 
 
 def test_vector_env_batches_partner_calls_and_autoresets_next_step():

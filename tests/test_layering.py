@@ -175,3 +175,12 @@ def test_no_import_circle_between_modules():
         if v not in index:
             visit(v)
     assert circles == []
+
+
+def test_importing_the_env_and_the_shims_common_layer_loads_no_trainer_framework():
+    loaded = _fresh(
+        "import sys\n"
+        "import sotopia_env, sotopia_social, agents.text_session, trainers.interop\n"
+        "print(sorted(m for m in ('openenv', 'verifiers', 'trl', 'skyrl_gym', 'torch') if m in sys.modules))"
+    )
+    assert loaded == "[]"

@@ -20,7 +20,7 @@ from agents.engine import SamplingParams
 from agents.llm_agent import LLMAgent
 from agents.runner import EpisodeJob, run_episodes
 from agents.spec import make_policies
-from sotopia_env import read_episodes
+from sotopia_env import EpisodeStart, read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "test-" + secrets.token_urlsafe(16)
@@ -156,7 +156,7 @@ def test_server_killed_mid_run_and_restarted_loses_and_repeats_nothing(server, t
     out = tmp_path / "episodes.jsonl"
     engine = engine_for(server, backoff_base_s=1.0, backoff_max_s=8.0, max_retries=60, retry_budget_s=600)
     agent = LLMAgent(engine, SamplingParams(max_new_tokens=16, temperature=0.7, seed=0))
-    jobs = [EpisodeJob("neg-used-bike", ("ben_kowalski", "amara_okafor"), seed=s) for s in range(6)]
+    jobs = [EpisodeJob(EpisodeStart("neg-used-bike", s, characters=("ben_kowalski", "amara_okafor"))) for s in range(6)]
     restarted = threading.Event()
 
     def kill_and_restart() -> None:
@@ -190,7 +190,7 @@ def test_an_episode_through_the_server_records_the_base_model_and_the_adapter(se
     )
     out = tmp_path / "episodes.jsonl"
     run_episodes(
-        [EpisodeJob("neg-used-bike", ("ben_kowalski", "amara_okafor"), seed=0)],
+        [EpisodeJob(EpisodeStart("neg-used-bike", 0, characters=("ben_kowalski", "amara_okafor")))],
         (learner, partner),
         out,
         env_kwargs={"max_turns": 2},

@@ -170,9 +170,9 @@ def test_the_env_the_runner_and_the_benchmark_choose_pairings_the_same_way():
     # The runner draws for every unlisted scenario from one generator seeded once; a listed scenario draws
     # nothing from it, so here `easy` gets the pairs of seed 3 itself.
     jobs = jobs_for([hard, easy], pairs_per_scenario=2, seed=3)
-    assert [(j.scenario, j.characters) for j in jobs] == [(hard.id, p) for p in library_pairings()[hard.id][:2]] + [
-        (easy.id, p) for p in scenario_pairings(easy.id, characters, 2, 3)
-    ]
+    assert [(j.start.scenario, j.start.characters) for j in jobs] == [
+        (hard.id, p) for p in library_pairings()[hard.id][:2]
+    ] + [(easy.id, p) for p in scenario_pairings(easy.id, characters, 2, 3)]
     cells = plan(BenchmarkConfig(split="all", pairings=2, seed=4))
     drawn = scenario_pairings(easy.id, characters, 2, 4)
     assert sorted({c.characters for c in cells if c.scenario == easy.id}) == drawn

@@ -6,12 +6,14 @@ from __future__ import annotations
 from agents.engine import SamplingParams, request_seed
 from agents.llm_agent import LLMAgent
 from agents.runner import EpisodeJob, run_episodes
-from sotopia_env import read_episodes
+from sotopia_env import EpisodeStart, read_episodes
 
 JOBS = [
-    EpisodeJob("acc-sleepover-rules", ("dana_levi", "jasmine_kaur"), seed=0),
-    EpisodeJob("acc-sleepover-rules", ("dana_levi", "jasmine_kaur"), seed=1),  # a repeat of the same cell
-    EpisodeJob("com-art-commission", ("amara_okafor", "rosa_delgado"), seed=0),
+    EpisodeJob(EpisodeStart("acc-sleepover-rules", 0, characters=("dana_levi", "jasmine_kaur"))),
+    EpisodeJob(
+        EpisodeStart("acc-sleepover-rules", 1, characters=("dana_levi", "jasmine_kaur"))
+    ),  # a repeat of the same cell
+    EpisodeJob(EpisodeStart("com-art-commission", 0, characters=("amara_okafor", "rosa_delgado"))),
 ]
 
 

@@ -44,7 +44,7 @@ from agents.engine import SamplingParams, request_seed
 from agents.llm_agent import REPLY_STOP, build_messages
 from agents.played import TrainedReply, end_ids, trained_reply
 from agents.runner import Pool, load_pool
-from sotopia_env import RewardContext, Scenario, SocialParallelEnv, split
+from sotopia_env import EpisodeStart, RewardContext, Scenario, SocialParallelEnv, split
 from sotopia_env.env import describe_reward, score_contexts, step_envs, would_earn_many
 from sotopia_env.jsonio import append_jsonl, read_json, write_json_atomic, write_jsonl_atomic
 from sotopia_env.policy import act_batch
@@ -57,15 +57,6 @@ from trainers.heldout import split_scenarios
 from trainers.learner import Group, Learner, group_of, load_reward_model, policy_sampling, reply_health
 
 AGENTS = ("agent_0", "agent_1")
-
-
-@dataclass(frozen=True)
-class Start:
-    """Where an episode begins: scenario, the env's seed (which draws the character pairing), learner seats."""
-
-    scenario: str
-    seed: int
-    learners: tuple[str, ...]
 
 
 @dataclass
@@ -89,7 +80,7 @@ class Rollout:
 
     id: str  # the rollout's key, which seeds its requests; its episode's id also names the run
     env: SocialParallelEnv
-    start: Start
+    start: EpisodeStart
     obs: dict[str, Any] = field(default_factory=dict)
     dropped: int = 0  # groups left out because a reward in them was not finite (--nonfinite-rewards drop)
     turns: list[LearnerTurn] = field(default_factory=list)
@@ -143,12 +134,12 @@ class TimedReward:
         return seconds
 
 
-def seat_plan(cfg: GRPOConfig, index: int) -> tuple[str, ...]:
+def seat_plan(cfg: GRPOConfig, index: int) -> int | str:
     if cfg.learner_seat == "both":
-        return AGENTS
+        return "both"
     if cfg.learner_seat == "alternate":
-        return (AGENTS[index % 2],)
-    return (AGENTS[int(cfg.learner_seat)],)
+        return index % 2
+    return int(cfg.learner_seat)
 
 
 def scenario_split(cfg: GRPOConfig, scenarios: Mapping[str, Scenario] | None = None) -> tuple[list[str], list[str]]:
@@ -157,12 +148,12 @@ def scenario_split(cfg: GRPOConfig, scenarios: Mapping[str, Scenario] | None = N
     return split_scenarios((s.id for s in split(cfg.split, scenarios)), cfg.seed, f"split {cfg.split!r}")
 
 
-def step_starts(cfg: GRPOConfig, step: int, scenarios: Sequence[str]) -> list[Start]:
+def step_starts(cfg: GRPOConfig, step: int, scenarios: Sequence[str]) -> list[EpisodeStart]:
     """The step's B starts. They depend on (seed, step, index) only, so a resumed run replays the same ones."""
     starts = []
     for i in range(cfg.prompts_per_step):
         rng = random.Random(request_seed(cfg.seed, "start", step, i))
-        starts.append(Start(rng.choice(list(scenarios)), rng.randrange(1 << 30), seat_plan(cfg, i)))
+        starts.append(EpisodeStart(rng.choice(list(scenarios)), rng.randrange(1 << 30), seat_plan(cfg, i)))
     return starts
 
 
@@ -197,7 +188,7 @@ class OnlineGRPO:
 
     # --- playing ---------------------------------------------------------------------------------------
 
-    def new_rollout(self, key: str, start: Start, meta: dict[str, Any]) -> Rollout:
+    def new_rollout(self, key: str, start: EpisodeStart, meta: dict[str, Any]) -> Rollout:
         models = {
             a: f"grpo:{self.cfg.base}@{self.learner.version}" if a in start.learners else self.partner_name
             for a in AGENTS
@@ -210,7 +201,7 @@ class OnlineGRPO:
             reward_fn=self.reward_fn,
             agent_models=models,
         )
-        obs, _ = env.reset(seed=start.seed, options={"scenario": start.scenario})
+        obs, _ = env.reset(seed=start.seed, options=start.options())
         # The record's id names the run (and an evaluation its tag), so no two runs' dialogues share one; the
         # rollout's key, the same in every run and in both evaluations, seeds its requests.
         env.episode.id = scoped_id(self.run_id, f"{key}|{meta['eval']}" if "eval" in meta else key)
@@ -309,7 +300,7 @@ class OnlineGRPO:
             return None
         return reward_std([x for part in distributed.gather(values) for x in part])
 
-    def turn_step(self, step: int, starts: list[tuple[int, Start]]) -> StepData:
+    def turn_step(self, step: int, starts: list[tuple[int, EpisodeStart]]) -> StepData:
         rollouts = [self.new_rollout(f"train|{step}|{i}", s, {"step": step, "credit": "turn"}) for i, s in starts]
         self.play(rollouts, self.cfg.group_size)
         turns = [c for r in rollouts for c in r.candidates]
@@ -318,7 +309,7 @@ class OnlineGRPO:
         groups = [group_of(ids, replies, adv) for (ids, replies, _), adv in zip(turns, advantages)]
         return StepData([g for g in groups if g is not None], rollouts, rewards, sum(r.dropped for r in rollouts))
 
-    def episode_step(self, step: int, starts: list[tuple[int, Start]]) -> StepData:
+    def episode_step(self, step: int, starts: list[tuple[int, EpisodeStart]]) -> StepData:
         cfg = self.cfg
         rollouts = [
             self.new_rollout(f"train|{step}|{i}|{m}", s, {"step": step, "credit": "episode", "member": m})
@@ -359,7 +350,9 @@ class OnlineGRPO:
         """Mean env reward of the policy's utterances in held-out episodes (same starts and seeds every time).
         Each rank plays its share of the starts; the main rank writes them all, in start order."""
         starts = [
-            Start(heldout[k % len(heldout)], request_seed(self.cfg.seed, "eval", k) % (1 << 30), seat_plan(self.cfg, k))
+            EpisodeStart(
+                heldout[k % len(heldout)], request_seed(self.cfg.seed, "eval", k) % (1 << 30), seat_plan(self.cfg, k)
+            )
             for k in range(self.cfg.heldout_states)
         ]
         rollouts = [

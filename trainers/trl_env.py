@@ -33,11 +33,10 @@ what our own trainer does (`sotopia-env grpo --rollout env --credit turn|episode
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +48,22 @@ from agents.multiturn import turn_ids, turn_text
 from agents.played import TrainedReply, end_ids, trained_reply
 from agents.render import render_chat
 from agents.transformers_engine import TransformersEngine
-from sotopia_env import Episode, Policy, RewardContext, Scenario, SocialParallelEnv, UtteranceReward, split, step_envs
+from sotopia_env import (
+    Character,
+    Episode,
+    EpisodeStart,
+    Policy,
+    RewardContext,
+    Scenario,
+    SocialParallelEnv,
+    UtteranceReward,
+    other_agent,
+    split,
+    step_envs,
+)
 from sotopia_env.jsonio import append_jsonl
 from sotopia_env.policy import act_batch
 from sotopia_env.provenance import check_same_settings, scoped_id, settings_beside
-from trainers.online import AGENTS, Start
 
 
 def episode_starts(
@@ -70,24 +80,23 @@ def episode_starts(
     rng = random.Random(seed)
     rows = []
     for i in range(count):
-        seat = AGENTS[i % 2] if learner_seat == "alternate" else AGENTS[int(learner_seat)]
-        start = Start(rng.choice(ids), rng.randrange(1 << 30), (seat,))
-        rows.append({"prompt": json.dumps(asdict(start))})
+        seat = i % 2 if learner_seat == "alternate" else int(learner_seat)
+        start = EpisodeStart(rng.choice(ids), rng.randrange(1 << 30), seat)
+        rows.append({"prompt": start.to_json()})
     return Dataset.from_list(rows)
 
 
-def parse_start(prompt: Any) -> Start:
+def parse_start(prompt: Any) -> EpisodeStart:
     """The episode start a dataset prompt names (see `episode_starts`)."""
     try:
-        data = json.loads(prompt)
-        start = Start(str(data["scenario"]), int(data["seed"]), tuple(data["learners"]))
+        start = EpisodeStart.from_json(prompt)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(
             f"EnvRollout reads each dataset prompt as an episode start in JSON, not {str(prompt)[:80]!r}; "
             "build the train dataset with trainers.trl_env.episode_starts"
         ) from exc
-    if len(start.learners) != 1 or start.learners[0] not in AGENTS:
-        raise ValueError(f"an episode start for TRL names one learner seat (agent_0 or agent_1), not {start.learners}")
+    if len(start.learners) != 1:
+        raise ValueError(f"an episode start for TRL names one learner seat (0 or 1), not {start.seat!r}")
     return start
 
 
@@ -109,7 +118,7 @@ class Dialogue:
 
     @property
     def partner(self) -> str:
-        return AGENTS[1 - AGENTS.index(self.learner)]
+        return other_agent(self.learner)
 
     @property
     def playing(self) -> bool:
@@ -135,6 +144,9 @@ class EnvRollout:
     max_new_tokens: int = 64  # per reply
     max_prompt_tokens: int = 1024  # the opening observation, fitted by agents.render
     scenarios: Sequence[Scenario] | str | None = None  # the pool start ids are looked up in (default: the library)
+    # A library folder's characters and pairings (agents.runner.load_pool); default: the shipped library's.
+    characters: Sequence[Character] | Mapping[str, Character] | None = None
+    pairings: Mapping[str, Sequence[tuple[str, str]]] | None = None
     batch_size: int = 32  # sequences per generate call
     episodes_path: str | Path | None = None  # append every dialogue as an Episode (meta["trl"])
     # The run's id in every episode id (never in request seeds): by default the one recorded beside
@@ -182,11 +194,12 @@ class EnvRollout:
             "utterance_rewards": [d.rewards for d in dialogues],
         }
 
-    def _start(self, start: Start, episode_id: str, model_name: str) -> Dialogue:
-        learner = start.learners[0]
-        partner = AGENTS[1 - AGENTS.index(learner)]
+    def _start(self, start: EpisodeStart, episode_id: str, model_name: str) -> Dialogue:
+        learner, partner = start.learner, start.partner
         env = SocialParallelEnv(
             scenarios=self.scenarios,
+            characters=self.characters,
+            pairings=self.pairings,
             max_turns=self.max_turns,
             reward_fn=self.reward_fn,
             agent_models={
@@ -194,7 +207,7 @@ class EnvRollout:
                 partner: getattr(self.partner, "model_name", type(self.partner).__name__),
             },
         )
-        obs, _ = env.reset(seed=start.seed, options={"scenario": start.scenario})
+        obs, _ = env.reset(seed=start.seed, options=start.options())
         env.episode.id = episode_id
         return Dialogue(env, learner, obs)
 
