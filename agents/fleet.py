@@ -14,7 +14,7 @@ behaves as a plain endpoint with retries. The retrying itself is the engine's on
 (`OpenAIEngine._with_retries`): a request retried on another server keeps its prompt and seed, so its answer
 does not depend on which server gave it. The fleet also remembers which adapter each server is known to hold:
 a server new to the engine, or back from being out, holds an unknown set, and the engine gives it the current
-adapter before it serves again.
+adapter (and unloads the versions pruned meanwhile) before it serves again.
 """
 
 from __future__ import annotations

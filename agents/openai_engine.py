@@ -14,7 +14,8 @@ one that cannot be reached, or answers server errors repeatedly, is taken out fo
 is retried at once on another, with the same prompt and seed. A request that times out on a server that still
 answers its model list is retried elsewhere, and the slow server stays in service. `load_adapter` loads the new
 version into every server in service before it returns, and a server coming back gets the current version
-before it serves again, so no sample comes from an old adapter.
+before it serves again, so no sample comes from an old adapter; `unload_adapter` unloads an old version from
+every server that holds it.
 """
 
 from __future__ import annotations
@@ -260,7 +261,8 @@ class OpenAIEngine:
         return True
 
     async def _give_adapter(self, client: Any, endpoint: Endpoint, name: str, path: str) -> None:
-        """Make sure the server holds adapter `name`: loaded from `path` unless the server already lists it."""
+        """Make sure the server holds adapter `name`: loaded from `path` unless the server already lists it. The
+        versions of this engine it lists and the engine has unloaded since (it was out then) are unloaded."""
         import openai
 
         listed = {card.id for card in (await client.models.list()).data}
@@ -276,7 +278,19 @@ class OpenAIEngine:
                     "VLLM_ALLOW_RUNTIME_LORA_UPDATING=true, and put the adapter where every server can read it"
                 ) from exc
             log.info("loaded adapter %s (%s) into %s", name, path, endpoint.url)
+        ours = f"adapter-{self._adapter_tag}-v"
+        for stale in sorted(n for n in listed if n.startswith(ours) and n not in self.adapters and n != name):
+            await self._unload(client, endpoint, stale)
         endpoint.adapter = name
+
+    async def _unload(self, client: Any, endpoint: Endpoint, name: str) -> None:
+        import openai
+
+        try:
+            await client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=str)
+        except openai.NotFoundError:  # it does not hold it (restarted since it was loaded)
+            return
+        log.info("unloaded adapter %s from %s", name, endpoint.url)
 
     def _connections(self) -> Connections:
         return Connections(lambda url: self._client_cls(base_url=url, **self._client_args))
@@ -474,6 +488,39 @@ class OpenAIEngine:
             await self._with_retries(attempt, f"loading adapter {path}")
         finally:
             await connections.close()
+
+    def unload_adapter(self, path: str) -> None:
+        """Unload the adapter version(s) loaded from `path` from every server in service that holds them (`POST
+        /v1/unload_lora_adapter`): GRPO prunes its old versions so (`keep_adapters`). A server out of service, or
+        one the unload fails on, holds an unknown set: before it serves again it is given the current version and
+        loses the ones unloaded meanwhile. The version now served cannot be unloaded."""
+        names = [n for n, p in self.adapters.items() if p == str(path)]
+        if self.served_name in names:
+            raise ValueError(f"adapter {path} is the version in use ({self.served_name}); load another one first")
+        for name in names:
+            del self.adapters[name]
+        if names:
+            run_sync(self._unload_everywhere(names))
+
+    async def _unload_everywhere(self, names: list[str]) -> None:
+        connections = self._connections()
+
+        async def unload(endpoint: Endpoint) -> None:
+            for name in names:
+                await self._unload(connections.client(endpoint), endpoint, name)
+
+        now = time.monotonic()
+        targets = [e for e in self.fleet.endpoints if e.in_service(now)]
+        try:
+            results = await asyncio.gather(*(unload(e) for e in targets), return_exceptions=True)
+        finally:
+            await connections.close()
+        for endpoint, result in zip(targets, results):
+            if isinstance(result, BaseException):
+                endpoint.adapter = None  # unknown: cleaned up (`_give_adapter`) before it next serves
+                log.warning(
+                    "could not unload %s from %s (%s); retried before it next serves", names, endpoint.url, result
+                )
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -364,3 +364,82 @@ def test_a_slow_server_that_still_answers_is_kept_in_service_and_the_request_it_
         core.resume()
     [[again]] = engine.generate(CONVERSATIONS[:1], params)  # a, idle longest, answers: it was never out
     assert slow.answered == 1 and again.token_ids == sample.token_ids  # the request's seed, whichever server
+
+
+# --- adapter versions ------------------------------------------------------------------------------------------
+
+
+def test_the_adapter_versions_pruned_are_the_oldest_beyond_keep_and_never_the_one_pushed(tmp_path):
+    """OUT/adapters after a run resumed at step 12 from a run that had reached step 13: step-13 was left by the
+    earlier run and is numbered after the version pushed, so it is left alone (the run saves over it later)."""
+    from trainers.rollout_engines import old_versions
+
+    for name in ["step-2", "step-9", "step-10", "step-11", "step-12", "step-13", "rank-1", "notes"]:
+        (tmp_path / name).mkdir()
+    assert [p.name for p in old_versions(tmp_path / "step-12", keep=3)] == ["step-2", "step-9"]
+    assert [p.name for p in old_versions(tmp_path / "step-12", keep=1)] == ["step-2", "step-9", "step-10", "step-11"]
+    assert old_versions(tmp_path / "step-2", keep=1) == []
+
+
+def test_keeping_fewer_than_one_adapter_version_is_refused_naming_the_flag():
+    from trainers.grpo_config import GRPOConfig
+
+    with pytest.raises(ValueError, match=r"GRPOConfig.keep_adapters = 0: .* \(set --keep-adapters\)"):
+        GRPOConfig(keep_adapters=0)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_adapter_versions_beyond_keep_adapters_leave_the_disk_and_every_server_that_holds_them(
+    fleet, embedded_dir, tmp_path
+):
+    """GRPO's pushes (`RolloutEngines.push`) with keep_adapters=2 over both servers. Server b is out of service when
+    step-0's version is pruned, so it still holds it; when b is back, the next push finds it there and unloads it.
+    Other engines' adapters on the servers and other ranks' folders are left alone."""
+    import httpx
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.grpo_config import GRPOConfig
+    from trainers.rollout_engines import RolloutEngines
+
+    a, b = fleet
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(embedded_dir), LoraConfig(r=8, target_modules=["q_proj"])
+    )
+    engine = fleet_engine(fleet)
+    cfg = GRPOConfig(engine="openai", server=f"openai:smollm2@{engine.base_url}", lora_r=8, keep_adapters=2)
+    engines = RolloutEngines(cfg, model, AutoTokenizer.from_pretrained(embedded_dir), given=engine)
+    adapters = tmp_path / "adapters"
+    (adapters / "rank-1" / "step-0").mkdir(parents=True)
+
+    def held(server) -> list[str]:
+        return sorted(card["id"] for card in httpx.get(f"{server.base_url}/models").json()["data"])
+
+    before = {s.base_url: held(s) for s in fleet}
+    names = []
+
+    def push(step: int) -> None:
+        engines.push(model, adapters / f"step-{step}")
+        names.append(engine.served_name)
+
+    def ours(server) -> list[str]:
+        return [n for n in held(server) if n not in before[server.base_url]]
+
+    push(0)
+    push(1)
+    assert ours(a) == ours(b) == names[:2]
+    engine.fleet.take_out(engine.fleet.endpoints[1], "the test's")
+    push(2)  # to a alone; step-0 pruned: unloaded from a, while b (out) still holds it
+    assert ours(a) == names[1:3] and ours(b) == names[:2]
+    assert sorted(p.name for p in adapters.iterdir()) == ["rank-1", "step-1", "step-2"]
+    engine.fleet.endpoints[1].out_until = 0.0  # b's cool-down is over
+    push(3)  # b gets step-3 and loses step-0 (pruned while it was out); then step-1 is pruned everywhere
+    assert ours(a) == names[2:4] and ours(b) == names[3:4]
+    assert sorted(p.name for p in adapters.iterdir()) == ["rank-1", "step-2", "step-3"]
+    assert (adapters / "rank-1" / "step-0").is_dir()
+    assert sorted(engine.adapters) == names[2:4]
+    for server in fleet:
+        assert set(before[server.base_url]) <= set(held(server))  # other engines' adapters stay
+        for name in names[:2]:
+            assert server.log().count(f"Removed LoRA adapter: name '{name}'") == 1
