@@ -9,10 +9,13 @@ retrying cannot fix them.
 The API key comes from the environment (`api_key_env`), never from a file we write.
 
 Several base URLs of one model (`base_url="URL1,URL2"`, or a list) make a fleet (`agents.fleet`): each
-attempt goes to the least-loaded server in service; one that cannot be reached is taken out for a cool-down
-and the request is retried at once on another, with the same prompt and seed. `load_adapter` loads the new
+attempt goes to the least-loaded server in service, a retry to another server than the one that just failed;
+one that cannot be reached, or answers server errors repeatedly, is taken out for a cool-down, and the request
+is retried at once on another, with the same prompt and seed. A request that times out on a server that still
+answers its model list is retried elsewhere, and the slow server stays in service. `load_adapter` loads the new
 version into every server in service before it returns, and a server coming back gets the current version
-before it serves again, so no sample comes from an old adapter.
+before it serves again, so no sample comes from an old adapter; `unload_adapter` unloads an old version from
+every server that holds it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from .fleet import Connections, Endpoint, Fleet, split_urls
 
 log = logging.getLogger(__name__)
 MAX_RETRIES_ENV, RETRY_BUDGET_ENV = "SOTOPIA_OPENAI_MAX_RETRIES", "SOTOPIA_OPENAI_RETRY_BUDGET_S"
+# After a request timed out, how long its server has to answer its model list to count as slow rather than down
+# (at most the request timeout).
+PROBE_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 
@@ -71,6 +77,7 @@ class OpenAIEngine:
         max_prompt_tokens: int = 3072,
         context_length: int | None = None,
         server_cooldown_s: float = 10.0,
+        server_max_errors: int = 3,
         server_sampling_defaults: bool = False,
     ) -> None:
         """return_token_ids: ask a vLLM server for the sampled token ids (a vLLM extension; other servers
@@ -93,8 +100,11 @@ class OpenAIEngine:
         no room for them.
 
         base_url: one server, or several of the same model ("URL1,URL2" or a list): a fleet, routed by
-        `agents.fleet`; `max_concurrency` then applies per server, and a server that cannot be reached is
-        taken out for `server_cooldown_s` before it is tried again.
+        `agents.fleet`; `max_concurrency` then applies per server, and a server that cannot be reached, or
+        answers `server_max_errors` server errors (5xx) in a row, is taken out for `server_cooldown_s` before it
+        is tried again. A request that runs past `timeout_s` is abandoned (closing its connection makes a vLLM
+        server abort it) and retried; its server is taken out only if it does not answer its model list within
+        PROBE_TIMEOUT_S either: slow is not down.
 
         server_sampling_defaults: False (default) sends every sampling field but temperature and top-p at its
         neutral value (`NEUTRAL_SAMPLING`; top_k, min_p and repetition_penalty only to vLLM servers, which take
@@ -108,7 +118,8 @@ class OpenAIEngine:
         self.served_name = model  # what requests name: the base, or the adapter loaded into the server
         urls: list[str | None] = list(split_urls(base_url)) if base_url else [None]
         self.base_url = ",".join(urls) if base_url else None  # type: ignore[arg-type]
-        self.fleet = Fleet(urls, cooldown_s=server_cooldown_s)
+        self.fleet = Fleet(urls, cooldown_s=server_cooldown_s, max_errors=server_max_errors)
+        self.timeout_s = timeout_s
         # Local servers usually need no key; the client insists on one, so give it a placeholder.
         api_key = os.environ.get(api_key_env) or "EMPTY"
         self._client_args = {"api_key": api_key, "timeout": timeout_s, "max_retries": 0}
@@ -156,14 +167,14 @@ class OpenAIEngine:
 
         return isinstance(exc, openai.NotFoundError) and self.served_name in self.adapters
 
-    async def _with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """The one retry loop, for one server or a fleet: `call` makes one attempt (`_send` picks its server)."""
-        import openai
-
+    async def _with_retries(self, call: Callable[[list[Endpoint]], Awaitable[T]], what: str) -> T:
+        """The one retry loop, for one server or a fleet: `call(tried)` makes one attempt (`_send` picks its
+        server, another than the one in `tried` that failed last, and adds the server when the attempt fails)."""
         started = time.monotonic()
+        tried: list[Endpoint] = []
         for attempt in range(self.max_retries + 1):
             try:
-                return await call()
+                return await call(tried)
             except Exception as exc:
                 elapsed = time.monotonic() - started
                 lost_adapter = self._lost_adapter(exc)
@@ -177,23 +188,27 @@ class OpenAIEngine:
                         f"server is running at that URL, or wait longer with {MAX_RETRIES_ENV} / {RETRY_BUDGET_ENV}"
                     ) from exc
                 delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
-                # The server was taken out and another is in service, or the adapter is reloaded: no need to wait.
-                if lost_adapter or (isinstance(exc, openai.APIConnectionError) and self.fleet.any_in_service()):
+                # Another server in service has not failed this request, or the adapter is reloaded: no need to wait.
+                if lost_adapter or (tried and self.fleet.untried_in_service(tried)):
                     delay = 0.0
                 self.retries += 1
                 log.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt + 1, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _send(self, connections: Connections, call: Callable[[Any], Awaitable[T]], model: str) -> T:
-        """One attempt of a request naming `model` on the least-loaded server in service, which first gets that
-        adapter if it may lack it. A server that cannot be reached is taken out (the retry goes elsewhere)."""
+    async def _send(
+        self, connections: Connections, call: Callable[[Any], Awaitable[T]], model: str, tried: list[Endpoint]
+    ) -> T:
+        """One attempt of a request naming `model` on the least-loaded server in service that is not the one the
+        request failed on last (`tried`), which first gets that adapter if it may lack it. A failed attempt adds
+        its server to `tried` and tells the fleet what it says of the server (`_failed`); a 404 for our adapter
+        only says the server must be given it again."""
         import openai
 
-        endpoint = self.fleet.take()
+        endpoint = self.fleet.take(tried)
+        client = connections.client(endpoint)
         answered = False
         try:
-            client = connections.client(endpoint)
             if model in self.adapters and endpoint.adapter != model:
                 async with connections.lock(endpoint):  # one load per server, however many requests wait for it
                     if endpoint.adapter != model:
@@ -201,22 +216,57 @@ class OpenAIEngine:
             result = await call(client)
             answered = True
             return result
-        except openai.APIConnectionError as exc:  # refused, reset or timed out: out for the cool-down
-            self.fleet.take_out(endpoint, describe(exc))
-            raise
-        except openai.NotFoundError:
-            if model in self.adapters:
-                endpoint.adapter = None  # it lost our adapter: load it again on the retry
+        except Exception as exc:
+            if isinstance(exc, openai.NotFoundError) and model in self.adapters:
+                endpoint.adapter = None  # it lost our adapter (a restart), not its health: load it again
+            else:
+                tried.append(endpoint)
+                await self._failed(client, endpoint, exc)
             raise
         finally:
             self.fleet.release(endpoint, answered)
 
-    async def _give_adapter(self, client: Any, endpoint: Endpoint, name: str, path: str) -> None:
-        """Make sure the server holds adapter `name`: loaded from `path` unless the server already lists it."""
+    async def _failed(self, client: Any, endpoint: Endpoint, exc: BaseException) -> None:
+        """What a failed attempt says of its server. Refused or reset: out for the cool-down. A server error
+        (5xx): counted, `server_max_errors` in a row take it out. Timed out: out only if it does not answer its
+        model list either; a slow server that answers stays in service, and only the request was abandoned (its
+        connection closed, which makes a vLLM server abort it). Other errors say nothing of the server."""
         import openai
 
-        listed = await client.models.list()
-        if name not in {card.id for card in listed.data}:
+        if isinstance(exc, openai.APITimeoutError):
+            endpoint.failures += 1
+            if await self._answers(client):
+                log.warning(
+                    "%s is slow: a request timed out there, but it answers, so it stays in service", endpoint.url
+                )
+            else:
+                self.fleet.take_out(endpoint, f"{describe(exc)}, and its model list did not answer either")
+        elif isinstance(exc, openai.APIConnectionError):
+            endpoint.failures += 1
+            self.fleet.take_out(endpoint, describe(exc))
+        elif isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+            endpoint.failures += 1
+            self.fleet.server_error(endpoint, describe(exc))
+
+    async def _answers(self, client: Any) -> bool:
+        """Whether the server answers its model list within PROBE_TIMEOUT_S (at most the request timeout)."""
+        import openai
+
+        try:
+            await client.models.list(timeout=min(self.timeout_s, PROBE_TIMEOUT_S))
+        except openai.APIConnectionError:
+            return False
+        except openai.APIStatusError as exc:
+            return exc.status_code < 500  # it answered: a server without the list says 404
+        return True
+
+    async def _give_adapter(self, client: Any, endpoint: Endpoint, name: str, path: str) -> None:
+        """Make sure the server holds adapter `name`: loaded from `path` unless the server already lists it. The
+        versions of this engine it lists and the engine has unloaded since (it was out then) are unloaded."""
+        import openai
+
+        listed = {card.id for card in (await client.models.list()).data}
+        if name not in listed:
             try:
                 await client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": path}, cast_to=str)
             except openai.APIStatusError as exc:
@@ -228,7 +278,19 @@ class OpenAIEngine:
                     "VLLM_ALLOW_RUNTIME_LORA_UPDATING=true, and put the adapter where every server can read it"
                 ) from exc
             log.info("loaded adapter %s (%s) into %s", name, path, endpoint.url)
+        ours = f"adapter-{self._adapter_tag}-v"
+        for stale in sorted(n for n in listed if n.startswith(ours) and n not in self.adapters and n != name):
+            await self._unload(client, endpoint, stale)
         endpoint.adapter = name
+
+    async def _unload(self, client: Any, endpoint: Endpoint, name: str) -> None:
+        import openai
+
+        try:
+            await client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=str)
+        except openai.NotFoundError:  # it does not hold it (restarted since it was loaded)
+            return
+        log.info("unloaded adapter %s from %s", name, endpoint.url)
 
     def _connections(self) -> Connections:
         return Connections(lambda url: self._client_cls(base_url=url, **self._client_args))
@@ -294,7 +356,7 @@ class OpenAIEngine:
 
             async with limit:  # the same kwargs (prompt, seed) on every attempt, whichever server takes it
                 response = await self._with_retries(
-                    lambda: self._send(connections, create, kwargs["model"]), f"request {i}"
+                    lambda tried: self._send(connections, create, kwargs["model"], tried), f"request {i}"
                 )
             model = self._produced_by(response.model)
             choices = sorted(response.choices, key=lambda c: c.index)
@@ -337,7 +399,8 @@ class OpenAIEngine:
 
         try:
             models = await self._with_retries(
-                lambda: self._send(connections, lambda client: client.models.list(), self.served_name), "the model list"
+                lambda tried: self._send(connections, lambda client: client.models.list(), self.served_name, tried),
+                "the model list",
             )
         except openai.APIStatusError:  # a server without /v1/models: the context stays unknown
             return None
@@ -401,22 +464,23 @@ class OpenAIEngine:
         self.model_name = f"{self.base_model}+{path}"
 
     async def _load_everywhere(self, name: str, path: str) -> None:
-        import openai
-
         connections = self._connections()
 
-        async def attempt() -> None:
+        async def attempt(tried: list[Endpoint]) -> None:
             targets = self.fleet.in_service()
+            clients = [connections.client(e) for e in targets]
             results = await asyncio.gather(
-                *(self._give_adapter(connections.client(e), e, name, path) for e in targets), return_exceptions=True
+                *(self._give_adapter(c, e, name, path) for c, e in zip(clients, targets)), return_exceptions=True
             )
-            for endpoint, result in zip(targets, results):
-                if isinstance(result, openai.APIConnectionError):
-                    self.fleet.take_out(endpoint, describe(result))
-            refused = [r for r in results if isinstance(r, BaseException) and not self.retryable(r)]
+            failures = []
+            for client, endpoint, result in zip(clients, targets, results):
+                if isinstance(result, BaseException):
+                    tried.append(endpoint)
+                    await self._failed(client, endpoint, result)
+                    failures.append(result)
+            refused = [r for r in failures if not self.retryable(r)]
             if refused:
                 raise refused[0]
-            failures = [r for r in results if isinstance(r, BaseException)]
             if len(failures) == len(results):  # no server took it: retried (or reported) like a request
                 raise failures[0]
 
@@ -424,6 +488,39 @@ class OpenAIEngine:
             await self._with_retries(attempt, f"loading adapter {path}")
         finally:
             await connections.close()
+
+    def unload_adapter(self, path: str) -> None:
+        """Unload the adapter version(s) loaded from `path` from every server in service that holds them (`POST
+        /v1/unload_lora_adapter`): GRPO prunes its old versions so (`keep_adapters`). A server out of service, or
+        one the unload fails on, holds an unknown set: before it serves again it is given the current version and
+        loses the ones unloaded meanwhile. The version now served cannot be unloaded."""
+        names = [n for n, p in self.adapters.items() if p == str(path)]
+        if self.served_name in names:
+            raise ValueError(f"adapter {path} is the version in use ({self.served_name}); load another one first")
+        for name in names:
+            del self.adapters[name]
+        if names:
+            run_sync(self._unload_everywhere(names))
+
+    async def _unload_everywhere(self, names: list[str]) -> None:
+        connections = self._connections()
+
+        async def unload(endpoint: Endpoint) -> None:
+            for name in names:
+                await self._unload(connections.client(endpoint), endpoint, name)
+
+        now = time.monotonic()
+        targets = [e for e in self.fleet.endpoints if e.in_service(now)]
+        try:
+            results = await asyncio.gather(*(unload(e) for e in targets), return_exceptions=True)
+        finally:
+            await connections.close()
+        for endpoint, result in zip(targets, results):
+            if isinstance(result, BaseException):
+                endpoint.adapter = None  # unknown: cleaned up (`_give_adapter`) before it next serves
+                log.warning(
+                    "could not unload %s from %s (%s); retried before it next serves", names, endpoint.url, result
+                )
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

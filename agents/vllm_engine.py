@@ -120,6 +120,7 @@ class VLLMEngine:
         self.max_prompt_tokens = max_prompt_tokens or max_model_len - 1024
         self.lora_request: Any = None
         self.adapter_version = 0
+        self.adapters: dict[int, str] = {}  # every adapter version loaded and not unloaded: its LoRA id -> its path
         if adapter:
             self.load_adapter(adapter)
 
@@ -139,7 +140,19 @@ class VLLMEngine:
 
         self.adapter_version += 1
         self.lora_request = LoRARequest(f"adapter-v{self.adapter_version}", self.adapter_version, str(path))
+        self.adapters[self.adapter_version] = str(path)
         self.model_name = f"{self.model_name.split('+')[0]}+{path}"
+
+    def unload_adapter(self, path: str) -> None:
+        """Drop the adapter version(s) loaded from `path` from vLLM's LoRA cache (`LLMEngine.remove_lora`): GRPO
+        prunes its old versions so (`keep_adapters`). vLLM also evicts the least recently used beyond its
+        `max_cpu_loras` on its own. The version in use cannot be unloaded."""
+        ids = [i for i, p in self.adapters.items() if p == str(path)]
+        if self.lora_request is not None and self.lora_request.lora_int_id in ids:
+            raise ValueError(f"adapter {path} is the version in use; load another one first")
+        for i in ids:
+            self.llm.llm_engine.remove_lora(i)  # False if vLLM never loaded it or evicted it already
+            del self.adapters[i]
 
     def clear_adapter(self) -> None:
         """Back to the base model for later generations."""

@@ -173,3 +173,23 @@ def test_vllm_lora_hot_swap_changes_outputs(vllm_engine, random_loras):
     assert first != base and second != first
     assert name_2 != name_1  # a new name per version
     assert vllm_engine.model_name == "SmolLM2-135M-Instruct"
+
+
+@pytest.mark.vllm
+def test_a_vllm_engine_unloads_an_old_adapter_version_but_not_the_one_in_use(vllm_engine, random_loras):
+    """GRPO prunes old adapter versions (`RolloutEngines.push`, keep_adapters): in-process vLLM drops them from its
+    LoRA cache (`LLMEngine.remove_lora`)."""
+    first, second = (str(p) for p in random_loras)
+    try:
+        vllm_engine.load_adapter(first)
+        vllm_engine.generate(CONVERSATIONS[1:2], SamplingParams(max_new_tokens=2))  # vLLM loads it on first use
+        old = vllm_engine.lora_request.lora_int_id
+        assert old in vllm_engine.llm.llm_engine.list_loras()
+        with pytest.raises(ValueError, match="in use"):
+            vllm_engine.unload_adapter(first)
+        vllm_engine.load_adapter(second)
+        vllm_engine.unload_adapter(first)
+        assert old not in vllm_engine.llm.llm_engine.list_loras()
+        vllm_engine.unload_adapter(first)  # already gone: nothing to do
+    finally:
+        vllm_engine.clear_adapter()  # the engine is shared by the session

@@ -5,6 +5,7 @@ going, on the current adapter, when one server is killed mid-run and comes back.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -254,3 +255,191 @@ def test_grpo_on_states_through_a_fleet_samples_on_both_servers_from_each_versio
     assert versions == ["step-0", "step-0", "step-1"]  # evaluation, the step, evaluation
     assert all(models == {last} for last, models, _ in calls)
     assert all(min(answered) >= 1 for _, _, answered in calls)  # two or more requests a call: both servers serve
+
+
+# --- the fleet under faults ------------------------------------------------------------------------------------
+
+
+class AnsweringErrors:
+    """A stand-in for a broken server: a small real HTTP server on 127.0.0.1 answering every request with 500, the
+    answer vLLM gives once its engine has died. A real vLLM server then shuts itself down: it cannot be made to keep
+    answering 500 on demand, so this stands in for one. It records each request it got (and the seed it carried)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _fail(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(size)) if size else {}
+                owner.requests.append((f"{self.command} {self.path}", body.get("seed")))
+                error = {"error": {"message": "EngineCore encountered an issue", "type": "InternalServerError"}}
+                payload = json.dumps(error).encode()
+                self.send_response(500)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _fail
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.requests: list[tuple[str, int | None]] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.vllm
+def test_a_server_answering_500_is_taken_out_and_no_retry_goes_back_to_the_server_it_just_failed_on(fleet):
+    """A fleet of the stand-in 500 server (first, so it is picked first) and server a. The model list and requests 0
+    and 2 go to the stand-in (the least loaded when each was sent); each 500 is retried at once on a, never on the
+    server that just failed, and the third 500 in a row takes the stand-in out: it gets nothing more."""
+    a, _ = fleet
+    broken = AnsweringErrors()
+    try:
+        # Backoff of 30-60 s: a retry that waited would show in the time taken.
+        engine = fleet_engine([broken, a], backoff_base_s=60, backoff_max_s=60, server_cooldown_s=600)
+        params = SamplingParams(max_new_tokens=2, seed=3)
+        started = time.monotonic()
+        groups = engine.generate(CONVERSATIONS, params)
+        assert time.monotonic() - started < 30
+        assert all(len(g) == 1 and g[0].token_ids for g in groups)
+        completions = [seed for what, seed in broken.requests if what == "POST /v1/completions"]
+        assert [what for what, _ in broken.requests] == ["GET /v1/models"] + ["POST /v1/completions"] * 2
+        assert len(set(completions)) == 2  # each request failed there once: its retry went to a
+        out, live = engine.fleet.endpoints
+        assert not out.in_service(time.monotonic()) and live.in_service(time.monotonic())
+        assert (out.failures, out.answered, live.answered) == (3, 0, 1 + len(CONVERSATIONS))
+        assert engine.retries == 3
+        engine.generate(CONVERSATIONS[:2], params)  # out of service: nothing more reaches it
+        assert len(broken.requests) == 3 and live.answered == 3 + len(CONVERSATIONS)
+    finally:
+        broken.close()
+
+
+def engine_core(server):
+    """The engine-core process of a `vllm serve`: the child that runs the model, while the parent serves HTTP."""
+    import psutil
+
+    [core] = [p for p in psutil.Process(server.process.pid).children(recursive=True) if "EngineCore" in p.name()]
+    return core
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_a_slow_server_that_still_answers_is_kept_in_service_and_the_request_it_was_abandoned_by_is_aborted(fleet):
+    """Server a is made slow on demand: its engine core is stopped (SIGSTOP) while its HTTP front still answers. A
+    request to it times out; the engine asks a for its model list, which it answers, so a stays in service (a
+    refused or unanswered probe would take it out). The request is retried at once on b, and a aborts the abandoned
+    request when its connection closes (vLLM's `with_cancellation`), so the work is not done twice. Once a's engine
+    runs again, a answers the next request."""
+    a, b = fleet
+    engine = fleet_engine(fleet, timeout_s=5, context_length=2048, backoff_base_s=60, backoff_max_s=60)
+    params = SamplingParams(max_new_tokens=2, seed=5)
+    received = len(re.findall(r"Received request (\S+):", a.log()))
+    core = engine_core(a)
+    core.suspend()
+    try:
+        started = time.monotonic()
+        [[sample]] = engine.generate(CONVERSATIONS[:1], params)
+        assert time.monotonic() - started < 30  # the timeout (5 s), then at once on b
+        slow, other = engine.fleet.endpoints
+        assert slow.in_service(time.monotonic()) and (slow.failures, slow.answered, other.answered) == (1, 0, 1)
+        abandoned = re.findall(r"Received request (\S+):", a.log())[received:]
+        assert len(abandoned) == 1
+        deadline = time.monotonic() + 30
+        while f"Aborted request(s) {abandoned[0]}" not in a.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert f"Aborted request(s) {abandoned[0]}" in a.log()
+    finally:
+        core.resume()
+    [[again]] = engine.generate(CONVERSATIONS[:1], params)  # a, idle longest, answers: it was never out
+    assert slow.answered == 1 and again.token_ids == sample.token_ids  # the request's seed, whichever server
+
+
+# --- adapter versions ------------------------------------------------------------------------------------------
+
+
+def test_the_adapter_versions_pruned_are_the_oldest_beyond_keep_and_never_the_one_pushed(tmp_path):
+    """OUT/adapters after a run resumed at step 12 from a run that had reached step 13: step-13 was left by the
+    earlier run and is numbered after the version pushed, so it is left alone (the run saves over it later)."""
+    from trainers.rollout_engines import old_versions
+
+    for name in ["step-2", "step-9", "step-10", "step-11", "step-12", "step-13", "rank-1", "notes"]:
+        (tmp_path / name).mkdir()
+    assert [p.name for p in old_versions(tmp_path / "step-12", keep=3)] == ["step-2", "step-9"]
+    assert [p.name for p in old_versions(tmp_path / "step-12", keep=1)] == ["step-2", "step-9", "step-10", "step-11"]
+    assert old_versions(tmp_path / "step-2", keep=1) == []
+
+
+def test_keeping_fewer_than_one_adapter_version_is_refused_naming_the_flag():
+    from trainers.grpo_config import GRPOConfig
+
+    with pytest.raises(ValueError, match=r"GRPOConfig.keep_adapters = 0: .* \(set --keep-adapters\)"):
+        GRPOConfig(keep_adapters=0)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_adapter_versions_beyond_keep_adapters_leave_the_disk_and_every_server_that_holds_them(
+    fleet, embedded_dir, tmp_path
+):
+    """GRPO's pushes (`RolloutEngines.push`) with keep_adapters=2 over both servers. Server b is out of service when
+    step-0's version is pruned, so it still holds it; when b is back, the next push finds it there and unloads it.
+    Other engines' adapters on the servers and other ranks' folders are left alone."""
+    import httpx
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.grpo_config import GRPOConfig
+    from trainers.rollout_engines import RolloutEngines
+
+    a, b = fleet
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(embedded_dir), LoraConfig(r=8, target_modules=["q_proj"])
+    )
+    engine = fleet_engine(fleet)
+    cfg = GRPOConfig(engine="openai", server=f"openai:smollm2@{engine.base_url}", lora_r=8, keep_adapters=2)
+    engines = RolloutEngines(cfg, model, AutoTokenizer.from_pretrained(embedded_dir), given=engine)
+    adapters = tmp_path / "adapters"
+    (adapters / "rank-1" / "step-0").mkdir(parents=True)
+
+    def held(server) -> list[str]:
+        return sorted(card["id"] for card in httpx.get(f"{server.base_url}/models").json()["data"])
+
+    before = {s.base_url: held(s) for s in fleet}
+    names = []
+
+    def push(step: int) -> None:
+        engines.push(model, adapters / f"step-{step}")
+        names.append(engine.served_name)
+
+    def ours(server) -> list[str]:
+        return [n for n in held(server) if n not in before[server.base_url]]
+
+    push(0)
+    push(1)
+    assert ours(a) == ours(b) == names[:2]
+    engine.fleet.take_out(engine.fleet.endpoints[1], "the test's")
+    push(2)  # to a alone; step-0 pruned: unloaded from a, while b (out) still holds it
+    assert ours(a) == names[1:3] and ours(b) == names[:2]
+    assert sorted(p.name for p in adapters.iterdir()) == ["rank-1", "step-1", "step-2"]
+    engine.fleet.endpoints[1].out_until = 0.0  # b's cool-down is over
+    push(3)  # b gets step-3 and loses step-0 (pruned while it was out); then step-1 is pruned everywhere
+    assert ours(a) == names[2:4] and ours(b) == names[3:4]
+    assert sorted(p.name for p in adapters.iterdir()) == ["rank-1", "step-2", "step-3"]
+    assert (adapters / "rank-1" / "step-0").is_dir()
+    assert sorted(engine.adapters) == names[2:4]
+    for server in fleet:
+        assert set(before[server.base_url]) <= set(held(server))  # other engines' adapters stay
+        for name in names[:2]:
+            assert server.log().count(f"Removed LoRA adapter: name '{name}'") == 1

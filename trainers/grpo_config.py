@@ -27,6 +27,7 @@ NOT_COMPARED = (
     "micro_batch",
     "shared_prompt",
     "resume_anyway",
+    "keep_adapters",
 )
 
 
@@ -84,6 +85,13 @@ class GRPOConfig:
         metadata={
             "help": "with --engine openai: openai:SERVED_NAME@URL of a vLLM server on --base started with runtime "
             "LoRA loading (sotopia-env serve); each new adapter version is loaded into it from OUT/adapters"
+        },
+    )
+    keep_adapters: int = field(
+        default=3,
+        metadata={
+            "help": "with --engine vllm or openai: adapter versions kept in OUT/adapters and loaded in the engine; "
+            "older ones are deleted and unloaded (the one sampling is always kept)"
         },
     )
     vllm_memory: float | None = field(
@@ -236,6 +244,7 @@ class GRPOConfig:
             ),
             ("eval_samples", self.eval_samples >= 1, "must be at least 1 sample per held-out state"),
             ("save_every", self.save_every >= 1, "must be at least 1 step"),
+            ("keep_adapters", self.keep_adapters >= 1, "must be at least 1: the version sampling is always kept"),
             (
                 "vllm_memory",
                 self.vllm_memory is None or 0 < self.vllm_memory <= 1,

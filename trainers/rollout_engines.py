@@ -10,6 +10,7 @@ from the update (trainers/learner.py), so the learner reads like an update loop.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ def vllm_lora_rank(rank: int) -> int:
     if not fitting:
         raise ValueError(f"LoRA rank {rank} is over vLLM's largest max_lora_rank ({VLLM_LORA_RANKS[-1]})")
     return fitting[0]
+
+
+def old_versions(folder: Path, keep: int) -> list[Path]:
+    """The adapter versions (`step-N` folders) beside `folder`, the one just pushed, to remove so that `keep`
+    remain with it, oldest first. Versions numbered after it (left by a run that went further before a resume)
+    are not counted and stay; the run saves over them."""
+    steps = {int(p.name[5:]): p for p in folder.parent.glob("step-*") if p.name[5:].isdigit()}
+    pushed = next((n for n, p in steps.items() if p.name == folder.name), None)
+    older = [steps[n] for n in sorted(steps) if pushed is not None and n < pushed]
+    return older[: max(0, len(older) - (keep - 1))]
 
 
 def check_given_engine(cfg: GRPOConfig, engine: Any) -> None:
@@ -107,6 +118,9 @@ class RolloutEngines:
             folder = folder.parent / f"rank-{rank}" / folder.name
         model.save_pretrained(folder, selected_adapters=["default"])  # the trained adapter, not the reference
         self.remote.load_adapter(str(folder))
+        for old in old_versions(folder, self.cfg.keep_adapters):  # only once the new version is sampling
+            self.remote.unload_adapter(str(old))
+            shutil.rmtree(old)
 
     def summary(self) -> dict[str, Any]:
         """The colocated engine's memory share and whether it slept during updates (in-process vLLM only)."""
