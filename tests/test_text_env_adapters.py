@@ -65,6 +65,11 @@ def test_the_skyrl_style_text_env_is_the_gymnasium_env_step_for_step():
         else:
             assert out["observations"] == []
     assert text_env.rewards == [len(parse_reply(x).argument) / 10 for x in LEARNER]
+    # A framework reuses instances across episodes: the next episode starts with nothing of the last one.
+    text_env.init([])
+    assert text_env.rewards == []
+    text_env.step(LEARNER[0])
+    assert text_env.rewards == [len(parse_reply(LEARNER[0]).argument) / 10]
 
 
 def test_the_verl_style_interaction_plays_the_same_episode_through_its_async_calls():
