@@ -8,6 +8,7 @@ convert it once into a safetensors folder under the cache (`SOTOPIA_ENV_CACHE`, 
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -41,6 +42,17 @@ def embedded_model_dir() -> Path:
     target = cache_dir() / "models" / "smollm2-135m-instruct"
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One process converts; the others (parallel tests, ranks of a launcher) wait for it and use its result.
+    with open(target.parent / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").exists() and (target / "model.safetensors").exists():
+            return target
+        _convert_embedded(target)
+    return target
+
+
+def _convert_embedded(target: Path) -> None:
     gguf = embedded_gguf()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -67,7 +79,6 @@ def embedded_model_dir() -> Path:
         staging.rename(target)  # atomic: readers never see a partial checkpoint
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def resolve_model(name_or_path: str) -> str:
