@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Run by pytest-xdist (`-n 2`, as scripts/test.sh does), each worker gets one core: one thread per process, for
+# torch here and for the processes tests start (torchrun ranks, servers), instead of two each fighting for two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # vLLM in-process without its engine-core subprocess: simpler under pytest, same code path otherwise.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

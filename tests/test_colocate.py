@@ -101,13 +101,13 @@ logging.getLogger("agents.vllm_engine").addHandler(handler)
 cfg = GRPOConfig(out=sys.argv[1], engine="vllm", vllm_memory=0.2, vllm_sleep=True, lora_layers=2, tensorboard=False)
 learner = Learner(cfg, progress=False)
 try:
-    vllm_config = learner.vllm_engine.llm.llm_engine.vllm_config
+    vllm_config = learner.engines.remote.llm.llm_engine.vllm_config
     print(json.dumps({
         "reason": sleep_mode_unavailable(),
         "share": vllm_config.cache_config.gpu_memory_utilization,
         "built_with_sleep_mode": vllm_config.model_config.enable_sleep_mode,
-        "engine_sleeps": learner.vllm_engine.sleep_mode,
-        "sleeper": learner.sleeper is not None,
+        "engine_sleeps": learner.engines.remote.sleep_mode,
+        "sleeper": learner.engines.sleeper is not None,
         "said": said,
         "summary": {k: v for k, v in learner.finish({}).items() if k.startswith("vllm_")},
     }))

@@ -199,7 +199,9 @@ def grpo_setup(embedded_dir, tmp_path_factory):
     from test_trainers import judged_episodes
 
     root = tmp_path_factory.mktemp("ddp-grpo")
-    judged_episodes(root / "episodes.jsonl", [(1, 9), (5, 2)])  # 6 dialogue states: 1 held out, 5 to train on
+    # 9 dialogue states in two scenarios (6 of neg-used-bike, 3 of com-promotion): one scenario is held out whole
+    # (1 of its states evaluated), the other's states are trained on.
+    judged_episodes(root / "episodes.jsonl", [(1, 9), (5, 2), (7, 3)])
     torch.manual_seed(0)  # the same untrained reward model (its score head is random) in every session
     RewardModel.create(RewardModelConfig(max_length=384, lora_layers=2)).save(root / "rm")
     # 3 states per step over 2 ranks: shares of 2 and 1 groups, so a rank weighted by anything but its

@@ -74,29 +74,32 @@ def test_a_reward_model_giving_nan_stops_offline_grpo_before_anything_is_trained
     assert not (tmp_path / "grpo" / "metrics.jsonl").exists() and not (tmp_path / "grpo" / "adapter").exists()
 
 
-class QuestionsAreNaN:
-    """The real reward model, except that a question scores NaN: a reward model cannot be made to fail on chosen
-    inputs, so this wrapper stands in for one that does (the test says so)."""
+def odd(text: str) -> bool:
+    return len(text) % 2 == 1
+
+
+class OddLengthIsNaN:
+    """The real reward model, except that an utterance of odd length scores NaN: a reward model cannot be made to
+    fail on chosen inputs, so this wrapper stands in for one that does (the test says so). Length parity, not the
+    content, so about half of any sample group hits it whatever the embedded model says."""
 
     def __init__(self, rm) -> None:
         self.rm = rm
 
     def as_env_reward(self):
         env_reward = self.rm.as_env_reward()
-        owner = self
 
         class Reward:
-            description = "questions-are-NaN reward model"
+            description = "odd-length-is-NaN reward model"
 
             def __call__(self, context):
                 return self.batch([context])[0]
 
             def batch(self, contexts):
                 scores = env_reward.batch(contexts)
-                return [math.nan if "?" in c.action.argument else s for c, s in zip(contexts, scores)]
+                return [math.nan if odd(c.action.argument) else s for c, s in zip(contexts, scores)]
 
-        owner.reward = Reward()
-        return owner.reward
+        return Reward()
 
 
 @pytest.mark.slow
@@ -108,9 +111,8 @@ def test_turn_credit_stops_or_drops_and_counts_groups_with_a_non_finite_reward(
 
     RewardModel.create(RewardModelConfig(max_length=320)).save(tmp_path / "rm")
     load = online.load_reward_model
-    monkeypatch.setattr(online, "load_reward_model", lambda path: QuestionsAreNaN(load(path)))
-    # A partner that asks questions, so the learner (who echoes the style) is likely to ask some too; both seats'
-    # utterances are scored, and every learner turn's candidates are scored before one is played.
+    monkeypatch.setattr(online, "load_reward_model", lambda path: OddLengthIsNaN(load(path)))
+    # Both seats' utterances are scored, and every learner turn's candidates are scored before one is played.
     cfg = small(
         tmp_path / "grpo",
         tmp_path / "rm",
@@ -125,26 +127,26 @@ def test_turn_credit_stops_or_drops_and_counts_groups_with_a_non_finite_reward(
     )
     if mode == "stop":
         with pytest.raises(
-            NonFiniteReward, match="the reward function questions-are-NaN reward model gave nan for agent_"
+            NonFiniteReward, match="the reward function odd-length-is-NaN reward model gave nan for agent_"
         ):
             train_grpo(cfg, progress=False)
         return
     train_grpo(cfg, progress=False)
     rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     episodes = [json.loads(x) for x in (tmp_path / "grpo" / "episodes.jsonl").read_text().splitlines()]
-    asked = [
+    hit = [
         c
         for e in episodes
         for cands in e["meta"]["training"]["candidates"].values()
         for c in cands
-        if "?" in c["text"] and c["action_type"] == "speak"
+        if odd(c["text"]) and c["action_type"] == "speak"
     ]
-    assert sum(r["groups_dropped_nonfinite"] for r in rows) > 0 and asked, rows
-    for e in episodes:  # a played question is recorded at 0 and flagged; it is not trained on
+    assert sum(r["groups_dropped_nonfinite"] for r in rows) > 0 and hit, rows
+    for e in episodes:  # a played NaN utterance is recorded at 0 and flagged; it is not trained on
         flagged = set(e["meta"]["training"].get("nonfinite_rewards", []))
         learner = e["meta"]["training"]["learner_agents"][0]
         for turn in e["turns"]:
-            if turn["agent"] == learner and "?" in turn["argument"] and turn["action_type"] == "speak":
+            if turn["agent"] == learner and odd(turn["argument"]) and turn["action_type"] == "speak":
                 assert turn["index"] in flagged and turn["reward"] == 0.0
     bad = []  # strict JSON everywhere: no NaN or Infinity token
     for path in (tmp_path / "grpo").rglob("*.json*"):

@@ -104,7 +104,8 @@ def test_turn_credit_trains_on_candidates_the_env_scored_and_records_every_dialo
             if not trained:
                 continue
             _, completions, group_advs, masks = next(groups)
-            assert group_advs == pytest.approx([a for _, a in trained])
+            # (float32 in the trainer against float64 here: two close rewards over their small spread.)
+            assert group_advs == pytest.approx([a for _, a in trained], rel=1e-5, abs=1e-6)
             # What is trained of each candidate is what it played, and the end the sampler produced.
             for (candidate, _), ids, mask in zip(trained, completions, masks):
                 text = tokenizer.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=False)

@@ -250,8 +250,10 @@ def test_imported_episodes_run_through_label_train_rm_and_bc(files, tmp_path, em
     rm_args = ["--epochs", "1", "--batch-size", "8", "--max-length", "256", "--lora-layers", "2", "--eval-every", "2"]
     assert main(["train-rm", "--data", str(export / "reward_model.json"), "--out", str(tmp_path / "rm"), *rm_args]) == 0
     rm = json.loads((tmp_path / "rm" / "summary.json").read_text())
-    # 23 rows without episode ids: 5 held out (round(0.2 x 23)), 18 trained in ceil(18 / 8) = 3 steps.
-    assert (rm["train_rows"], rm["heldout_rows"], rm["steps"]) == (18, 5, 3)
+    # 23 rows without episode ids, split by dialogue (scenario and pair, read off each state): the five episodes
+    # are two such dialogues, the campers' 9 rows and the bakery's 14. One is held out whole (max(1, round(0.2 x
+    # 2))), the bakery's with this seed: 9 rows trained in ceil(9 / 8) = 2 steps.
+    assert (rm["train_rows"], rm["heldout_rows"], rm["steps"]) == (9, 14, 2)
     assert (tmp_path / "rm" / "best" / "adapter_config.json").exists()
     bc_args = ["--epochs", "1", "--batch-size", "4", "--max-length", "320", "--lora-layers", "2"]
     out = tmp_path / "bc"

@@ -425,18 +425,20 @@ def learner(embedded_dir, tmp_path_factory):
 
 
 def one_group(learner, advantages):
+    from agents.models import chat_token_ids
     from trainers.learner import Group
 
     tok = learner.tokenizer
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Offer a price."}], add_generation_prompt=True)
+    prompt = chat_token_ids(tok, [{"role": "user", "content": "Offer a price."}], add_generation_prompt=True)
     replies = [tok.encode(t, add_special_tokens=False) + [tok.eos_token_id] for t in ("I can do $400.", "No.")]
-    return Group(list(prompt), replies, list(advantages))
+    return Group(prompt, replies, list(advantages))
 
 
 def test_several_updates_on_one_batch_move_the_ratio_and_clip(learner):
-    """updates_per_batch > 1 reuses the batch: from the second pass the ratio to the sampling policy (the first
-    pass's log-probs) moves away from 1, and at this learning rate some tokens leave [1 - eps, 1 + eps]."""
-    learner.cfg.updates_per_batch = 4
+    """updates_per_batch > 1 reuses the batch: on the second pass the ratio to the sampling policy (the first
+    pass's log-probs) moves away from 1, and at this learning rate some tokens leave [1 - eps, 1 + eps]. (Two
+    passes: at 5e-2 more of them drive the KL term's exp(ref - new) past float range.)"""
+    learner.cfg.updates_per_batch = 2
     try:
         stats = learner.update(0, [one_group(learner, [1.0, -1.0])])
     finally:
