@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 from sotopia_env import SocialParallelEnv, split
@@ -66,9 +67,23 @@ def collect_command(cfg: CollectConfig) -> int:
 def serve_command(cfg: ServeConfig) -> int:
     import os
 
-    from .serve import server_command, server_env
+    from .serve import is_loopback, server_command, server_env
 
+    key = os.environ.get(cfg.api_key_env) or None
     cmd = server_command(cfg.model, port=cfg.port, host=cfg.host, served_name=cfg.served_name)
     print("starting:", " ".join(cmd), flush=True)
-    os.execve(cmd[0], cmd, server_env())
+    if key:
+        print(
+            f"every /v1 request must carry the API key in ${cfg.api_key_env} (clients: set $OPENAI_API_KEY to it)",
+            flush=True,
+        )
+    elif not is_loopback(cfg.host):
+        print(
+            f"warning: serving on {cfg.host}:{cfg.port} off loopback with no API key: anyone who can reach this "
+            "port can generate with the model and load a LoRA adapter from any path the server can read; set "
+            f"${cfg.api_key_env}",
+            file=sys.stderr,
+            flush=True,
+        )
+    os.execve(cmd[0], cmd, server_env(key))
     return 0  # not reached

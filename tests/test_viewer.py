@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
@@ -293,6 +296,60 @@ def test_a_short_game_against_a_scripted_policy_is_played_in_the_browser_and_rec
     assert episode.agent_models == {"agent_0": "human (browser)", "agent_1": cfg.partner}
     assert unfinished.end_reason == "unfinished"
     assert [t.argument for t in unfinished.turns] == ["Wait, I have to go.", "Who are you?"]
+
+
+ATTACKER_FORM = """<!doctype html><title>another site</title>
+<form id="forged" method="post" action="{target}">
+<input name="action_type" value="speak"><input name="text" value="Sent by another site."><input name="seat" value="0">
+<input name="csrf_token" value="a guess"></form>
+<script>document.getElementById("forged").submit()</script>"""
+
+
+@pytest.mark.slow
+def test_a_cross_origin_form_post_is_refused_and_a_game_is_still_played_by_clicking(browser, tmp_path):
+    """Another site's page (here served from a second server on another loopback port) makes the browser post
+    a form to the play server, to a game's act address (even knowing the game's key) and to /new: both are
+    refused, and the game is unchanged. The person's own clicks still play the game."""
+    out = tmp_path / "play.jsonl"
+    table = build_table(PlayConfig(partner="scripted:Hello.|Bye.", out=str(out)))
+    attacker, forged = FastAPI(), {}
+
+    @attacker.get("/{name}", response_class=HTMLResponse)
+    def attacker_page(name: str) -> str:
+        return forged[name]
+
+    with serve(create_play_app(table)) as url, serve(attacker) as elsewhere:
+        browser.get(url + "/")
+        with navigates(browser):
+            browser.find_element(By.ID, "start").click()
+        game_path = urllib.parse.urlsplit(browser.current_url).path
+        browser.find_element(By.ID, "text").send_keys("First move.")
+        with navigates(browser):
+            browser.find_element(By.ID, "send").click()
+        [game] = table.games.values()
+        said = [t.argument for t in game.env.episode.turns]
+        assert said == ["First move.", "Hello."]
+        forged.update(
+            act=ATTACKER_FORM.format(target=url + game_path + "/act"), new=ATTACKER_FORM.format(target=url + "/new")
+        )
+        for name in ("act", "new"):
+            browser.get(f"{elsewhere}/{name}")  # the page posts its form as soon as it loads
+            WebDriverWait(browser, 30).until(
+                lambda b: b.current_url.startswith(url) and b.execute_script("return document.readyState") == "complete"
+            )
+            refusal = " ".join(e.text for e in browser.find_elements(By.ID, "not-found"))
+            assert refusal.startswith(f"Refused a cross-origin request: it came from a page at '{elsewhere}'"), refusal
+        assert list(table.games.values()) == [game] and [t.argument for t in game.env.episode.turns] == said
+        browser.get(url + game_path)
+        browser.find_element(By.ID, "text").send_keys("Second move.")
+        with navigates(browser):
+            browser.find_element(By.ID, "send").click()
+        Select(browser.find_element(By.ID, "action_type")).select_by_value("leave")
+        with navigates(browser):
+            browser.find_element(By.ID, "send").click()
+        assert "The episode ended (leave)" in browser.find_element(By.ID, "finished").text
+    [episode] = read_episodes(out)
+    assert [t.argument for t in episode.turns] == ["First move.", "Hello.", "Second move.", "Bye.", ""]
 
 
 def test_a_partner_that_fails_is_reported_and_the_dialogue_so_far_kept(browser, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The `view` web app: FastAPI routes over a `Catalog` indexed at start. Pages are rendered on the server
-by Jinja2 (autoescaped), so they work with no script and no network."""
+by Jinja2 (autoescaped), so they work with no script and no network. Every request passes viewer/guard.py
+first (Host header, body size; a POST would need the server's token and its own origin: none is served)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from .catalog import FACETS, Catalog, Entry, Query
 from .charts import metric_names
+from .guard import Guard, new_token
 from .render import episode_context, page
 
 
@@ -45,15 +47,25 @@ def entry_href(catalog: Catalog, entry: Entry) -> str:
 
 
 def export_page(catalog: Catalog, entries: list[Entry]) -> str:
-    """One self-contained HTML file: styles inline, no script, no link outside the file."""
-    items = [episode_context(catalog.load(e), catalog.labels, catalog.reward_range) for e in entries]
+    """One self-contained HTML file: styles inline, no script, no link outside the file. An episode whose
+    file changed since it was chosen is left out (the caller refreshed the catalog just before)."""
+    episodes = [e for e in map(catalog.load, entries) if e is not None]
+    items = [episode_context(e, catalog.labels, catalog.reward_range) for e in episodes]
     return page("export.html", items=items, when=time.strftime("%Y-%m-%d %H:%M"), app_name="export")
 
 
-def create_app(catalog: Catalog, page_size: int = 50, export_limit: int = 100) -> FastAPI:
+def create_app(catalog: Catalog, page_size: int = 50, export_limit: int = 100, host: str = "127.0.0.1") -> FastAPI:
+    """host: the address the server is bound to (a Host header naming it is accepted, besides loopback's)."""
     app = FastAPI(title="sotopia-env view", docs_url=None, redoc_url=None, openapi_url=None)
     common = {"catalog": catalog, "app_name": "view"}
+
+    def refusal(status: int, message: str) -> str:
+        return page("not_found.html", message=message, heading="Refused", catalog=None, app_name="view")
+
+    app.add_middleware(Guard, bound_host=host, token=new_token(), error_page=refusal)
     catalog.select(Query())  # the unfiltered list, counted once before the first visit
+    # Every page that shows episodes, labels or problems first catches up with files changed since
+    # (`Catalog.refresh`: one stat per file when nothing changed).
 
     @app.exception_handler(HTTPException)
     async def error_page(request: Request, exc: HTTPException) -> HTMLResponse:
@@ -67,6 +79,7 @@ def create_app(catalog: Catalog, page_size: int = 50, export_limit: int = 100) -
     @app.get("/", response_class=HTMLResponse)
     def episode_list(request: Request) -> str:
         query = parse_query(request.query_params)
+        catalog.refresh()
         selection = catalog.select(query)
         pages = max(1, math.ceil(len(selection.entries) / page_size))
         try:
@@ -89,14 +102,17 @@ def create_app(catalog: Catalog, page_size: int = 50, export_limit: int = 100) -
 
     @app.get("/episode/{episode_id:path}", response_class=HTMLResponse)
     def episode_page(episode_id: str, copy: int = 0) -> str:
-        entry = catalog.find(episode_id, copy)
-        if entry is None:
+        try:
+            found = catalog.episode(episode_id, copy)
+        except RuntimeError as exc:  # its file is being rewritten again and again
+            raise HTTPException(503, str(exc)) from None
+        if found is None:
             raise HTTPException(
                 404,
                 f"No episode with id {episode_id!r} in the {len(catalog.sources)} file(s) being viewed "
                 f"({len(catalog.entries)} episodes). Check the id, or find the episode in the list.",
             )
-        episode = catalog.load(entry)
+        entry, episode = found
         return page(
             "episode.html",
             c=episode_context(episode, catalog.labels, catalog.reward_range),
@@ -109,6 +125,7 @@ def create_app(catalog: Catalog, page_size: int = 50, export_limit: int = 100) -
 
     @app.get("/problems", response_class=HTMLResponse)
     def problems() -> str:
+        catalog.refresh()
         return page("problems.html", **common)
 
     @app.get("/run/{index}", response_class=HTMLResponse)
@@ -133,7 +150,9 @@ def create_app(catalog: Catalog, page_size: int = 50, export_limit: int = 100) -
 
     @app.get("/export", response_class=HTMLResponse)
     def export(request: Request) -> HTMLResponse:
-        chosen = catalog.select(parse_query(request.query_params)).entries[:export_limit]
+        query = parse_query(request.query_params)
+        catalog.refresh()
+        chosen = catalog.select(query).entries[:export_limit]
         return HTMLResponse(
             export_page(catalog, chosen), headers={"Content-Disposition": 'attachment; filename="episodes.html"'}
         )

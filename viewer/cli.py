@@ -14,6 +14,7 @@ from sotopia_env.episode import write_text_atomic
 from .app import create_app, export_page
 from .catalog import Catalog, Query
 from .configs import PlayConfig, ViewConfig
+from .guard import exposure_warning
 from .play import build_table, create_play_app
 
 
@@ -28,6 +29,12 @@ def load_catalog(cfg: ViewConfig) -> Catalog:
     for problem in catalog.problems:
         print(f"warning: {problem}", file=sys.stderr)
     return catalog
+
+
+def warn_if_exposed(host: str, port: int, what: str) -> None:
+    warning = exposure_warning(host, port, what)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
 
 
 def view_command(cfg: ViewConfig) -> int:
@@ -62,7 +69,8 @@ def view_command(cfg: ViewConfig) -> int:
         )
         print(f"wrote {len(kept)} episode(s){more} to {Path(cfg.export).resolve()}")
         return 0
-    app = create_app(catalog, page_size=cfg.page_size, export_limit=cfg.export_limit)
+    app = create_app(catalog, page_size=cfg.page_size, export_limit=cfg.export_limit, host=cfg.host)
+    warn_if_exposed(cfg.host, cfg.port, "every episode in these files, with each character's goals and secrets")
     print(f"serving on http://{cfg.host}:{cfg.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     return 0
@@ -72,6 +80,11 @@ def play_command(cfg: PlayConfig) -> int:
     print(f"loading the partner {cfg.partner!r} ...", flush=True)
     table = build_table(cfg)
     app = create_play_app(table)
+    warn_if_exposed(
+        cfg.host,
+        cfg.port,
+        "the scenarios' goals and secrets, and can start games on your partner model (a game itself needs its key)",
+    )
     print(f"play on http://{cfg.host}:{cfg.port}/ ; episodes go to {cfg.out} (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     return 0

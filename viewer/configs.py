@@ -102,6 +102,19 @@ class PlayConfig(GenerationConfig):
     judge: str | None = field(default=None, metadata={"help": "judge policy spec: score the dialogue (Sotopia-EVAL)"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to serve on (loopback: only this machine)"})
     port: int = field(default=8766)
+    max_games: int = field(
+        default=50,
+        metadata={
+            "help": "games the server holds at once; when full, a new game drops the oldest finished game, else "
+            "the oldest idle one (saved as unfinished), else it is refused"
+        },
+    )
+    idle_minutes: float = field(
+        default=30.0,
+        metadata={
+            "help": "a game with no move (or judge, or partner retry) this long may be dropped to make room (saved first)"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -125,5 +138,7 @@ class PlayConfig(GenerationConfig):
                     "must be a reward model folder (e.g. runs/rm/best from `sotopia-env train-rm`)",
                 ),
                 ("port", 0 < self.port < 65536, "must be a TCP port, 1 to 65535"),
+                ("max_games", self.max_games >= 1, "must be at least 1"),
+                ("idle_minutes", self.idle_minutes > 0, "must be above 0"),
             ]
         )

@@ -4,11 +4,18 @@ Each game is a `SocialParallelEnv` held by the server: the person's form becomes
 `env.step`, the partner's move is asked of its policy on the server as soon as it is the partner's turn, and
 the finished episode (judged, when a judge is given) is appended to the output file like any other record.
 The page shows the seat's own observation text, nothing of the partner's goal or secrets.
+
+A game's address holds its key (`secrets.token_urlsafe`): only whoever has it reaches the game, and the start
+page lists a browser only the games it started (a cookie of their keys). Model and judge calls run in worker
+threads, never on the event loop, so a slow judge does not hold up other pages. What every request must
+pass first (Host, Origin, the form token, the body size) is in viewer/guard.py.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +26,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from agents.spec import make_policies
@@ -28,18 +36,24 @@ from sotopia_env.episode import append_jsonl
 from sotopia_env.policy import act_batch
 
 from .configs import PlayConfig
+from .guard import TOKEN_FIELD, Guard, new_token
 from .render import episode_context, page
 
 HUMAN_MODEL = "human (browser)"
+GAMES_COOKIE = "sotopia_play_games"  # the keys of the games this browser started, "."-separated
 
 ACTION_CHOICES = [(t.sotopia_name, t.sotopia_name) for t in ActionType if t is not ActionType.none] + [
     ("none", "none (say nothing this turn)")
 ]
 
 
+class TableFull(RuntimeError):
+    """No room for a new game: every game held is in play and touched recently."""
+
+
 @dataclass
 class Game:
-    id: str
+    id: str  # the key in its address: secrets.token_urlsafe, never in the record
     env: SocialParallelEnv
     seat: int
     observations: dict[str, dict[str, Any]]  # both seats' latest observations (the page shows only the person's)
@@ -47,6 +61,7 @@ class Game:
     judged: Episode | None = None  # the latest judged copy (of the finished or the running dialogue)
     notes: list[str] = field(default_factory=list)  # the judge's failures
     partner_error: str = ""  # why the partner's last move failed; the game waits on its turn
+    touched: float = field(default_factory=time.monotonic)  # the person's last request on it
 
     @property
     def human(self) -> str:
@@ -70,8 +85,9 @@ class Game:
 
 
 class Table:
-    """The games in play and the parts they share: the partner policy, reward function and judge. Model calls
-    are serialised by one lock (an engine serves one call at a time)."""
+    """The games in play (at most cfg.max_games) and the parts they share: the partner policy, reward function
+    and judge. Model calls are serialised by one lock (an engine serves one call at a time); callers run
+    them in worker threads."""
 
     def __init__(
         self,
@@ -96,16 +112,43 @@ class Table:
         if characters:
             options["characters"] = characters
         with self.lock:
+            self._make_room()
             observations, _ = env.reset(seed=self.cfg.seed, options=options)
             env.episode.meta["played_in"] = "sotopia-env play"
-            game = Game(uuid.uuid4().hex[:12], env, seat, observations)
-            env.episode.id = f"play-{game.id}"
+            game = Game(secrets.token_urlsafe(16), env, seat, observations)
+            env.episode.id = f"play-{uuid.uuid4().hex[:12]}"  # the record is shared later: not the key
             self.games[game.id] = game
         self.partner_moves(game)
         return game
 
+    def _make_room(self) -> None:
+        """Below max_games: drop the oldest finished game (saved already), else the oldest one untouched for
+        idle_minutes (saved as unfinished first), else refuse. Called under the lock."""
+        if len(self.games) < self.cfg.max_games:
+            return
+        idle_before = time.monotonic() - 60 * self.cfg.idle_minutes
+        finished = [g for g in self.games.values() if g.over and g.saved]
+        idle = sorted((g for g in self.games.values() if g.touched < idle_before), key=lambda g: g.touched)
+        if not finished and not idle:
+            raise TableFull(
+                f"this server holds {len(self.games)} games (--max-games {self.cfg.max_games}), all in play and "
+                f"touched in the last {self.cfg.idle_minutes:g} minutes (--idle-minutes); finish one, wait, or "
+                "restart play with a larger --max-games"
+            )
+        dropped = finished[0] if finished else idle[0]
+        self._save_unfinished(dropped)
+        del self.games[dropped.id]
+
+    def _save_unfinished(self, game: Game) -> bool:
+        if game.saved or not game.env.episode.turns:
+            return False
+        append_jsonl(self.cfg.out, game.env.episode.model_copy(update={"end_reason": "unfinished"}))
+        game.saved = True
+        return True
+
     def act(self, game: Game, action_type: str, text: str) -> None:
         """The person's move, then the partner's until it is the person's turn again or the episode ends."""
+        game.touched = time.monotonic()
         with self.lock:
             if game.over:
                 raise ValueError("this episode is over; start a new one")
@@ -158,14 +201,8 @@ class Table:
 
     def save_unfinished(self) -> int:
         """Append every game stopped midway (end_reason 'unfinished'), so no dialogue is lost at shutdown."""
-        saved = 0
         with self.lock:
-            for game in self.games.values():
-                if not game.saved and game.env.episode.turns:
-                    append_jsonl(self.cfg.out, game.env.episode.model_copy(update={"end_reason": "unfinished"}))
-                    game.saved = True
-                    saved += 1
-        return saved
+            return sum(self._save_unfinished(game) for game in self.games.values())
 
 
 def create_play_app(table: Table) -> FastAPI:
@@ -178,6 +215,14 @@ def create_play_app(table: Table) -> FastAPI:
 
     app = FastAPI(title="sotopia-env play", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     cfg = table.cfg
+    token = new_token()  # in every form of the pages; Guard refuses a POST without it
+    app.state.table = table
+
+    def refusal(status: int, message: str) -> str:
+        return page("not_found.html", message=message, heading="Refused", catalog=None, app_name="play")
+
+    app.add_middleware(Guard, bound_host=cfg.host, token=token, error_page=refusal)
+    forms = {"token": token, "token_field": TOKEN_FIELD}
 
     @app.exception_handler(HTTPException)
     async def error_page(request: Request, exc: HTTPException) -> HTMLResponse:
@@ -195,16 +240,19 @@ def create_play_app(table: Table) -> FastAPI:
             raise HTTPException(404, f"No game {game_id!r} on this server (games end when it stops); start a new one.")
         return table.games[game_id]
 
-    def start_page(error: str = "", status: int = 200) -> HTMLResponse:
+    def own_games(request: Request) -> list[str]:
+        """The keys of the games this browser started that the server still holds."""
+        return [k for k in request.cookies.get(GAMES_COOKIE, "").split(".") if k in table.games]
+
+    def start_page(request: Request, error: str = "", status: int = 200) -> HTMLResponse:
         scenarios = sorted(library_scenarios().values(), key=lambda s: s.id)
-        html = page(
-            "play_start.html", scenarios=scenarios, cfg=cfg, error=error, app_name="play", games=table.games.values()
-        )
+        games = [table.games[k] for k in own_games(request)]
+        html = page("play_start.html", scenarios=scenarios, cfg=cfg, error=error, app_name="play", games=games, **forms)
         return HTMLResponse(html, status_code=status)
 
     @app.get("/", response_class=HTMLResponse)
-    def start() -> HTMLResponse:
-        return start_page()
+    def start(request: Request) -> HTMLResponse:
+        return start_page(request)
 
     @app.post("/new")
     async def new(request: Request) -> Any:
@@ -216,10 +264,16 @@ def create_play_app(table: Table) -> FastAPI:
                 raise ValueError(f"seat must be 0 or 1, not {seat}")
             if pair and len(pair) != 2:
                 raise ValueError("characters: name two character ids, comma-separated, or leave it empty")
-            game = table.new_game(str(form.get("scenario", "")) or None, (pair[0], pair[1]) if pair else None, seat)
+            scenario = str(form.get("scenario", "")) or None
+            game = await run_in_threadpool(table.new_game, scenario, (pair[0], pair[1]) if pair else None, seat)
         except ValueError as exc:
-            return start_page(str(exc), 400)
-        return RedirectResponse(f"/game/{game.id}", status_code=303)
+            return start_page(request, str(exc), 400)
+        except TableFull as exc:
+            return start_page(request, str(exc), 503)
+        response = RedirectResponse(f"/game/{game.id}", status_code=303)
+        keys = (own_games(request) + [game.id])[-cfg.max_games :]
+        response.set_cookie(GAMES_COOKIE, ".".join(keys), httponly=True, samesite="strict")
+        return response
 
     @app.get("/game/{game_id}", response_class=HTMLResponse)
     def game_page(game_id: str, error: str = "") -> str:
@@ -239,6 +293,7 @@ def create_play_app(table: Table) -> FastAPI:
             cfg=cfg,
             error=error,
             app_name="play",
+            **forms,
         )
 
     @app.post("/game/{game_id}/act")
@@ -246,20 +301,22 @@ def create_play_app(table: Table) -> FastAPI:
         game = get_game(game_id)
         form = await request.form()
         try:
-            table.act(game, str(form.get("action_type", "speak")), str(form.get("text", "")))
+            await run_in_threadpool(table.act, game, str(form.get("action_type", "speak")), str(form.get("text", "")))
         except (ValueError, TypeError) as exc:
             return HTMLResponse(game_page(game_id, error=str(exc)), status_code=400)
         return RedirectResponse(f"/game/{game.id}", status_code=303)
 
     @app.post("/game/{game_id}/partner")
-    def ask_partner_again(game_id: str) -> Any:
+    def ask_partner_again(game_id: str) -> Any:  # a plain def: FastAPI runs it in a worker thread
         game = get_game(game_id)
+        game.touched = time.monotonic()
         table.partner_moves(game)
         return RedirectResponse(f"/game/{game.id}", status_code=303)
 
     @app.post("/game/{game_id}/judge")
-    def judge_now(game_id: str) -> Any:
+    def judge_now(game_id: str) -> Any:  # a plain def: FastAPI runs it in a worker thread
         game = get_game(game_id)
+        game.touched = time.monotonic()
         try:
             table.judge_now(game)
         except ValueError as exc:

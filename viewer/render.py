@@ -20,8 +20,25 @@ def templates() -> Environment:
         loader=PackageLoader("viewer", "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True
     )
     env.globals["line_chart"] = line_chart
-    env.filters["num"] = lambda v, digits=2: "n/a" if v is None else f"{v:.{digits}f}"
+    env.filters["num"] = number
     return env
+
+
+def number(value: Any, digits: int = 2, sign: bool = False) -> str:
+    """A number as the pages show it; anything else from a file (a string where a score should be) is shown
+    as written, marked, never a server error."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:{'+' if sign else ''}.{digits}f}"
+    return f"{value!r} (not a number)"
+
+
+def mapping(value: Any, name: str) -> dict[str, Any]:
+    """A record's field that should map names to values; any other value is shown under its own name."""
+    if value is None:
+        return {}
+    return value if isinstance(value, dict) else {name: value}
 
 
 def page(name: str, **context: Any) -> str:
@@ -60,9 +77,13 @@ def _candidates(episode: Episode, turn: Turn) -> list[dict[str, Any]]:
     """The G candidates of a learner turn in an on-policy training episode (trainers.online, turn credit):
     `meta["training"]["candidates"]` maps the env turn to [{"text", "action_type", "played", "reward"}]."""
     training = episode.meta.get("training")
-    if not isinstance(training, dict) or turn.agent not in training.get("learner_agents", episode.agents):
+    if not isinstance(training, dict):
         return []
-    found = training.get("candidates", {}).get(str(turn.index), [])
+    learners = training.get("learner_agents", episode.agents)
+    candidates = training.get("candidates", {})
+    if not isinstance(learners, (list, tuple)) or turn.agent not in learners or not isinstance(candidates, dict):
+        return []
+    found = candidates.get(str(turn.index), [])
     return [c for c in found if isinstance(c, dict)] if isinstance(found, list) else []
 
 
@@ -73,8 +94,11 @@ def turn_rows(
     for position, turn in enumerate(episode.turns):
         seat = episode.agents.index(turn.agent) if turn.agent in episode.agents else 0
         row = labels.get((episode.id, position), {})
+        if row:  # the page lays out dims and normalized as tables: values of another shape are shown as such
+            row = {**row, "dims": mapping(row.get("dims"), "dims"), "normalized": mapping(row.get("normalized"), "")}
         if labels:
-            value = row.get("label") if isinstance(row.get("label"), (int, float)) else None
+            label = row.get("label")
+            value = label if isinstance(label, (int, float)) and not isinstance(label, bool) else None
         else:
             value = turn.reward if turn.is_speech else None
         rows.append(
