@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.configs import library_rule
+from rewards.dimensions import DimensionSet, dimension_set
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import read_json, write_json_atomic
 
@@ -72,6 +73,12 @@ class BenchmarkConfig:
         metadata={"help": "also judge the partner's agent (its scores in the report): twice the judge calls"},
     )
     resamples: int = field(default=2000, metadata={"help": "bootstrap resamples per interval"})
+    dimensions: str | None = field(
+        default=None,
+        metadata={
+            "help": "dimension set JSON file the judge scores (rewards.dimensions); default: Sotopia-EVAL's seven"
+        },
+    )
     out: str = field(default="runs/benchmark")
     leaderboard: str | None = field(
         default="runs/leaderboard.jsonl", metadata={"help": "leaderboard JSONL file; '' (None in Python): no entry"}
@@ -97,6 +104,13 @@ class BenchmarkConfig:
         for name, ok, need in rules:
             if not ok:
                 raise config_error(self, name, need)
+        self.dimension_set()
+
+    def dimension_set(self) -> DimensionSet:
+        try:
+            return dimension_set(self.dimensions)
+        except (OSError, ValueError) as exc:
+            raise config_error(self, "dimensions", f"must be a dimension set file ({exc})") from None
 
 
 # Fields that define what an episode means: a rerun into the same OUT must keep them, and the cells played
@@ -112,6 +126,7 @@ PROTOCOL = (
     "temperature",
     "top_p",
     "seed",
+    "dimensions",  # in the protocol only when set: runs on the seven keep the digest they had
 )
 
 
@@ -235,7 +250,12 @@ def cell_set(cells: list[Cell]) -> dict[str, Any]:
 
 def protocol(cfg: BenchmarkConfig, cells: list[Cell]) -> dict[str, Any]:
     """Everything that makes two runs' numbers comparable: the PROTOCOL fields and the cell set."""
-    return {**{k: asdict(cfg)[k] for k in PROTOCOL}, "cells": cell_set(cells)}
+    fields = {k: asdict(cfg)[k] for k in PROTOCOL}
+    if fields["dimensions"] is None:
+        del fields["dimensions"]
+    else:  # the set's content, not the file's name: the same set in another file is the same protocol
+        fields["dimensions"] = cfg.dimension_set().to_json()
+    return {**fields, "cells": cell_set(cells)}
 
 
 def policy_dir(out: Path, spec: str) -> Path:
@@ -272,7 +292,12 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
 
         judge = make_engine(parse_spec(cfg.judge))
     if not isinstance(judge, Judge):
-        judge = Judge(judge, cache_path=out / "judge_cache.jsonl")
+        judge = Judge(judge, cache_path=out / "judge_cache.jsonl", dimensions=cfg.dimension_set())
+    elif judge.dimensions != cfg.dimension_set():
+        raise ValueError(
+            f"the judge given scores the dimension set {judge.dimensions.name!r}, the config names "
+            f"{cfg.dimension_set().name!r}; build the Judge with dimensions=cfg.dimension_set()"
+        )
     to_judge = {c.key: _judged_agents(cfg, c) for c in cells}
     judged = {
         spec: _judge(judge, eps, to_judge, cfg.concurrency, progress, policy_dir(out, spec) / "episodes.judged.jsonl")
@@ -391,9 +416,7 @@ def summarize(
     cfg: BenchmarkConfig, cells: list[Cell], judged: dict[str, dict[str, Any]], judge_model: str
 ) -> BenchmarkResult:
     """Per-policy estimates, per-scenario means and paired comparisons from judged episodes by cell key."""
-    from rewards.dimensions import NAMES
-
-    dims = (*NAMES, "overall")
+    dims = (*cfg.dimension_set().names, "overall")
     by_key = {c.key: c for c in cells}
     scenario_of = {c.key: c.scenario for c in cells}
 
@@ -424,7 +447,7 @@ def summarize(
             {d: clustered({k: s[d] for k, s in partner.items()}) for d in dims} if cfg.judge_partner else {}
         )
         overall = group_means({k: s["overall"] for k, s in own.items()}, scenario_of)
-        goal = group_means({k: s["goal"] for k, s in own.items()}, scenario_of)
+        goal = group_means({k: s.get("goal", float("nan")) for k, s in own.items()}, scenario_of)  # nan: no goal
         per_scenario = {
             sid: {"overall": overall[sid][0], "goal": goal[sid][0], "n": overall[sid][1]} for sid in overall
         }

@@ -323,7 +323,8 @@ def write_leaderboard(result: BenchmarkResult, path: Path) -> None:
     prov = result.provenance
     entries = {(e["protocol_sha256"], e["policy"], e["out"]): e for e in iter_jsonl(path)}
     for p in result.policies:
-        overall, goal = p.dimensions["overall"], p.dimensions["goal"]
+        overall = p.dimensions["overall"]
+        goal = p.dimensions.get("goal", Estimate(float("nan"), float("nan"), float("nan"), 0))  # a set without goal
         entries[(prov["protocol_sha256"], p.spec, result.config["out"])] = {
             "policy": p.spec,
             "overall": overall.mean,
