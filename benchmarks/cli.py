@@ -92,6 +92,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "benchmarks.hard_tasks:BenchmarkConfig",
         "benchmarks.cli:benchmark_command",
     ),
+    "agreement": (
+        "people's ratings beside the judge's: means, bias, correlations, Krippendorff's alpha (markdown, CSV, PNG)",
+        "benchmarks.agreement:AgreementConfig",
+        "benchmarks.agreement:agreement_command",
+    ),
     "view": (
         "browse episodes, benchmark folders and training runs in a local web page (or --export one HTML file)",
         "viewer.configs:ViewConfig",

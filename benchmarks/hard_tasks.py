@@ -79,6 +79,10 @@ class BenchmarkConfig:
             "help": "dimension set JSON file the judge scores (rewards.dimensions); default: Sotopia-EVAL's seven"
         },
     )
+    ratings: str | None = field(
+        default=None,
+        metadata={"help": "people's ratings JSONL (`sotopia-env rate`): the report gains the people's column"},
+    )
     out: str = field(default="runs/benchmark")
     leaderboard: str | None = field(
         default="runs/leaderboard.jsonl", metadata={"help": "leaderboard JSONL file; '' (None in Python): no entry"}
@@ -155,6 +159,8 @@ class PolicyResult:
     unplayed: list[str] = field(default_factory=list)  # cells with no episode (should be empty after a full run)
     dimensions_given_scenarios: dict[str, Estimate] = field(default_factory=dict)  # same means, episodes resampled
     partner: dict[str, Estimate] = field(default_factory=dict)  # the partner's scores (only with judge_partner)
+    people: dict[str, Estimate] = field(default_factory=dict)  # people's ratings of the rated episodes (--ratings)
+    people_judge: dict[str, Estimate] = field(default_factory=dict)  # the judge's mean on those same episodes
 
 
 @dataclass
@@ -309,6 +315,8 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
         close_engine(judge.engine)
 
     result = summarize(cfg, cells, judged, judge_model=judge.model_name)
+    if cfg.ratings:
+        add_people(result, cells, judged, cfg.ratings, cfg)
     write_report(result, out)
     if cfg.leaderboard:
         write_leaderboard(result, Path(cfg.leaderboard))
@@ -468,6 +476,31 @@ def summarize(
             diffs_given[d] = paired_difference(a_d, b_d, cfg.resamples, cfg.seed)
         comparisons.append(Comparison(spec, baseline, len(set(a) & set(b)), diffs, diffs_given))
     return BenchmarkResult(asdict(cfg), provenance(cfg, judge_model, cells), policies, comparisons, scores)
+
+
+def add_people(
+    result: BenchmarkResult,
+    cells: list[Cell],
+    judged: dict[str, dict[str, Any]],
+    ratings_path: str,
+    cfg: BenchmarkConfig,
+) -> None:
+    """Each policy's people's means (raters averaged per episode, then a bootstrap over episodes) and the
+    judge's means on the same episodes, from the ratings of its episodes' seat under test."""
+    from rewards.ratings import read_ratings
+
+    from .agreement import people_scores
+
+    ratings = read_ratings(ratings_path, cfg.dimension_set())
+    for policy in result.policies:
+        mine = judged.get(policy.spec, {})
+        seat_of = {mine[c.key].id: c.seat for c in cells if c.key in mine}
+        by_id = {e.id: e for e in judged.get(policy.spec, {}).values()}
+        for d in cfg.dimension_set().names:
+            items = {k: v for k, v in people_scores(ratings, d).items() if seat_of.get(k[0]) == k[1]}
+            judge = [by_id[e].judge_scores.get(f"agent_{s}", {}).get(d) for e, s in items]
+            policy.people[d] = bootstrap_ci([sum(v) / len(v) for v in items.values()], cfg.resamples, cfg.seed)
+            policy.people_judge[d] = bootstrap_ci([j for j in judge if j is not None], cfg.resamples, cfg.seed)
 
 
 def provenance(cfg: BenchmarkConfig, judge_model: str, cells: list[Cell]) -> dict[str, Any]:

@@ -157,6 +157,24 @@ def markdown(result: BenchmarkResult) -> str:
             lines.append(
                 f"| {_code(p.spec)} | " + " | ".join(str(p.partner[d]) if p.partner else "n/a" for d in dims) + " |"
             )
+    rated = [d for d in dims if any(d in p.people and p.people[d].n for p in result.policies)]
+    if rated:
+        lines += [
+            "",
+            "## People's ratings",
+            "",
+            "People's mean (95% bootstrap interval over the rated episodes) beside the judge's mean on the same episodes; "
+            "`sotopia-env agreement` gives correlations, bias intervals and inter-rater agreement.",
+            "",
+            "| policy | " + " | ".join(f"{d}: people / judge" for d in rated) + " |",
+            "|---|" + "---|" * len(rated),
+        ]
+        for p in result.policies:
+            cells = [
+                f"{p.people[d]} / {p.people_judge[d].mean:.2f}" if d in p.people and p.people[d].n else "n/a"
+                for d in rated
+            ]
+            lines.append(f"| {_code(p.spec)} | " + " | ".join(cells) + " |")
     if result.comparisons:
         pair_header = ["| policy | pairs | " + " | ".join(dims) + " |", "|---|---|" + "---|" * len(dims)]
         lines += [
