@@ -94,25 +94,30 @@ def judged_files(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def load_judged(paths: Sequence[str | Path]) -> dict[str, Episode]:
-    episodes: dict[str, Episode] = {}
+Item = tuple[str, int, str]  # episode id, seat under test, the policy in that seat
+
+
+def load_judged(paths: Sequence[str | Path]) -> dict[Item, Episode]:
+    """Judged episodes by (id, seat, policy of the seat): a benchmark's policies share ids, not models."""
+    episodes: dict[Item, Episode] = {}
     for path in judged_files(paths):
-        episodes.update({e.id: e for e in read_episodes(path)})
+        for e in read_episodes(path):
+            episodes.update({(e.id, seat, e.agent_models.get(f"agent_{seat}", "")): e for seat in (0, 1)})
     return episodes
 
 
-def people_scores(ratings: Sequence[Rating], dimension: str) -> dict[tuple[str, int], list[float]]:
-    """(episode, seat) -> the raters' scores on one dimension (one score per rater)."""
-    items: dict[tuple[str, int], list[float]] = {}
+def people_scores(ratings: Sequence[Rating], dimension: str) -> dict[Item, list[float]]:
+    """(episode, seat, policy) -> the raters' scores on one dimension (one score per rater)."""
+    items: dict[Item, list[float]] = {}
     for r in ratings:
         if r.kind == "score" and r.dimension == dimension and r.score is not None:
-            items.setdefault((r.episode, r.seat), []).append(float(r.score))
+            items.setdefault((r.episode, r.seat, r.policy), []).append(float(r.score))
     return items
 
 
 def agreement(
     ratings: Sequence[Rating],
-    episodes: dict[str, Episode],
+    episodes: dict[Item, Episode],
     dims: DimensionSet,
     resamples: int = 2000,
     seed: int = 0,
@@ -122,13 +127,14 @@ def agreement(
     out = []
     for dim in (d for d in dims.dimensions if d.name in rated):
         items = people_scores(ratings, dim.name)
-        alpha, alpha_items, alpha_values = krippendorff_alpha_interval({f"{e}|{s}": v for (e, s), v in items.items()})
+        alpha, alpha_items, alpha_values = krippendorff_alpha_interval(
+            {"|".join(map(str, k)): v for k, v in items.items()}
+        )
         paired = []  # (judge, people mean, policy)
-        for (episode_id, seat), scores in sorted(items.items()):
-            episode = episodes.get(episode_id)
+        for (episode_id, seat, policy), scores in sorted(items.items()):
+            episode = episodes.get((episode_id, seat, policy))
             judge = (episode.judge_scores.get(f"agent_{seat}", {}) if episode else {}).get(dim.name)
             if judge is not None:
-                policy = episode.agent_models.get(f"agent_{seat}", "?")  # type: ignore[union-attr]
                 paired.append((float(judge), float(np.mean(scores)), policy))
         judge_values, people_values = [p[0] for p in paired], [p[1] for p in paired]
         policies = []
@@ -162,7 +168,7 @@ def agreement(
     return out
 
 
-def choose_dimensions(cfg: AgreementConfig, episodes: dict[str, Episode]) -> DimensionSet:
+def choose_dimensions(cfg: AgreementConfig, episodes: dict[Item, Episode]) -> DimensionSet:
     """--dimensions, else the set the judged episodes record (Sotopia-EVAL's when they record none)."""
     if cfg.dimensions:
         return dimension_set(cfg.dimensions)
@@ -300,9 +306,9 @@ def agreement_command(cfg: AgreementConfig) -> int:
     ratings = [r for r in read_ratings(cfg.ratings, dims)]
     if not any(r.kind == "score" for r in ratings):
         raise ValueError(f"{cfg.ratings}: no scores to compare (pairwise rows alone have no scale); rate some episodes")
-    unknown = sorted({r.episode for r in ratings} - set(episodes))
+    unknown = sorted({(r.episode, r.seat, r.policy) for r in ratings if r.kind == "score"} - set(episodes))
     if unknown:
-        print(f"warning: {len(unknown)} rated episode(s) are not among the judged ones, e.g. {unknown[0]!r}")
+        print(f"warning: {len(unknown)} rated item(s) are not among the judged episodes, e.g. {unknown[0]!r}")
     results = agreement(ratings, episodes, dims, cfg.resamples, cfg.seed)
     print(write_agreement(results, dims, ratings, Path(cfg.out)))
     print(f"wrote {Path(cfg.out) / 'agreement.md'}, agreement.csv, correlation.csv and {len(results)} scatter plot(s)")

@@ -497,8 +497,10 @@ def add_people(
         seat_of = {mine[c.key].id: c.seat for c in cells if c.key in mine}
         by_id = {e.id: e for e in judged.get(policy.spec, {}).values()}
         for d in cfg.dimension_set().names:
-            items = {k: v for k, v in people_scores(ratings, d).items() if seat_of.get(k[0]) == k[1]}
-            judge = [by_id[e].judge_scores.get(f"agent_{s}", {}).get(d) for e, s in items]
+            items = {
+                k: v for k, v in people_scores(ratings, d).items() if seat_of.get(k[0]) == k[1] and k[2] == policy.spec
+            }
+            judge = [by_id[e].judge_scores.get(f"agent_{s}", {}).get(d) for e, s, _ in items]
             policy.people[d] = bootstrap_ci([sum(v) / len(v) for v in items.values()], cfg.resamples, cfg.seed)
             policy.people_judge[d] = bootstrap_ci([j for j in judge if j is not None], cfg.resamples, cfg.seed)
 

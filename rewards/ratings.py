@@ -1,14 +1,17 @@
 """People's ratings of episodes: the data `sotopia-env rate` writes and `sotopia-env agreement` reads.
 
-A ratings file is JSONL, one row per (rater, episode, seat, dimension), appended atomically
+A ratings file is JSONL, one row per (rater, episode, seat, policy, dimension), appended atomically
 (`sotopia_env.jsonio.append_jsonl`) as the rater submits each episode, so a rater can stop and come back:
-`rated_by(path, rater)` reads back what that rater has done. A pairwise row compares two policies' episodes
-of the same benchmark cell on one dimension and records which agent did better (or a tie).
+`rated_by(path, rater)` reads back what that rater has done. `policy` is the model the episode records for the
+seat under test: the rating page never shows it, but a benchmark gives every policy's episode of one cell the
+same id, so the id alone does not say which episode was rated. A pairwise row compares two policies' episodes of
+the same cell on one dimension and records which agent did better (or a tie).
 
-    {"kind": "score", "rater": "r1", "episode": "neg-used-bike|...|seat0", "seat": 0, "dimension": "goal",
-     "score": 7, "time": "2026-12-05T09:14:03+00:00", "note": "", "dimensions": "sotopia-eval"}
-    {"kind": "pairwise", "rater": "r1", "episode": "A-id", "other": "B-id", "seat": 0, "dimension": "goal",
-     "choice": "episode", "time": "...", "note": "", "dimensions": "sotopia-eval"}
+    {"kind": "score", "rater": "r1", "episode": "neg-used-bike|...|seat0", "seat": 0, "policy": "embedded",
+     "dimension": "goal", "score": 7, "time": "2026-12-05T09:14:03+00:00", "note": "", "dimensions": "sotopia-eval"}
+    {"kind": "pairwise", "rater": "r1", "episode": "A-id", "seat": 0, "policy": "embedded", "other": "B-id",
+     "other_policy": "embedded+lora:runs/grpo/adapter", "dimension": "goal", "choice": "other", "time": "...",
+     "note": "", "dimensions": "sotopia-eval"}
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ class Rating:
     seat: int  # the seat under test: agent_{seat} is the agent rated
     dimension: str
     time: str
+    policy: str = ""  # the model the episode records for the seat (hidden from the rater)
     score: float | None = None  # kind score: the rater's score, in the dimension's range
     other: str = ""  # kind pairwise: the other policy's episode of the same cell
+    other_policy: str = ""  # kind pairwise: the model of that episode's seat under test
     choice: str = ""  # kind pairwise: episode, other or tie
     note: str = ""
     dimensions: str = ""  # the name of the set the dimension belongs to
@@ -44,6 +49,12 @@ class Rating:
     @property
     def agent(self) -> str:
         return f"agent_{self.seat}"
+
+    @property
+    def item(self) -> str:
+        """What was rated: a score row's (episode, seat, policy), a pairwise row's two of them."""
+        mine = f"{self.episode}|{self.seat}|{self.policy}"
+        return mine if self.kind == "score" else f"{mine}||{self.other}|{self.seat}|{self.other_policy}"
 
 
 def now() -> str:
@@ -90,14 +101,10 @@ def read_ratings(path: str | Path, dims: DimensionSet | None = None) -> list[Rat
                 f"{path}: line {line}: {'; '.join(problems)}; rate with the dimension set the file was made with "
                 "(--dimensions)"
             )
-        latest[(rating.kind, rating.rater, rating.episode, rating.other, rating.seat, rating.dimension)] = rating
+        latest[(rating.kind, rating.rater, rating.item, rating.dimension)] = rating
     return list(latest.values())
 
 
 def rated_by(path: str | Path, rater: str) -> set[str]:
-    """The episodes (a pairwise row: "episode|other") this rater has submitted: what a resumed session skips."""
-    done = set()
-    for rating in read_ratings(path) if Path(path).exists() else []:
-        if rating.rater == rater:
-            done.add(rating.episode if rating.kind == "score" else f"{rating.episode}|{rating.other}")
-    return done
+    """The items (`Rating.item`) this rater has submitted: what a resumed session skips."""
+    return {r.item for r in (read_ratings(path) if Path(path).exists() else []) if r.rater == rater}

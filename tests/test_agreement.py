@@ -70,14 +70,14 @@ ITEMS["e4"] = ("trained", [3, 5], 7.0)
 
 def ratings() -> list[Rating]:
     return [
-        Rating("score", rater, eid, 0, "goal", "2026-12-05T09:00:00+00:00", score=float(scores[k]))
-        for eid, (_, scores, _) in ITEMS.items()
+        Rating("score", rater, eid, 0, "goal", "2026-12-05T09:00:00+00:00", policy=policy, score=float(scores[k]))
+        for eid, (policy, scores, _) in ITEMS.items()
         for k, rater in enumerate(("r1", "r2"))
     ]
 
 
-def judged() -> dict[str, Episode]:
-    return {eid: episode(eid, policy, judge) for eid, (policy, _, judge) in ITEMS.items()}
+def judged() -> dict[tuple[str, int, str], Episode]:
+    return {(eid, 0, policy): episode(eid, policy, judge) for eid, (policy, _, judge) in ITEMS.items()}
 
 
 def test_agreement_gives_peoples_means_the_judges_bias_per_policy_correlations_and_alpha_as_worked_by_hand():
@@ -101,12 +101,15 @@ def test_agreement_gives_peoples_means_the_judges_bias_per_policy_correlations_a
 
 def test_a_ratings_file_names_a_bad_row_and_a_raters_later_row_replaces_the_earlier(tmp_path):
     path = tmp_path / "ratings.jsonl"
-    first = Rating("score", "r1", "e1", 0, "goal", "t0", score=3.0)
-    append_ratings(path, [first, Rating("score", "r1", "e1", 0, "goal", "t1", score=7.0, note="changed my mind")])
-    append_ratings(path, [Rating("pairwise", "r2", "e1", 0, "goal", "t2", other="e3", choice="other")])
+    first = Rating("score", "r1", "e1", 0, "goal", "t0", policy="p", score=3.0)
+    changed = Rating("score", "r1", "e1", 0, "goal", "t1", policy="p", score=7.0, note="changed my mind")
+    append_ratings(path, [first, changed])
+    pair = Rating("pairwise", "r2", "e1", 0, "goal", "t2", policy="p", other="e1", other_policy="q", choice="other")
+    append_ratings(path, [pair])
     [score, pair] = read_ratings(path, SOTOPIA_EVAL)
     assert (score.score, score.note) == (7.0, "changed my mind") and pair.choice == "other"
-    assert rated_by(path, "r1") == {"e1"} and rated_by(path, "r2") == {"e1|e3"} and rated_by(path, "r3") == set()
+    assert rated_by(path, "r1") == {"e1|0|p"} and rated_by(path, "r2") == {"e1|0|p||e1|0|q"}
+    assert rated_by(path, "r3") == set()
     append_ratings(path, [Rating("score", "r1", "e2", 0, "relationship", "t3", score=9.0)])
     with pytest.raises(ValueError, match=r"ratings.jsonl: line 4: relationship: score 9.0 outside -5..5"):
         read_ratings(path, SOTOPIA_EVAL)
@@ -141,10 +144,16 @@ def test_the_benchmark_report_gains_the_peoples_column_when_ratings_are_given(tm
     result = summarize(cfg, cells, {"embedded": by_key}, "j")
     assert "People's ratings" not in markdown(result)
     rated = tmp_path / "ratings.jsonl"
-    # People rate the first cell's seat under test 4 and 6 (mean 5); a rating of the other seat is not the policy's.
+    # People rate the first cell's seat under test 4 and 6 (mean 5); a rating of the other seat, or of another
+    # policy's episode with the same id (a benchmark's policies share ids), is not this policy's.
     seat = cells[0].seat
-    append_ratings(rated, [Rating("score", r, "ep0", seat, "goal", "t", score=s) for r, s in (("a", 4), ("b", 6))])
-    append_ratings(rated, [Rating("score", "a", "ep1", 1 - cells[1].seat, "goal", "t", score=0.0)])
+    append_ratings(
+        rated,
+        [Rating("score", r, "ep0", seat, "goal", "t", policy="embedded", score=s) for r, s in (("a", 4), ("b", 6))],
+    )
+    other_seat = 1 - cells[1].seat
+    append_ratings(rated, [Rating("score", "a", "ep1", other_seat, "goal", "t", policy="partner", score=0.0)])
+    append_ratings(rated, [Rating("score", "a", "ep0", seat, "goal", "t", policy="another policy", score=10.0)])
     add_people(result, cells, {"embedded": by_key}, str(rated), cfg)
     text = markdown(result)
     assert "## People's ratings" in text and "| `embedded` | 5.00 [5.00, 5.00] / 6.00 |" in text
