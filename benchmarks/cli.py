@@ -92,6 +92,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "benchmarks.hard_tasks:BenchmarkConfig",
         "benchmarks.cli:benchmark_command",
     ),
+    "rate": (
+        "people rate episodes in the browser (models hidden, order shuffled per rater, resumable; --pairwise)",
+        "viewer.configs:RateConfig",
+        "viewer.rate:rate_command",
+    ),
     "agreement": (
         "people's ratings beside the judge's: means, bias, correlations, Krippendorff's alpha (markdown, CSV, PNG)",
         "benchmarks.agreement:AgreementConfig",
