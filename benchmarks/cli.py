@@ -102,6 +102,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "benchmarks.agreement:AgreementConfig",
         "benchmarks.agreement:agreement_command",
     ),
+    "eval-general": (
+        "general QA retention: lm-evaluation-harness on the base and the trained adapter, side by side",
+        "benchmarks.general_qa:EvalGeneralConfig",
+        "benchmarks.general_qa:eval_general_command",
+    ),
     "view": (
         "browse episodes, benchmark folders and training runs in a local web page (or --export one HTML file)",
         "viewer.configs:ViewConfig",
