@@ -104,6 +104,7 @@ def model_args(cfg: EvalGeneralConfig, adapter: str | None) -> dict[str, Any]:
 def evaluate(cfg: EvalGeneralConfig, adapter: str | None) -> dict[str, Any]:
     """lm-eval's results dict for one model (reused from OUT when a run with the same settings wrote it)."""
     import lm_eval
+    from lm_eval.tasks import TaskManager
 
     label = "trained" if adapter else "base"
     path = Path(cfg.out) / f"results_{label}.json"
@@ -125,6 +126,8 @@ def evaluate(cfg: EvalGeneralConfig, adapter: str | None) -> dict[str, Any]:
         torch_random_seed=cfg.seed,
         fewshot_random_seed=cfg.seed,
         log_samples=False,
+        # Indexing lm-eval's thousands of built-in task files takes most of a small run: only when a name needs it.
+        task_manager=TaskManager(include_defaults=not all(t.endswith((".yaml", ".yml")) for t in cfg.tasks)),
     )
     kept = {"results": results["results"], "n-samples": results.get("n-samples", {})}
     write_json_atomic(path, {"settings": settings, "results": _plain(kept)})
