@@ -107,6 +107,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "benchmarks.general_qa:EvalGeneralConfig",
         "benchmarks.general_qa:eval_general_command",
     ),
+    "safety": (
+        "safety scenarios: harmful engagement, social_rules, secret and toxicity per policy, base vs trained paired",
+        "benchmarks.safety:SafetyConfig",
+        "benchmarks.safety:safety_command",
+    ),
     "view": (
         "browse episodes, benchmark folders and training runs in a local web page (or --export one HTML file)",
         "viewer.configs:ViewConfig",
