@@ -75,6 +75,9 @@ def test_each_rater_gets_an_order_of_their_own_that_stays_the_same_across_restar
     )
     assert [i.key for i in rater_order(list(reversed(items)), "ana", seed=0)] == orders["ana"]  # a restart: same order
     assert [i.key for i in rater_order(items, "ana", seed=1)] != orders["ana"]
+    sampled, _ = load_items(RateConfig(episodes=[str(many)], sample=3, seed=5))
+    again, _ = load_items(RateConfig(episodes=[str(many)], sample=3, seed=5))
+    assert len(sampled) == 3 and [i.key for i in sampled] == [i.key for i in again]  # the same sample for everyone
 
 
 def test_pairwise_mode_records_which_policy_did_better_whichever_side_it_was_shown_on(tmp_path, two_episodes):

@@ -167,6 +167,10 @@ class RateConfig:
         default=0, metadata={"help": "the seat under test where an episode's id does not name it (benchmark: |seatN)"}
     )
     seed: int = field(default=0, metadata={"help": "salt of each rater's random order (same id, same order)"})
+    sample: int | None = field(
+        default=None,
+        metadata={"help": "rate only N items drawn at random (seeded by --seed; the same N for every rater)"},
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "address to serve on (loopback: only this machine)"})
     port: int = field(default=8767)
 
@@ -184,6 +188,7 @@ class RateConfig:
             self,
             [
                 ("seat", self.seat in (0, 1), "must be 0 or 1"),
+                ("sample", self.sample is None or self.sample >= 1, "must be at least 1, or unset for every item"),
                 ("port", 0 < self.port < 65536, "must be a TCP port, 1 to 65535"),
                 (
                     "dimensions",

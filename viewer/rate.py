@@ -119,7 +119,7 @@ def load_items(cfg: RateConfig) -> tuple[list[Item], DimensionSet]:
     else:
         dims = next(iter(recorded.values())) if recorded else dimension_set(None)
     if not cfg.pairwise:
-        return [Item((s,)) for s in episodes.values()], dims
+        return sample([Item((s,)) for s in episodes.values()], cfg), dims
     cells: dict[tuple[Any, ...], list[Shown]] = {}
     for s in episodes.values():
         e = s.episode
@@ -135,7 +135,14 @@ def load_items(cfg: RateConfig) -> tuple[list[Item], DimensionSet]:
             "--pairwise needs two policies' episodes of the same cell (scenario, characters, seed, seat); "
             "name the benchmark folder (or the policies' episode files)"
         )
-    return pairs, dims
+    return sample(pairs, cfg), dims
+
+
+def sample(items: list[Item], cfg: RateConfig) -> list[Item]:
+    """--sample N: the same N items for every rater (so raters overlap and their agreement can be measured)."""
+    if cfg.sample is None or cfg.sample >= len(items):
+        return items
+    return random.Random(cfg.seed).sample(sorted(items, key=lambda i: i.key), cfg.sample)
 
 
 def rater_order(items: list[Item], rater: str, seed: int) -> list[Item]:
