@@ -168,6 +168,54 @@ def agreement(
     return out
 
 
+@dataclass
+class PairwiseAgreement:
+    dimension: str
+    policy: str  # the pair as rows store it: policy vs other_policy
+    other_policy: str
+    comparisons: int
+    wins: int  # people chose the policy's agent
+    losses: int  # people chose the other's
+    ties: int
+    judge_agrees: float  # the share of comparisons where the judge's scores order the pair as people did (NaN: none)
+    judged: int  # comparisons with judge scores for both episodes
+
+
+def pairwise_agreement(
+    ratings: Sequence[Rating], episodes: dict[Item, Episode], dims: DimensionSet
+) -> list[PairwiseAgreement]:
+    """Per dimension and pair of policies: people's wins, losses and ties, and how often the judge's scores order
+    the two episodes the same way (a judge tie counts as agreeing only with a people's tie)."""
+    out = []
+    rows = [r for r in ratings if r.kind == "pairwise"]
+    for dim in dims.names:
+        for policy, other_policy in sorted({(r.policy, r.other_policy) for r in rows if r.dimension == dim}):
+            mine = [r for r in rows if r.dimension == dim and (r.policy, r.other_policy) == (policy, other_policy)]
+            agree = []
+            for r in mine:
+                a = episodes.get((r.episode, r.seat, r.policy))
+                b = episodes.get((r.other, r.seat, r.other_policy))
+                score_a = a.judge_scores.get(r.agent, {}).get(dim) if a else None
+                score_b = b.judge_scores.get(r.agent, {}).get(dim) if b else None
+                if score_a is not None and score_b is not None:
+                    judge = "episode" if score_a > score_b else "other" if score_b > score_a else "tie"
+                    agree.append(judge == r.choice)
+            out.append(
+                PairwiseAgreement(
+                    dim,
+                    policy,
+                    other_policy,
+                    len(mine),
+                    sum(r.choice == "episode" for r in mine),
+                    sum(r.choice == "other" for r in mine),
+                    sum(r.choice == "tie" for r in mine),
+                    float(np.mean(agree)) if agree else float("nan"),
+                    len(agree),
+                )
+            )
+    return out
+
+
 def choose_dimensions(cfg: AgreementConfig, episodes: dict[Item, Episode]) -> DimensionSet:
     """--dimensions, else the set the judged episodes record (Sotopia-EVAL's when they record none)."""
     if cfg.dimensions:
@@ -180,8 +228,13 @@ def choose_dimensions(cfg: AgreementConfig, episodes: dict[Item, Episode]) -> Di
     return next(iter(recorded.values())) if recorded else dimension_set(None)
 
 
-def markdown(results: list[DimensionAgreement], dims: DimensionSet, ratings: Sequence[Rating]) -> str:
-    raters = sorted({r.rater for r in ratings if r.kind == "score"})
+def markdown(
+    results: list[DimensionAgreement],
+    dims: DimensionSet,
+    ratings: Sequence[Rating],
+    pairwise: Sequence[PairwiseAgreement] = (),
+) -> str:
+    raters = sorted({r.rater for r in ratings})
     lines = [
         "# Judge and people",
         "",
@@ -218,6 +271,23 @@ def markdown(results: list[DimensionAgreement], dims: DimensionSet, ratings: Seq
         "judges overrate socially trained agents). Scatter plots: scatter_<dimension>.png.",
         "",
     ]
+    if pairwise:
+        lines += [
+            "## Pairwise",
+            "",
+            "Which agent people found better in two policies' episodes of the same cell, and how often the judge's "
+            "scores order the pair the same way.",
+            "",
+            "| dimension | policy vs other | comparisons | people: policy / other / same | judge agrees |",
+            "|---|---|---|---|---|",
+        ]
+        for w in pairwise:
+            agrees = "n/a" if w.judged == 0 else f"{w.judge_agrees:.2f} (of {w.judged})"
+            lines.append(
+                f"| {w.dimension} | `{w.policy}` vs `{w.other_policy}` | {w.comparisons} | {w.wins} / {w.losses} / "
+                f"{w.ties} | {agrees} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -267,9 +337,24 @@ def scatter(d: DimensionAgreement, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_agreement(results: list[DimensionAgreement], dims: DimensionSet, ratings: Sequence[Rating], out: Path) -> str:
+def write_agreement(
+    results: list[DimensionAgreement],
+    dims: DimensionSet,
+    ratings: Sequence[Rating],
+    out: Path,
+    pairwise: Sequence[PairwiseAgreement] = (),
+) -> str:
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(results, dims, ratings)
+    text = markdown(results, dims, ratings, pairwise)
+    if pairwise:
+        header = ["dimension", "policy", "other_policy", "comparisons", "wins", "losses", "ties", "judge_agrees"]
+        rows = [
+            [w.dimension, w.policy, w.other_policy, w.comparisons, w.wins, w.losses, w.ties, w.judge_agrees]
+            for w in pairwise
+        ]
+        write_text_atomic(
+            out / "pairwise.csv", _csv(header + ["judged"], [r + [w.judged] for r, w in zip(rows, pairwise)])
+        )
     write_text_atomic(out / "agreement.md", text)
     rows = [
         [d.dimension, p.policy, p.items, *_triple(p.people), *_triple(p.judge), *_triple(p.bias)]
@@ -303,13 +388,14 @@ def _triple(e: Estimate) -> list[float]:
 def agreement_command(cfg: AgreementConfig) -> int:
     episodes = load_judged(cfg.episodes)
     dims = choose_dimensions(cfg, episodes)
-    ratings = [r for r in read_ratings(cfg.ratings, dims)]
-    if not any(r.kind == "score" for r in ratings):
-        raise ValueError(f"{cfg.ratings}: no scores to compare (pairwise rows alone have no scale); rate some episodes")
+    ratings = read_ratings(cfg.ratings, dims)
+    if not ratings:
+        raise ValueError(f"{cfg.ratings}: no ratings yet; rate some episodes with sotopia-env rate")
     unknown = sorted({(r.episode, r.seat, r.policy) for r in ratings if r.kind == "score"} - set(episodes))
     if unknown:
         print(f"warning: {len(unknown)} rated item(s) are not among the judged episodes, e.g. {unknown[0]!r}")
     results = agreement(ratings, episodes, dims, cfg.resamples, cfg.seed)
-    print(write_agreement(results, dims, ratings, Path(cfg.out)))
+    pairwise = pairwise_agreement(ratings, episodes, dims)
+    print(write_agreement(results, dims, ratings, Path(cfg.out), pairwise))
     print(f"wrote {Path(cfg.out) / 'agreement.md'}, agreement.csv, correlation.csv and {len(results)} scatter plot(s)")
     return 0

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from benchmarks import BenchmarkConfig, plan, summarize
-from benchmarks.agreement import agreement
+from benchmarks.agreement import agreement, pairwise_agreement
 from benchmarks.cli import main
 from benchmarks.hard_tasks import add_people
 from benchmarks.report import markdown
@@ -119,6 +119,10 @@ def test_the_agreement_command_writes_markdown_csv_and_a_scatter_per_dimension(t
     episodes, rated = tmp_path / "judged.jsonl", tmp_path / "ratings.jsonl"
     write_jsonl_atomic(episodes, judged().values())
     append_ratings(rated, ratings())
+    choice = Rating(
+        "pairwise", "r1", "e1", 0, "goal", "t", policy="base", other="e3", other_policy="trained", choice="other"
+    )
+    append_ratings(rated, [choice])
     out = tmp_path / "agreement"
     assert main(["agreement", str(rated), "--episodes", str(episodes), "--out", str(out), "--resamples", "200"]) == 0
     text = (out / "agreement.md").read_text()
@@ -129,6 +133,8 @@ def test_the_agreement_command_writes_markdown_csv_and_a_scatter_per_dimension(t
     assert rows[0].startswith("dimension,policy,items,people") and rows[1].startswith("goal,base,2,3.5,")
     assert (out / "correlation.csv").read_text().splitlines()[1].startswith("goal,4,0.814")
     assert (out / "scatter_goal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| goal | `base` vs `trained` | 1 | 0 / 1 / 0 | 1.00 (of 1) |" in text
+    assert (out / "pairwise.csv").read_text().splitlines()[1] == "goal,base,trained,1,0,1,0,1.0,1"
     assert main(["agreement", str(rated), "--out", str(out)]) == 2  # no --episodes: an error naming the flag
 
 
@@ -159,3 +165,27 @@ def test_the_benchmark_report_gains_the_peoples_column_when_ratings_are_given(tm
     assert "## People's ratings" in text and "| `embedded` | 5.00 [5.00, 5.00] / 6.00 |" in text
     assert result.policies[0].people["goal"].n == 1 and result.policies[0].people["believability"].n == 0
     json.dumps(result.to_dict())  # the report's JSON holds the people's estimates too
+
+
+def test_pairwise_rows_count_peoples_choices_and_how_often_the_judge_orders_the_pair_the_same_way():
+    episodes = judged()  # judge goal: e1 (base) 5, e3 (trained) 8, e2 (base) 3, e4 (trained) 7
+
+    def pair(rater: str, a: str, b: str, choice: str) -> Rating:
+        return Rating(
+            "pairwise", rater, a, 0, "goal", "t", policy="base", other=b, other_policy="trained", choice=choice
+        )
+
+    # People: trained better twice (the judge agrees: 8 > 5, 7 > 3), base better once (the judge disagrees), one tie
+    # (the judge, which never ties here, disagrees): agreement 2 of 4.
+    rows = [pair("r1", "e1", "e3", "other"), pair("r2", "e1", "e3", "other"), pair("r1", "e2", "e4", "episode")]
+    rows.append(pair("r2", "e2", "e4", "tie"))
+    [goal] = pairwise_agreement(rows, episodes, SOTOPIA_EVAL)
+    assert (goal.policy, goal.other_policy, goal.comparisons, goal.wins, goal.losses, goal.ties) == (
+        "base",
+        "trained",
+        4,
+        1,
+        2,
+        1,
+    )
+    assert (goal.judge_agrees, goal.judged) == (0.5, 4)
