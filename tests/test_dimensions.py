@@ -200,7 +200,8 @@ def test_a_custom_two_dimension_set_runs_judge_label_train_rm_on_the_embedded_mo
 
     labels = tmp_path / "labels.jsonl"
     config = AttributionConfig(method="uniform", dims=dims.names, dimensions=dims)
-    summary = label_episodes(tmp_path / "judged.jsonl", labels, judge, config, progress=False)
+    # No judge here: the uniform method needs no model, and the second seat, never judged, is left out.
+    summary = label_episodes(tmp_path / "judged.jsonl", labels, None, config, progress=False)
     rows = [json.loads(line) for line in labels.read_text().splitlines()]
     assert summary["rows"] == len(rows) == 4 and {r["agent"] for r in rows} == {"agent_0"}  # two utterances each
     assert all(set(r["dims"]) == {"clarity", "patience"} and 0 <= r["label"] <= 10 for r in rows)
