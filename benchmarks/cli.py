@@ -95,7 +95,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rate": (
         "people rate episodes in the browser (models hidden, order shuffled per rater, resumable; --pairwise)",
         "viewer.configs:RateConfig",
-        "viewer.rate:rate_command",
+        "viewer.cli:rate_command",
     ),
     "agreement": (
         "people's ratings beside the judge's: means, bias, correlations, Krippendorff's alpha (markdown, CSV, PNG)",

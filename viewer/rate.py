@@ -305,20 +305,3 @@ def _rows(item: Item, dims: DimensionSet, rater: str, form: Any) -> list[Rating]
             )
         )
     return [replace(r, dimensions=dims.name) for r in rows]
-
-
-def rate_command(cfg: RateConfig) -> int:
-    import uvicorn
-
-    from .cli import warn_if_exposed
-
-    app = create_rate_app(cfg)
-    mode = "pairs" if cfg.pairwise else "episodes"
-    warn_if_exposed(cfg.host, cfg.port, "the episodes to rate (models hidden) and may submit ratings")
-    print(
-        f"rate {len(app.state.items)} {mode} on http://{cfg.host}:{cfg.port}/ ; ratings go to {cfg.out} (Ctrl-C stops; "
-        "a rater resumes with the same id)",
-        flush=True,
-    )
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
-    return 0
