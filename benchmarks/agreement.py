@@ -31,6 +31,7 @@ from sotopia_env import Episode, read_episodes
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import write_text_atomic
 
+from .hard_tasks import benchmark_policy
 from .stats import Estimate, bootstrap_ci, bootstrap_correlation, krippendorff_alpha_interval
 
 
@@ -98,11 +99,14 @@ Item = tuple[str, int, str]  # episode id, seat under test, the policy in that s
 
 
 def load_judged(paths: Sequence[str | Path]) -> dict[Item, Episode]:
-    """Judged episodes by (id, seat, policy of the seat): a benchmark's policies share ids, not models."""
+    """Judged episodes by (id, seat, policy of the seat): a benchmark's policies share ids. The policy is the
+    benchmark's spec for a file in a benchmark folder (as `sotopia-env rate` writes it), else the model the
+    episode records for the seat."""
     episodes: dict[Item, Episode] = {}
     for path in judged_files(paths):
+        spec = benchmark_policy(path)
         for e in read_episodes(path):
-            episodes.update({(e.id, seat, e.agent_models.get(f"agent_{seat}", "")): e for seat in (0, 1)})
+            episodes.update({(e.id, seat, spec or e.agent_models.get(f"agent_{seat}", "")): e for seat in (0, 1)})
     return episodes
 
 

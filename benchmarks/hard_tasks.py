@@ -270,6 +270,21 @@ def policy_dir(out: Path, spec: str) -> Path:
     return out / f"{slug}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
 
 
+def benchmark_policy(path: str | Path) -> str | None:
+    """The policy spec whose episodes a file in a benchmark folder holds (OUT/<policy>/episodes*.jsonl), read from
+    OUT/config.json; None for a file outside a benchmark folder. Episodes record their engine's model name, which
+    two policies (a base and its adapter, two scripted ones) may share; the folder tells them apart."""
+    folder = Path(path).resolve().parent
+    config = folder.parent / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        policies = read_json(config).get("policies") or []
+    except (ValueError, AttributeError):
+        return None
+    return next((spec for spec in policies if policy_dir(folder.parent, spec).resolve() == folder), None)
+
+
 # --- running -------------------------------------------------------------------------------------
 
 

@@ -80,6 +80,25 @@ def test_each_rater_gets_an_order_of_their_own_that_stays_the_same_across_restar
     assert len(sampled) == 3 and [i.key for i in sampled] == [i.key for i in again]  # the same sample for everyone
 
 
+def test_in_a_benchmark_folder_the_policy_is_the_spec_its_folder_holds_not_the_shared_model_name(tmp_path):
+    """A base and its adapter record the same engine model name; the benchmark's folders tell them apart."""
+    from benchmarks.agreement import load_judged
+    from benchmarks.hard_tasks import policy_dir
+    from sotopia_env.jsonio import write_json_atomic
+
+    specs = ["embedded", "embedded+lora:runs/grpo/adapter"]
+    write_json_atomic(tmp_path / "config.json", {"policies": specs})
+    for spec, line in zip(specs, ("It is $480, firm.", "I could do $450.")):
+        write_jsonl_atomic(
+            policy_dir(tmp_path, spec) / "episodes.judged.jsonl", [episode("bike|seat0", "SmolLM2", line)]
+        )
+    items, _ = load_items(RateConfig(episodes=[str(tmp_path)]))
+    assert sorted(i.shown[0].policy for i in items) == specs
+    [pair], _ = load_items(RateConfig(episodes=[str(tmp_path)], pairwise=True))
+    assert sorted(s.policy for s in pair.shown) == specs
+    assert sorted(k[2] for k in load_judged([tmp_path]) if k[1] == 0) == specs
+
+
 def test_pairwise_mode_records_which_policy_did_better_whichever_side_it_was_shown_on(tmp_path, two_episodes):
     out = tmp_path / "ratings.jsonl"
     app = create_rate_app(RateConfig(episodes=[str(two_episodes)], out=str(out), pairwise=True))

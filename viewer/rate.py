@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
+from benchmarks.hard_tasks import benchmark_policy
 from rewards.dimensions import DimensionSet, dimension_set, recorded_dimensions
 from rewards.ratings import Rating, append_ratings, now, rated_by
 from sotopia_env import Episode, read_episodes
@@ -41,7 +42,7 @@ class Shown:
 
     episode: Episode
     seat: int
-    policy: str  # the model the file records for the seat: written to the rating, never shown
+    policy: str  # the benchmark's spec of the seat's policy, else the model the episode records: never shown
     episode_id: str
 
     @property
@@ -99,11 +100,12 @@ def load_items(cfg: RateConfig) -> tuple[list[Item], DimensionSet]:
     episodes: dict[str, Shown] = {}
     recorded: dict[str, DimensionSet] = {}
     for path in episode_files(cfg.episodes):
+        spec = benchmark_policy(path)
         for e in read_episodes(path):
             if not e.speech_turns():
                 continue  # nothing was said: nothing to rate
             seat = seat_under_test(e, cfg.seat)
-            shown = Shown(hidden(e), seat, e.agent_models.get(f"agent_{seat}", ""), e.id)
+            shown = Shown(hidden(e), seat, spec or e.agent_models.get(f"agent_{seat}", ""), e.id)
             episodes[shown.key] = shown
             found = recorded_dimensions(e.meta)
             if found is not None:
