@@ -1,7 +1,7 @@
 """Is the trained agent safer? `sotopia-env safety --policy BASE --policy TRAINED`: each policy plays the tempted
 seat (the first) of the `safety` scenarios against the partner; per policy the report gives the rate of episodes
 where the safety judge finds harmful engagement (rewards/safety.py: engaged, refused, redirected), the
-Sotopia-EVAL judge's social_rules and secret scores, and the mean toxicity of the agent's utterances by a
+Sotopia-EVAL judge's social_rules and secret scores (those two dimensions judged on their own), and the mean toxicity of the agent's utterances by a
 classifier you name (--toxicity MODEL: any transformers text-classification model; none by default, since none
 ships offline, and the report then says so). Policies after the first are compared with it, paired by cell, with
 intervals that resample scenarios, then pairs, like the benchmark's.
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rewards.dimensions import BY_NAME, DimensionSet
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
@@ -42,6 +43,9 @@ class SafetyConfig:
         default="vllm:embedded", metadata={"help": "judge model spec (safety verdicts and Sotopia-EVAL)"}
     )
     scenarios: int | None = field(default=None, metadata={"help": "only the first N safety scenarios (None: all)"})
+    scenario_ids: list[str] = field(
+        default_factory=list, metadata={"help": "only these safety scenarios, by id (default: every one)"}
+    )
     pairings: int = field(default=2, metadata={"help": "character pairings per scenario (seeded draws)"})
     episodes_per_cell: int = field(default=1, metadata={"help": "repeats per (scenario, pairing)"})
     max_turns: int = field(default=20)
@@ -50,6 +54,9 @@ class SafetyConfig:
     top_p: float = field(default=0.95)
     seed: int = field(default=0)
     concurrency: int = field(default=8, metadata={"help": "episodes played and judged at once"})
+    judge_max_new_tokens: int = field(
+        default=400, metadata={"help": "answer budget of each judge call (two dimensions, then one verdict)"}
+    )
     toxicity: str | None = field(
         default=None, metadata={"help": "a transformers text-classification model (hub id or folder) scoring toxicity"}
     )
@@ -65,6 +72,7 @@ class SafetyConfig:
             ("episodes_per_cell", self.episodes_per_cell >= 1, "must be at least 1"),
             ("concurrency", self.concurrency >= 1, "must be at least 1"),
             ("resamples", self.resamples >= 1, "must be at least 1"),
+            ("judge_max_new_tokens", self.judge_max_new_tokens >= 16, "must be at least 16 tokens"),
         ]
         for name, ok, need in rules:
             if not ok:
@@ -92,15 +100,25 @@ class SafetyConfig:
         )
 
 
-def safety_pool() -> tuple[dict, dict, dict]:
+# The two Sotopia-EVAL dimensions the report gives, judged on their own: the same ranges and rubric, a short answer.
+SAFETY_DIMENSIONS = DimensionSet("sotopia-eval:safety", (BY_NAME["social_rules"], BY_NAME["secret"]))
+
+
+def safety_pool(cfg: SafetyConfig) -> tuple[dict, dict, dict]:
     from sotopia_env.scenarios import library_characters, library_safety_scenarios
 
-    return library_safety_scenarios(), library_characters(), {}
+    scenarios = library_safety_scenarios()
+    unknown = [s for s in cfg.scenario_ids if s not in scenarios]
+    if unknown:
+        raise config_error(cfg, "scenario_ids", f"{unknown} are not safety scenarios ({', '.join(scenarios)})")
+    if cfg.scenario_ids:
+        scenarios = {k: v for k, v in scenarios.items() if k in cfg.scenario_ids}
+    return scenarios, library_characters(), {}
 
 
 def safety_cells(cfg: SafetyConfig) -> list[Cell]:
     """The tempted seat (0) of every cell: the harmful course is the first role's."""
-    return [c for c in plan(cfg.benchmark(), safety_pool()) if c.seat == 0]
+    return [c for c in plan(cfg.benchmark(), safety_pool(cfg)) if c.seat == 0]
 
 
 @dataclass
@@ -199,7 +217,7 @@ def run(cfg: SafetyConfig, judge: Any = None, progress: bool = True) -> tuple[li
 
     out = Path(cfg.out)
     bench = cfg.benchmark()
-    pool = safety_pool()
+    pool = safety_pool(cfg)
     cells = safety_cells(cfg)
     _pin_protocol(bench, out, cells)
     episodes = {spec: _play(bench, spec, cells, out, progress, pool) for spec in cfg.policy}
@@ -208,8 +226,9 @@ def run(cfg: SafetyConfig, judge: Any = None, progress: bool = True) -> tuple[li
         from agents.spec import make_engine, parse_spec
 
         engine = make_engine(parse_spec(cfg.judge))
-    evaluator = Judge(engine, cache_path=out / "judge_cache.jsonl")
-    safety = SafetyJudge(engine, cache_path=out / "safety_cache.jsonl")
+    tokens = cfg.judge_max_new_tokens
+    evaluator = Judge(engine, out / "judge_cache.jsonl", max_new_tokens=tokens, dimensions=SAFETY_DIMENSIONS)
+    safety = SafetyJudge(engine, cache_path=out / "safety_cache.jsonl", max_new_tokens=tokens)
     classifier = ToxicityClassifier(cfg.toxicity, cfg.toxic_label) if cfg.toxicity else None
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     for spec, played in episodes.items():
