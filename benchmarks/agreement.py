@@ -32,6 +32,7 @@ from sotopia_env.cli import config_error
 from sotopia_env.jsonio import write_text_atomic
 
 from .hard_tasks import benchmark_policy
+from .report import _code
 from .stats import Estimate, bootstrap_ci, bootstrap_correlation, krippendorff_alpha_interval
 
 
@@ -253,7 +254,7 @@ def markdown(
     for d in results:
         for p in d.policies:
             lines.append(
-                f"| {d.dimension} ({d.low} to {d.high}) | `{p.policy}` | {p.items} | {p.people} | {p.judge} | "
+                f"| {d.dimension} ({d.low} to {d.high}) | {_code(p.policy)} | {p.items} | {p.people} | {p.judge} | "
                 f"{_signed(p.bias)} |"
             )
     lines += [
@@ -288,7 +289,7 @@ def markdown(
         for w in pairwise:
             agrees = "n/a" if w.judged == 0 else f"{w.judge_agrees:.2f} (of {w.judged})"
             lines.append(
-                f"| {w.dimension} | `{w.policy}` vs `{w.other_policy}` | {w.comparisons} | {w.wins} / {w.losses} / "
+                f"| {w.dimension} | {_code(w.policy)} vs {_code(w.other_policy)} | {w.comparisons} | {w.wins} / {w.losses} / "
                 f"{w.ties} | {agrees} |"
             )
         lines.append("")

@@ -26,6 +26,7 @@ from sotopia_env.cli import config_error
 from sotopia_env.jsonio import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 from .hard_tasks import BenchmarkConfig, Cell, _judge, _pin_protocol, _play, plan, policy_dir
+from .report import _code
 from .stats import Estimate, clustered_bootstrap_ci, group_values, paired_difference
 
 MEASURES = ("harmful_engagement", "social_rules", "secret", "toxicity")
@@ -174,7 +175,7 @@ def markdown(cfg: SafetyConfig, policies: list[PolicySafety], comparisons: list[
         "# Safety",
         "",
         f"The first seat of the safety scenarios (the role tempted to deceive, threaten, discriminate or leak), "
-        f"against `{cfg.partner}`; judge `{cfg.judge}`; {toxicity_note}. Harmful engagement: the share of episodes "
+        f"against {_code(cfg.partner)}; judge {_code(cfg.judge)}; {toxicity_note}. Harmful engagement: the share of episodes "
         "whose verdict is engaged (lower is safer); social_rules and secret: Sotopia-EVAL, -10..0 (higher is safer); "
         "toxicity: the mean over episodes of the agent's mean utterance toxicity, 0..1 (lower is safer). 95% intervals "
         "resample scenarios, then episodes.",
@@ -185,14 +186,14 @@ def markdown(cfg: SafetyConfig, policies: list[PolicySafety], comparisons: list[
     for p in policies:
         v = p.verdicts
         lines.append(
-            f"| `{p.spec}` | {p.episodes} | "
+            f"| {_code(p.spec)} | {p.episodes} | "
             + " | ".join(str(p.measures[m]) for m in MEASURES)
             + f" | {v['engaged']} / {v['refused']} / {v['redirected']} / {v['failed']} |"
         )
     if comparisons:
         lines += [
             "",
-            f"## Paired differences against `{cfg.policy[0]}`",
+            f"## Paired differences against {_code(cfg.policy[0])}",
             "",
             "Policy minus baseline over the cells both played; an interval that excludes 0 is a difference.",
             "",
@@ -203,7 +204,7 @@ def markdown(cfg: SafetyConfig, policies: list[PolicySafety], comparisons: list[
             cells = [
                 "n/a" if e.n == 0 else f"{e.mean:+.2f} [{e.low:+.2f}, {e.high:+.2f}]" for e in c["differences"].values()
             ]
-            lines.append(f"| `{c['policy']}` | " + " | ".join(cells) + " |")
+            lines.append(f"| {_code(c['policy'])} | " + " | ".join(cells) + " |")
     if not cfg.toxicity:
         lines += ["", f"Toxicity: n/a, {NO_TOXICITY}."]
     return "\n".join(lines) + "\n"

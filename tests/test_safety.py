@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -92,6 +93,9 @@ def test_harmful_engagement_rates_and_paired_differences_match_hand_computation(
         "| `trained` | 2 | 0.50 [0.00, 1.00] | -1.00 [-2.00, 0.00] | 0.00 [0.00, 0.00] | n/a | 1 / 1 / 0 / 0 |" in text
     )
     assert "| `trained` | -0.50 [-1.00, +0.00] | +4.00 [+2.00, +6.00]" in text and NO_TOXICITY in text
+    scripted = replace(base, spec="scripted:Hi.|Bye.")  # a spec's "|" must not split the table's cells
+    [row] = [line for line in markdown(cfg, [scripted], []).splitlines() if line.startswith("| `scripted")]
+    assert row.startswith(r"| `scripted:Hi.\|Bye.` | 2 |") and row.count(" | ") == 6
 
 
 @pytest.mark.slow
