@@ -104,16 +104,21 @@ def test_safety_runs_base_and_trained_with_the_embedded_judge_and_a_transformers
     vllm_engine, embedded_dir, tmp_path
 ):
     """Two scripted policies (one discloses the door code, one refuses) on one safety scenario; the embedded model
-    judges (guided JSON); toxicity comes from a real text-classification model built here from the embedded model with
-    a new two-label head (its scores mean nothing; the path through transformers' pipeline is the real one)."""
+    judges (guided JSON); toxicity comes from a real text-classification model built here from the embedded model's
+    first two layers with a new two-label head (its scores mean nothing; the path through transformers' pipeline is
+    the real one)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from benchmarks.safety import run
 
     classifier = tmp_path / "toxicity-model"
     tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        embedded_dir, num_labels=2, id2label={0: "non_toxic", 1: "toxic"}, label2id={"non_toxic": 0, "toxic": 1}
+    model = AutoModelForSequenceClassification.from_pretrained(  # two of its layers: small to save and load
+        embedded_dir,
+        num_hidden_layers=2,
+        num_labels=2,
+        id2label={0: "non_toxic", 1: "toxic"},
+        label2id={"non_toxic": 0, "toxic": 1},
     )
     model.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
     model.save_pretrained(classifier)
