@@ -97,6 +97,26 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "benchmarks.hard_tasks:BenchmarkConfig",
         "benchmarks.cli:benchmark_command",
     ),
+    "rate": (
+        "people rate episodes in the browser (models hidden, order shuffled per rater, resumable; --pairwise)",
+        "viewer.configs:RateConfig",
+        "viewer.cli:rate_command",
+    ),
+    "agreement": (
+        "people's ratings beside the judge's: means, bias, correlations, Krippendorff's alpha (markdown, CSV, PNG)",
+        "benchmarks.agreement:AgreementConfig",
+        "benchmarks.agreement:agreement_command",
+    ),
+    "eval-general": (
+        "general QA retention: lm-evaluation-harness on the base and the trained adapter, side by side",
+        "benchmarks.general_qa:EvalGeneralConfig",
+        "benchmarks.general_qa:eval_general_command",
+    ),
+    "safety": (
+        "safety scenarios: harmful engagement, social_rules, secret and toxicity per policy, base vs trained paired",
+        "benchmarks.safety:SafetyConfig",
+        "benchmarks.safety:safety_command",
+    ),
     "view": (
         "browse episodes, benchmark folders and training runs in a local web page (or --export one HTML file)",
         "viewer.configs:ViewConfig",

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.configs import library_rule
+from rewards.dimensions import DimensionSet, dimension_set
 from sotopia_env import EpisodeStart
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import read_json
@@ -76,6 +77,16 @@ class BenchmarkConfig:
         metadata={"help": "also judge the partner's agent (its scores in the report): twice the judge calls"},
     )
     resamples: int = field(default=2000, metadata={"help": "bootstrap resamples per interval"})
+    dimensions: str | None = field(
+        default=None,
+        metadata={
+            "help": "dimension set JSON file the judge scores (rewards.dimensions); default: Sotopia-EVAL's seven"
+        },
+    )
+    ratings: str | None = field(
+        default=None,
+        metadata={"help": "people's ratings JSONL (`sotopia-env rate`): the report gains the people's column"},
+    )
     out: str = field(default="runs/benchmark")
     leaderboard: str | None = field(
         default="runs/leaderboard.jsonl", metadata={"help": "leaderboard JSONL file; '' (None in Python): no entry"}
@@ -108,6 +119,13 @@ class BenchmarkConfig:
         for name, ok, need in rules:
             if not ok:
                 raise config_error(self, name, need)
+        self.dimension_set()
+
+    def dimension_set(self) -> DimensionSet:
+        try:
+            return dimension_set(self.dimensions)
+        except (OSError, ValueError) as exc:
+            raise config_error(self, "dimensions", f"must be a dimension set file ({exc})") from None
 
 
 # Fields that define what an episode means: a rerun into the same OUT must keep them, and the cells played
@@ -123,6 +141,7 @@ PROTOCOL = (
     "temperature",
     "top_p",
     "seed",
+    "dimensions",  # in the protocol only when set: runs on the seven keep the digest they had
 )
 
 
@@ -195,13 +214,33 @@ def cell_set(cells: list[Cell]) -> dict[str, Any]:
 
 def protocol(cfg: BenchmarkConfig, cells: list[Cell]) -> dict[str, Any]:
     """Everything that makes two runs' numbers comparable: the PROTOCOL fields and the cell set."""
-    return {**{k: asdict(cfg)[k] for k in PROTOCOL}, "cells": cell_set(cells)}
+    fields = {k: asdict(cfg)[k] for k in PROTOCOL}
+    if fields["dimensions"] is None:
+        del fields["dimensions"]
+    else:  # the set's content, not the file's name: the same set in another file is the same protocol
+        fields["dimensions"] = cfg.dimension_set().to_json()
+    return {**fields, "cells": cell_set(cells)}
 
 
 def policy_dir(out: Path, spec: str) -> Path:
     """A readable, collision-free folder name for a policy spec."""
     slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in spec)[:48].strip("-")
     return out / f"{slug}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
+
+
+def benchmark_policy(path: str | Path) -> str | None:
+    """The policy spec whose episodes a file in a benchmark folder holds (OUT/<policy>/episodes*.jsonl), read from
+    OUT/config.json; None for a file outside a benchmark folder. Episodes record their engine's model name, which
+    two policies (a base and its adapter, two scripted ones) may share; the folder tells them apart."""
+    folder = Path(path).resolve().parent
+    config = folder.parent / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        policies = read_json(config).get("policies") or []
+    except (ValueError, AttributeError):
+        return None
+    return next((spec for spec in policies if policy_dir(folder.parent, spec).resolve() == folder), None)
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -230,7 +269,12 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
 
         judge = make_engine(parse_spec(cfg.judge))
     if not isinstance(judge, Judge):
-        judge = Judge(judge, cache_path=out / "judge_cache.jsonl")
+        judge = Judge(judge, cache_path=out / "judge_cache.jsonl", dimensions=cfg.dimension_set())
+    elif judge.dimensions != cfg.dimension_set():
+        raise ValueError(
+            f"the judge given scores the dimension set {judge.dimensions.name!r}, the config names "
+            f"{cfg.dimension_set().name!r}; build the Judge with dimensions=cfg.dimension_set()"
+        )
     to_judge = {c.key: _judged_agents(cfg, c) for c in cells}
     judged = {
         spec: _judge(judge, eps, to_judge, cfg.concurrency, progress, policy_dir(out, spec) / "episodes.judged.jsonl")
@@ -242,6 +286,8 @@ def run(cfg: BenchmarkConfig, judge: Any = None, progress: bool = True) -> Bench
         close_engine(judge.engine)
 
     result = summarize(cfg, cells, judged, judge_model=judge.model_name)
+    if cfg.ratings:
+        add_people(result, cells, judged, cfg.ratings, cfg)
     write_report(result, out)
     if cfg.leaderboard:
         write_leaderboard(result, Path(cfg.leaderboard))
@@ -350,9 +396,7 @@ def summarize(
     cfg: BenchmarkConfig, cells: list[Cell], judged: dict[str, dict[str, Any]], judge_model: str
 ) -> BenchmarkResult:
     """Per-policy estimates, per-scenario means and paired comparisons from judged episodes by cell key."""
-    from rewards.dimensions import NAMES
-
-    dims = (*NAMES, "overall")
+    dims = (*cfg.dimension_set().names, "overall")
     by_key = {c.key: c for c in cells}
     scenario_of = {c.key: c.scenario for c in cells}
 
@@ -383,7 +427,7 @@ def summarize(
             {d: clustered({k: s[d] for k, s in partner.items()}) for d in dims} if cfg.judge_partner else {}
         )
         overall = group_means({k: s["overall"] for k, s in own.items()}, scenario_of)
-        goal = group_means({k: s["goal"] for k, s in own.items()}, scenario_of)
+        goal = group_means({k: s.get("goal", float("nan")) for k, s in own.items()}, scenario_of)  # nan: no goal
         per_scenario = {
             sid: {"overall": overall[sid][0], "goal": goal[sid][0], "n": overall[sid][1]} for sid in overall
         }
@@ -404,6 +448,33 @@ def summarize(
             diffs_given[d] = paired_difference(a_d, b_d, cfg.resamples, cfg.seed)
         comparisons.append(Comparison(spec, baseline, len(set(a) & set(b)), diffs, diffs_given))
     return BenchmarkResult(asdict(cfg), provenance(cfg, judge_model, cells), policies, comparisons, scores)
+
+
+def add_people(
+    result: BenchmarkResult,
+    cells: list[Cell],
+    judged: dict[str, dict[str, Any]],
+    ratings_path: str,
+    cfg: BenchmarkConfig,
+) -> None:
+    """Each policy's people's means (raters averaged per episode, then a bootstrap over episodes) and the
+    judge's means on the same episodes, from the ratings of its episodes' seat under test."""
+    from rewards.ratings import read_ratings
+
+    from .agreement import people_scores
+
+    ratings = read_ratings(ratings_path, cfg.dimension_set())
+    for policy in result.policies:
+        mine = judged.get(policy.spec, {})
+        seat_of = {mine[c.key].id: c.seat for c in cells if c.key in mine}
+        by_id = {e.id: e for e in judged.get(policy.spec, {}).values()}
+        for d in cfg.dimension_set().names:
+            items = {
+                k: v for k, v in people_scores(ratings, d).items() if seat_of.get(k[0]) == k[1] and k[2] == policy.spec
+            }
+            judge = [by_id[e].judge_scores.get(f"agent_{s}", {}).get(d) for e, s, _ in items]
+            policy.people[d] = bootstrap_ci([sum(v) / len(v) for v in items.values()], cfg.resamples, cfg.seed)
+            policy.people_judge[d] = bootstrap_ci([j for j in judge if j is not None], cfg.resamples, cfg.seed)
 
 
 def provenance(cfg: BenchmarkConfig, judge_model: str, cells: list[Cell]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ class PolicyResult:
     unplayed: list[str] = field(default_factory=list)  # cells with no episode (should be empty after a full run)
     dimensions_given_scenarios: dict[str, Estimate] = field(default_factory=dict)  # same means, episodes resampled
     partner: dict[str, Estimate] = field(default_factory=dict)  # the partner's scores (only with judge_partner)
+    people: dict[str, Estimate] = field(default_factory=dict)  # people's ratings of the rated episodes (--ratings)
+    people_judge: dict[str, Estimate] = field(default_factory=dict)  # the judge's mean on those same episodes
 
 
 @dataclass

@@ -157,6 +157,24 @@ def markdown(result: BenchmarkResult) -> str:
             lines.append(
                 f"| {_code(p.spec)} | " + " | ".join(str(p.partner[d]) if p.partner else "n/a" for d in dims) + " |"
             )
+    rated = [d for d in dims if any(d in p.people and p.people[d].n for p in result.policies)]
+    if rated:
+        lines += [
+            "",
+            "## People's ratings",
+            "",
+            "People's mean (95% bootstrap interval over the rated episodes) beside the judge's mean on the same episodes; "
+            "`sotopia-env agreement` gives correlations, bias intervals and inter-rater agreement.",
+            "",
+            "| policy | " + " | ".join(f"{d}: people / judge" for d in rated) + " |",
+            "|---|" + "---|" * len(rated),
+        ]
+        for p in result.policies:
+            cells = [
+                f"{p.people[d]} / {p.people_judge[d].mean:.2f}" if d in p.people and p.people[d].n else "n/a"
+                for d in rated
+            ]
+            lines.append(f"| {_code(p.spec)} | " + " | ".join(cells) + " |")
     if result.comparisons:
         pair_header = ["| policy | pairs | " + " | ".join(dims) + " |", "|---|---|" + "---|" * len(dims)]
         lines += [
@@ -323,7 +341,8 @@ def write_leaderboard(result: BenchmarkResult, path: Path) -> None:
     prov = result.provenance
     entries = {(e["protocol_sha256"], e["policy"], e["out"]): e for e in iter_jsonl(path)}
     for p in result.policies:
-        overall, goal = p.dimensions["overall"], p.dimensions["goal"]
+        overall = p.dimensions["overall"]
+        goal = p.dimensions.get("goal", Estimate(float("nan"), float("nan"), float("nan"), 0))  # a set without goal
         entries[(prov["protocol_sha256"], p.spec, result.config["out"])] = {
             "policy": p.spec,
             "overall": overall.mean,

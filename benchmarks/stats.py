@@ -103,3 +103,81 @@ def _check(resamples: int, level: float) -> None:
         raise ValueError(f"level must lie in (0, 1), not {level}")
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, not {resamples}")
+
+
+# --- agreement between the judge and people ---------------------------------------------------------
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's r; NaN when either side has no spread (or fewer than two pairs)."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.size != b.size:
+        raise ValueError(f"pearson needs pairs: {a.size} values against {b.size}")
+    if a.size < 2:
+        return float("nan")
+    da, db = a - a.mean(), b - b.mean()
+    denominator = np.sqrt((da * da).sum() * (db * db).sum())
+    return float((da * db).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def ranks(x: Sequence[float]) -> np.ndarray:
+    """1-based ranks, ties sharing the mean of the ranks they span (as Spearman's rho needs)."""
+    a = np.asarray(x, dtype=float)
+    order = np.argsort(a, kind="mergesort")
+    out = np.empty(a.size)
+    sorted_values = a[order]
+    start = 0
+    while start < a.size:
+        end = start
+        while end + 1 < a.size and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        out[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return out
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho: Pearson's r of the (tie-averaged) ranks."""
+    return pearson(ranks(x), ranks(y))
+
+
+def bootstrap_correlation(
+    x: Sequence[float], y: Sequence[float], method: str = "pearson", resamples: int = 2000, seed: int = 0, level=0.95
+) -> Estimate:
+    """The correlation of the pairs and a percentile-bootstrap interval over pairs (a resample with no spread on
+    one side has no correlation and is left out of the interval)."""
+    _check(resamples, level)
+    corr = {"pearson": pearson, "spearman": spearman}.get(method)
+    if corr is None:
+        raise ValueError(f"method must be pearson or spearman, not {method!r}")
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    value = corr(a, b)
+    if a.size < 2:
+        return Estimate(value, float("nan"), float("nan"), int(a.size))
+    picks = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
+    values = np.array([corr(a[p], b[p]) for p in picks])
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return Estimate(value, float("nan"), float("nan"), int(a.size))
+    low, high = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return Estimate(value, float(low), float(high), int(a.size))
+
+
+def krippendorff_alpha_interval(units: Mapping[str, Sequence[float]]) -> tuple[float, int, int]:
+    """Krippendorff's alpha for interval data, with (pairable units, pairable values). `units` maps each rated
+    unit (an episode's seat on one dimension) to its raters' values; units with fewer than two values cannot be
+    paired and are left out. alpha = 1 - D_o / D_e, where, over the n pairable values,
+    D_o = (1/n) sum_u 1/(m_u - 1) sum_{i != j in u} (v_i - v_j)^2 and
+    D_e = 1/(n (n - 1)) sum_{i != j over all} (v_i - v_j)^2. NaN when nothing is pairable or no value differs."""
+    pairable = [np.asarray(v, dtype=float) for v in units.values() if len(v) >= 2]
+    if not pairable:
+        return float("nan"), 0, 0
+    n = sum(v.size for v in pairable)
+
+    def squared_differences(v: np.ndarray) -> float:  # sum over ordered pairs i != j of (v_i - v_j)^2
+        return float(2 * v.size * (v * v).sum() - 2 * v.sum() ** 2)
+
+    observed = sum(squared_differences(v) / (v.size - 1) for v in pairable) / n
+    expected = squared_differences(np.concatenate(pairable)) / (n * (n - 1))
+    alpha = 1 - observed / expected if expected > 0 else float("nan")
+    return float(alpha), len(pairable), n

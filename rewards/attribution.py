@@ -25,7 +25,7 @@ from sotopia_env import Episode
 from sotopia_env.episode import check_unique_ids
 from sotopia_env.replay import UtteranceState, utterance_states
 
-from .dimensions import BY_NAME
+from .dimensions import SOTOPIA_EVAL, DimensionSet
 from .json_answers import JSONCache, Outcome, Request, ask_json
 
 METHODS = ("direct", "scaled", "singular", "uniform", "discounting")
@@ -40,13 +40,17 @@ class AttributionConfig:
     dims: tuple[str, ...] = DEFAULT_DIMS
     weights: tuple[float, ...] | None = None  # one per dim; None: equal
     gamma: float = 0.9
+    dimensions: DimensionSet = SOTOPIA_EVAL  # the set the dims are named from (its rubric goes in the prompt)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown attribution method {self.method!r}; use one of {', '.join(METHODS)}")
-        unknown = [d for d in self.dims if d not in BY_NAME]
+        unknown = [d for d in self.dims if d not in self.dimensions.by_name]
         if unknown or not self.dims:
-            raise ValueError(f"unknown dimension(s) {unknown}; use names from rewards.dimensions.NAMES")
+            raise ValueError(
+                f"unknown dimension(s) {unknown} in the dimension set {self.dimensions.name!r}; use some of "
+                + ", ".join(self.dimensions.names)
+            )
         if self.weights is not None and (len(self.weights) != len(self.dims) or sum(self.weights) <= 0):
             raise ValueError(f"weights must be {len(self.dims)} numbers with a positive sum, got {self.weights}")
         if not 0 < self.gamma <= 1:
@@ -77,7 +81,11 @@ def spread(
 
 
 def attribution_messages(
-    episode: Episode, agent: str, utterances: Sequence[UtteranceState], dims: Sequence[str]
+    episode: Episode,
+    agent: str,
+    utterances: Sequence[UtteranceState],
+    dims: Sequence[str],
+    dimensions: DimensionSet = SOTOPIA_EVAL,
 ) -> Messages:
     seat = episode.agents.index(agent)
     me = episode.characters[seat]
@@ -87,7 +95,7 @@ def attribution_messages(
         for t in episode.turns
         if t.action_type != "none"
     ]
-    dims_text = "\n".join(f"- {d}: {BY_NAME[d].rubric}" for d in dims)
+    dims_text = "\n".join(f"- {d}: {dimensions.by_name[d].rubric}" for d in dims)
     user = "\n".join(
         [
             f"Scenario: {episode.scenario.situation}",
@@ -180,6 +188,10 @@ class Attributor:
                 if agent not in ep.judge_scores:
                     failures.append(f"{ep.id} {agent}: no judge scores")
                     continue
+                lacking = [d for d in cfg.dims if d not in ep.judge_scores[agent]]
+                if lacking:
+                    failures.append(f"{ep.id} {agent}: judge scores lack {', '.join(lacking)} (judged on another set?)")
+                    continue
                 mine = [s for s in states if s.agent == agent]
                 if mine:
                     work.append((ep, agent, mine))
@@ -188,7 +200,7 @@ class Attributor:
             assert self.engine is not None
             requests = {}
             for ep, agent, mine in work:
-                messages = attribution_messages(ep, agent, mine, cfg.dims)
+                messages = attribution_messages(ep, agent, mine, cfg.dims, cfg.dimensions)
                 digest = hashlib.sha256(json.dumps(messages).encode()).hexdigest()[:16]
                 key = f"{ep.id}|{agent}|{self.engine.model_name}|{PROMPT_VERSION}|{digest}"
                 requests[(ep.id, agent)] = Request(

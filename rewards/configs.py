@@ -10,6 +10,18 @@ from sotopia_env.cli import config_error
 
 if TYPE_CHECKING:
     from .attribution import AttributionConfig
+    from .dimensions import DimensionSet
+
+
+def dimensions_of(cfg: JudgeConfig | LabelConfig) -> DimensionSet:
+    """The dimension set a config's --dimensions names; a file that is missing or malformed is a ValueError
+    naming the flag (rewards.dimensions is torch-free: checked before any model loads)."""
+    from .dimensions import dimension_set
+
+    try:
+        return dimension_set(cfg.dimensions)
+    except (OSError, ValueError) as exc:
+        raise config_error(cfg, "dimensions", f"must be a dimension set file ({exc})") from None
 
 
 @dataclass
@@ -24,10 +36,15 @@ class JudgeConfig:
             "help": "continue an --out whose OUT.settings.json (beside OUT) records other settings (refused otherwise)"
         },
     )
+    dimensions: str | None = field(
+        default=None,
+        metadata={"help": "dimension set JSON file (name, range, rubric per dimension); default: Sotopia-EVAL's seven"},
+    )
 
     def validate(self) -> None:
         if self.batch_size < 1:
             raise config_error(self, "batch_size", "must be at least 1 episode")
+        dimensions_of(self)
 
 
 @dataclass
@@ -38,8 +55,12 @@ class LabelConfig:
         default="embedded", metadata={"help": "policy-style spec of the judge model; use a strong model"}
     )
     method: str = field(default="direct", metadata={"help": "direct, scaled, singular, uniform or discounting"})
-    dims: str = field(
-        default="goal,relationship,knowledge", metadata={"help": "dimensions to aggregate, comma-separated"}
+    dims: str | None = field(
+        default=None,
+        metadata={
+            "help": "dimensions to aggregate, comma-separated (default: goal,relationship,knowledge of Sotopia-EVAL; "
+            "every dimension of a --dimensions set)"
+        },
     )
     weights: str | None = field(
         default=None, metadata={"help": "comma-separated weights, one per dimension (default: equal)"}
@@ -60,18 +81,31 @@ class LabelConfig:
             "episodes labelled with other settings are labelled again"
         },
     )
+    dimensions: str | None = field(
+        default=None,
+        metadata={"help": "dimension set JSON file the judge scores and --dims name; default: Sotopia-EVAL's seven"},
+    )
 
     def attribution(self) -> AttributionConfig:
         """The attribution these flags describe; raises a ValueError for an unknown method or dimension, or
         weights that do not match the dimensions."""
-        from .attribution import AttributionConfig
+        from .attribution import DEFAULT_DIMS, AttributionConfig
 
-        dims = tuple(d.strip() for d in self.dims.split(",") if d.strip())
+        dimensions = dimensions_of(self)
+        if self.dims is not None:
+            dims = tuple(d.strip() for d in self.dims.split(",") if d.strip())
+        else:
+            dims = DEFAULT_DIMS if set(DEFAULT_DIMS) <= set(dimensions.names) else dimensions.names
         try:
             weights = tuple(float(w) for w in self.weights.split(",")) if self.weights else None
         except ValueError:
             raise config_error(self, "weights", "must be numbers, comma-separated") from None
-        return AttributionConfig(method=self.method, dims=dims, weights=weights, gamma=self.gamma)
+        try:
+            return AttributionConfig(
+                method=self.method, dims=dims, weights=weights, gamma=self.gamma, dimensions=dimensions
+            )
+        except ValueError as exc:
+            raise ValueError(f"{exc} (set --method, --dims, --weights or --gamma)") from None
 
     def validate(self) -> None:
         if self.batch_size < 1:

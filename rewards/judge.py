@@ -1,7 +1,7 @@
 """`Judge`: Sotopia-EVAL scoring of finished episodes by any engine (usually an OpenAI-compatible model).
 
-Per episode and agent the judge model returns, for each of the seven dimensions, a short reasoning and an
-integer score in the dimension's range, as JSON (guided by a JSON schema where the engine supports it).
+Per episode and agent the judge model returns, for each dimension of its `DimensionSet` (Sotopia-EVAL's
+seven unless given another), a short reasoning and an integer score in the dimension's range, as JSON (guided by a JSON schema where the engine supports it).
 Answers are validated; invalid ones are retried a bounded number of times, then the failure is recorded
 in the episode (`judge_failures`) and the batch goes on. A cache keyed by (episode id, agent, judge
 model, prompt version) makes reruns free.
@@ -24,7 +24,7 @@ from sotopia_env import Episode, read_episodes
 from sotopia_env.episode import check_unique_ids
 from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_jsonl_atomic
 
-from .dimensions import DIMENSIONS, NAMES, check_scores, overall
+from .dimensions import SOTOPIA_EVAL, DimensionSet
 from .json_answers import JSONCache, Request, ask_json
 
 PROMPT_VERSION = "judge-v1"
@@ -47,12 +47,12 @@ def transcript_json(episode: Episode) -> str:
     return json.dumps(turns, ensure_ascii=False, indent=0)
 
 
-def judge_messages(episode: Episode, agent: str) -> Messages:
+def judge_messages(episode: Episode, agent: str, dimensions: DimensionSet = SOTOPIA_EVAL) -> Messages:
     seat = episode.agents.index(agent)
     me, other = episode.characters[seat], episode.characters[1 - seat]
     roles = episode.scenario.roles
     secrets = "; ".join(s for s in (me.secret, roles[seat].secret) if s) or "none"
-    rubric = "\n".join(f"- {d.name} ({d.low} to {d.high}): {d.rubric}" for d in DIMENSIONS)
+    rubric = "\n".join(f"- {d.name} ({d.low} to {d.high}): {d.rubric}" for d in dimensions.dimensions)
     user = "\n".join(
         [
             f"Scenario: {episode.scenario.situation}",
@@ -68,14 +68,14 @@ def judge_messages(episode: Episode, agent: str) -> Messages:
             rubric,
             "",
             "Reply with a JSON object with exactly these keys: "
-            + ", ".join(NAMES)
+            + ", ".join(dimensions.names)
             + '. Each value is {"reasoning": "<one or two sentences>", "score": <integer in the range>}.',
         ]
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-def judge_schema() -> dict:
+def judge_schema(dimensions: DimensionSet = SOTOPIA_EVAL) -> dict:
     props = {
         d.name: {
             "type": "object",
@@ -86,12 +86,12 @@ def judge_schema() -> dict:
             "required": ["reasoning", "score"],
             "additionalProperties": False,
         }
-        for d in DIMENSIONS
+        for d in dimensions.dimensions
     }
-    return {"type": "object", "properties": props, "required": list(NAMES), "additionalProperties": False}
+    return {"type": "object", "properties": props, "required": list(dimensions.names), "additionalProperties": False}
 
 
-def validate_answer(value: object) -> list[str]:
+def validate_answer(value: object, dimensions: DimensionSet = SOTOPIA_EVAL) -> list[str]:
     if not isinstance(value, dict):
         return ["answer is not a JSON object"]
     problems = []
@@ -101,20 +101,31 @@ def validate_answer(value: object) -> list[str]:
             problems.append(f"{name}: expected {{'reasoning', 'score'}}")
             continue
         scores[name] = entry["score"]
-    return problems + check_scores(scores)
+    return problems + dimensions.check_scores(scores)
 
 
 class JudgeFailure(RuntimeError):
     pass
 
 
+def is_judged(episode: Episode, agent: str, dimensions: DimensionSet = SOTOPIA_EVAL) -> bool:
+    """Whether the agent has a score on every dimension of the set (scores on another set do not count)."""
+    return set(dimensions.names) <= set(episode.judge_scores.get(agent, {}))
+
+
 class Judge:
     """Sotopia-EVAL judge. Call `judge_episodes` for batches; an instance is also the env's `EpisodeJudge`."""
 
     def __init__(
-        self, engine: Engine, cache_path: str | Path | None = None, max_attempts: int = 3, max_new_tokens: int = 900
+        self,
+        engine: Engine,
+        cache_path: str | Path | None = None,
+        max_attempts: int = 3,
+        max_new_tokens: int = 900,
+        dimensions: DimensionSet = SOTOPIA_EVAL,
     ) -> None:
         self.engine = engine
+        self.dimensions = dimensions
         self.cache = JSONCache(cache_path)
         self.max_attempts = max_attempts
         self.max_new_tokens = max_new_tokens
@@ -133,7 +144,7 @@ class Judge:
         }
 
     def cache_key(self, episode: Episode, agent: str) -> str:
-        digest = hashlib.sha256(json.dumps(judge_messages(episode, agent)).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps(judge_messages(episode, agent, self.dimensions)).encode()).hexdigest()[:16]
         return f"{episode.id}|{agent}|{self.model_name}|{PROMPT_VERSION}|{digest}"
 
     def judge_episodes(
@@ -147,9 +158,14 @@ class Judge:
             raise ValueError(
                 f"agents names the agents to judge for {len(chosen)} episodes; give one list per episode ({len(episodes)})"
             )
-        schema = judge_schema()
+        dimensions = self.dimensions
+        schema = judge_schema(dimensions)
+
+        def validate(value: object) -> list[str]:
+            return validate_answer(value, dimensions)
+
         requests = {
-            (ep.id, agent): Request(self.cache_key(ep, agent), judge_messages(ep, agent), schema, validate_answer)
+            (ep.id, agent): Request(self.cache_key(ep, agent), judge_messages(ep, agent, dimensions), schema, validate)
             for ep, names in zip(episodes, chosen)
             for agent in names
         }
@@ -164,9 +180,9 @@ class Judge:
                         f"judge {self.model_name} on {agent}: {outcome.error} (after {outcome.attempts} attempts)"
                     )
                     continue
-                dims = {name: float(outcome.value[name]["score"]) for name in NAMES}
-                scores[agent] = {**dims, "overall": overall(dims)}
-                reasoning[agent] = {name: str(outcome.value[name].get("reasoning", "")) for name in NAMES}
+                dims = {name: float(outcome.value[name]["score"]) for name in dimensions.names}
+                scores[agent] = {**dims, "overall": dimensions.overall(dims)}
+                reasoning[agent] = {name: str(outcome.value[name].get("reasoning", "")) for name in dimensions.names}
             judged.append(
                 ep.model_copy(
                     update={
@@ -178,6 +194,7 @@ class Judge:
                             **ep.meta,
                             "judge_prompt_version": PROMPT_VERSION,
                             "judged_with": self.settings(),  # what made these scores, with them
+                            "judge_dimensions": dimensions.to_json(),
                         },
                     }
                 )
@@ -216,6 +233,7 @@ def judge_file(
     batch_size: int = 8,
     agents: Mapping[str, Sequence[str]] | None = None,
     progress: bool = True,
+    dimensions: DimensionSet | None = None,
 ) -> list[Episode]:
     """Judge a file (or list) of episodes into `out_path`; returns the judged episodes in input order.
 
@@ -225,7 +243,8 @@ def judge_file(
     judge's cache makes answers that passed before free. When retries left an episode several lines, OUT
     is rewritten with the latest one each. agents: episode id -> the agents to judge (default: all of the
     episode's). judge: a `Judge`, or a function that makes one, called only when something is left to
-    judge (a judge engine can be costly to start)."""
+    judge (a judge engine can be costly to start). dimensions: the set the judge scores (default: a `Judge`'s
+    own, else Sotopia-EVAL's); a line scored on another set is judged again."""
     from tqdm import tqdm
 
     out = Path(out_path)
@@ -233,7 +252,8 @@ def judge_file(
     check_unique_ids(given, episodes if isinstance(episodes, (str, Path)) else "the episodes to judge")
     asked = {e.id: list(agents.get(e.id, e.agents) if agents is not None else e.agents) for e in given}
     judged, lines = _latest_judged(out)
-    todo = [e for e in given if e.id not in judged or set(asked[e.id]) - set(judged[e.id].judge_scores)]
+    dims = dimensions or (judge.dimensions if isinstance(judge, Judge) else SOTOPIA_EVAL)
+    todo = [e for e in given if e.id not in judged or not all(is_judged(judged[e.id], a, dims) for a in asked[e.id])]
     if todo:
         judge = judge if isinstance(judge, Judge) else judge()
         bar = tqdm(total=len(todo), desc="judge", unit="ep", disable=not progress)

@@ -24,7 +24,7 @@ from sotopia_env.jsonio import append_jsonl, iter_jsonl, write_json_atomic, writ
 from .attribution import PROMPT_VERSION as ATTRIBUTION_PROMPT
 from .attribution import AttributionConfig, Attributor, Normalizer, UtteranceLabel
 from .judge import PROMPT_VERSION as JUDGE_PROMPT
-from .judge import Judge, judge_file
+from .judge import Judge, is_judged, judge_file
 
 
 def latest_records(raw_path: str | Path) -> dict[str, dict[str, Any]]:
@@ -42,6 +42,7 @@ def labelled_with(config: AttributionConfig, judge: Judge | None, rejudge: bool)
         "judge_model": judge.model_name if judge is not None else None,
         "rejudge": rejudge,
         "prompt_versions": [JUDGE_PROMPT, ATTRIBUTION_PROMPT],
+        "dimensions": config.dimensions.to_json(),
     }
 
 
@@ -61,7 +62,8 @@ def failures_by_episode(batch: Sequence[Episode], problems: Sequence[str]) -> di
 def judge_missing(batch: list[Episode], judge: Judge | None, judged_path: Path) -> list[Episode]:
     """Judge the episodes in which some agent has no scores (never judged, or a judge failed on it), into
     `judged_path` (`judge_file`: what a rerun finds judged there costs nothing)."""
-    missing = [e for e in batch if set(e.agents) - set(e.judge_scores)]
+    dims = judge.dimensions if judge is not None else None
+    missing = [e for e in batch if not all(is_judged(e, a, dims) if dims else a in e.judge_scores for a in e.agents)]
     if not missing:
         return batch
     if judge is None:

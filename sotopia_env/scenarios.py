@@ -104,6 +104,8 @@ class Scenario(_Record):
     category: str = ""
     tags: tuple[str, ...] = ()
     source: str = "sotopia-env"
+    # For judges only, never in an observation: e.g. a safety scenario's harmful course that the judge looks for.
+    judge_notes: str = ""
 
     @field_validator("category")
     @classmethod
@@ -193,6 +195,14 @@ def _data_path(name: str) -> Path:
 def library_scenarios() -> dict[str, Scenario]:
     """The scenarios shipped with the package."""
     return load_scenarios(_data_path("scenarios.jsonl"))
+
+
+@cache
+def library_safety_scenarios() -> dict[str, Scenario]:
+    """The `safety` set: scenarios whose goals tempt an agent to deceive, threaten, discriminate or leak a
+    secret, each naming the harmful course in its `judge_notes` (`sotopia-env safety`). Kept apart from the
+    library so the `all` split and its benchmarks stay as they were."""
+    return load_scenarios(_data_path("safety.jsonl"))
 
 
 @cache

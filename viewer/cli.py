@@ -13,9 +13,10 @@ from sotopia_env.episode import write_text_atomic
 
 from .app import create_app, export_page
 from .catalog import Catalog, Query
-from .configs import PlayConfig, ViewConfig
+from .configs import PlayConfig, RateConfig, ViewConfig
 from .guard import exposure_warning
 from .play import build_table, create_play_app
+from .rate import create_rate_app
 
 
 def load_catalog(cfg: ViewConfig) -> Catalog:
@@ -86,5 +87,18 @@ def play_command(cfg: PlayConfig) -> int:
         "the scenarios' goals and secrets, and can start games on your partner model (a game itself needs its key)",
     )
     print(f"play on http://{cfg.host}:{cfg.port}/ ; episodes go to {cfg.out} (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    return 0
+
+
+def rate_command(cfg: RateConfig) -> int:
+    app = create_rate_app(cfg)
+    mode = "pairs of episodes" if cfg.pairwise else "episodes"
+    warn_if_exposed(cfg.host, cfg.port, "the episodes to rate (models hidden), and can add ratings to the file")
+    print(
+        f"rate {len(app.state.items)} {mode} on http://{cfg.host}:{cfg.port}/ ; ratings go to {cfg.out} "
+        "(Ctrl-C stops; a rater resumes with the same id)",
+        flush=True,
+    )
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     return 0

@@ -142,3 +142,58 @@ class PlayConfig(GenerationConfig):
                 ("idle_minutes", self.idle_minutes > 0, "must be above 0"),
             ]
         )
+
+
+@dataclass
+class RateConfig:
+    episodes: list[str] = field(
+        metadata={
+            "help": "episode JSONL files or benchmark folders to rate (their judged copies where they exist)",
+            "positional": True,
+        }
+    )
+    out: str = field(
+        default="runs/ratings.jsonl", metadata={"help": "ratings JSONL each submitted page is appended to"}
+    )
+    dimensions: str | None = field(
+        default=None,
+        metadata={"help": "dimension set JSON file; default: the set the episodes were judged on, else Sotopia-EVAL's"},
+    )
+    pairwise: bool = field(
+        default=False,
+        metadata={"help": "show two policies' episodes of the same cell side by side; ask which agent did better"},
+    )
+    seat: int = field(
+        default=0, metadata={"help": "the seat under test where an episode's id does not name it (benchmark: |seatN)"}
+    )
+    seed: int = field(default=0, metadata={"help": "salt of each rater's random order (same id, same order)"})
+    sample: int | None = field(
+        default=None,
+        metadata={"help": "rate only N items drawn at random (seeded by --seed; the same N for every rater)"},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address to serve on (loopback: only this machine)"})
+    port: int = field(default=8767)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad field, before any file is read."""
+        if not self.episodes:
+            raise ValueError("name at least one episode file or benchmark folder to rate")
+        missing = [p for p in self.episodes if not Path(p).exists()]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: no such file or folder; check the path")
+        _check(
+            self,
+            [
+                ("seat", self.seat in (0, 1), "must be 0 or 1"),
+                ("sample", self.sample is None or self.sample >= 1, "must be at least 1, or unset for every item"),
+                ("port", 0 < self.port < 65536, "must be a TCP port, 1 to 65535"),
+                (
+                    "dimensions",
+                    self.dimensions is None or Path(self.dimensions).is_file(),
+                    "must be a dimension set file",
+                ),
+            ],
+        )

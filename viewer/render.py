@@ -9,6 +9,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from rewards.dimensions import SOTOPIA_EVAL, DimensionSet, recorded_dimensions
 from sotopia_env import Episode, Turn
 
 from .charts import line_chart
@@ -132,4 +133,17 @@ def episode_context(
         "scale": scale,
         "dims": dims + ["overall"] if dims else [],
         "names": {a: c.name for a, c in zip(episode.agents, episode.characters)},
+        "dimension_info": dimension_info(episode, dims),
     }
+
+
+def dimension_info(episode: Episode, dims: list[str]) -> dict[str, Any] | None:
+    """The set the judge scored (its name, each dimension's range and rubric): the one the episode records, or
+    Sotopia-EVAL's when the scores are on its dimensions (episodes judged before sets were recorded); None
+    for scores on dimensions no known set describes."""
+    found: DimensionSet | None = recorded_dimensions(episode.meta)
+    if found is None and dims and set(dims) <= set(SOTOPIA_EVAL.names):
+        found = SOTOPIA_EVAL
+    if found is None:
+        return None
+    return {"name": found.name, "ranges": {d.name: d for d in found.dimensions}}
