@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from rewards.dimensions import DimensionSet, dimension_set, recorded_dimensions
-from rewards.ratings import Rating, read_ratings
+from rewards.ratings import Item, Rating, people_scores, read_ratings
 from sotopia_env import Episode, read_episodes
 from sotopia_env.cli import config_error
 from sotopia_env.jsonio import write_text_atomic
@@ -96,9 +96,6 @@ def judged_files(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-Item = tuple[str, int, str]  # episode id, seat under test, the policy in that seat
-
-
 def load_judged(paths: Sequence[str | Path]) -> dict[Item, Episode]:
     """Judged episodes by (id, seat, policy of the seat): a benchmark's policies share ids. The policy is the
     benchmark's spec for a file in a benchmark folder (as `sotopia-env rate` writes it), else the model the
@@ -109,15 +106,6 @@ def load_judged(paths: Sequence[str | Path]) -> dict[Item, Episode]:
         for e in read_episodes(path):
             episodes.update({(e.id, seat, spec or e.agent_models.get(f"agent_{seat}", "")): e for seat in (0, 1)})
     return episodes
-
-
-def people_scores(ratings: Sequence[Rating], dimension: str) -> dict[Item, list[float]]:
-    """(episode, seat, policy) -> the raters' scores on one dimension (one score per rater)."""
-    items: dict[Item, list[float]] = {}
-    for r in ratings:
-        if r.kind == "score" and r.dimension == dimension and r.score is not None:
-            items.setdefault((r.episode, r.seat, r.policy), []).append(float(r.score))
-    return items
 
 
 def agreement(

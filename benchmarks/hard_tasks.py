@@ -459,9 +459,7 @@ def add_people(
 ) -> None:
     """Each policy's people's means (raters averaged per episode, then a bootstrap over episodes) and the
     judge's means on the same episodes, from the ratings of its episodes' seat under test."""
-    from rewards.ratings import read_ratings
-
-    from .agreement import people_scores
+    from rewards.ratings import people_scores, read_ratings
 
     ratings = read_ratings(ratings_path, cfg.dimension_set())
     for policy in result.policies:

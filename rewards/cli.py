@@ -22,7 +22,7 @@ def judge_command(cfg: JudgeConfig) -> int:
     out = Path(cfg.out)
     # Compared on a rerun into OUT: the judge and its prompt. The input file may grow, the batch size is speed.
     dimensions = dimensions_of(cfg)
-    settings = {"judge": cfg.judge, "prompt_version": JUDGE_PROMPT, "dimensions": dimensions.to_json()}
+    settings = {"judge": cfg.judge, "prompt_version": JUDGE_PROMPT, "dimension_set": dimensions.identity()}
     check_same_settings(out, settings_beside(out), settings, override=cfg.resume_anyway)
     judged = judge_file(
         lambda: judge_from_spec(cfg.judge, out.parent / "judge_cache.jsonl", dimensions),

@@ -12,6 +12,8 @@ Ranges are Sotopia-EVAL's; the rubric sentences are written for this project.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -119,6 +121,12 @@ class DimensionSet:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "dimensions": [asdict(d) for d in self.dimensions]}
+
+    def identity(self) -> str:
+        """The set's name and a digest of its dimensions (names, ranges, rubrics): what a record's settings carry,
+        so two sets that share a name but score differently never pass for one."""
+        digest = hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+        return f"{self.name}@{digest}"
 
     @classmethod
     def from_json(cls, data: Any, where: str = "dimension set") -> DimensionSet:

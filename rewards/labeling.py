@@ -42,7 +42,7 @@ def labelled_with(config: AttributionConfig, judge: Judge | None, rejudge: bool)
         "judge_model": judge.model_name if judge is not None else None,
         "rejudge": rejudge,
         "prompt_versions": [JUDGE_PROMPT, ATTRIBUTION_PROMPT],
-        "dimensions": config.dimensions.to_json(),
+        "dimension_set": config.dimensions.identity(),
     }
 
 

@@ -17,7 +17,7 @@ the same cell on one dimension and records which agent did better (or a tie).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,3 +108,15 @@ def read_ratings(path: str | Path, dims: DimensionSet | None = None) -> list[Rat
 def rated_by(path: str | Path, rater: str) -> set[str]:
     """The items (`Rating.item`) this rater has submitted: what a resumed session skips."""
     return {r.item for r in (read_ratings(path) if Path(path).exists() else []) if r.rater == rater}
+
+
+Item = tuple[str, int, str]  # episode id, seat under test, the policy in that seat
+
+
+def people_scores(ratings: Sequence[Rating], dimension: str) -> dict[Item, list[float]]:
+    """(episode, seat, policy) -> the raters' scores on one dimension (one score per rater)."""
+    items: dict[Item, list[float]] = {}
+    for r in ratings:
+        if r.kind == "score" and r.dimension == dimension and r.score is not None:
+            items.setdefault((r.episode, r.seat, r.policy), []).append(float(r.score))
+    return items

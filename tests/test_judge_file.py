@@ -133,7 +133,7 @@ def test_a_judge_rerun_with_another_judge_is_refused_before_the_judge_starts(tmp
 
     episodes, model, judge = setup(tmp_path)
     started = []
-    monkeypatch.setattr(rewards.cli, "judge_from_spec", lambda spec, cache: started.append(spec) or judge)
+    monkeypatch.setattr(rewards.cli, "judge_from_spec", lambda spec, cache, dimensions: started.append(spec) or judge)
     out = tmp_path / "judged.jsonl"
     assert main(["judge", "--episodes", str(episodes), "--out", str(out), "--judge", "vllm:embedded"]) == 0
     assert main(["judge", "--episodes", str(episodes), "--out", str(out), "--judge", "vllm:embedded"]) == 0

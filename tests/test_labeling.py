@@ -16,7 +16,7 @@ import pytest
 from agents.engine import Messages, Sample, SamplingParams
 from benchmarks.cli import main
 from rewards.attribution import AttributionConfig, Attributor
-from rewards.dimensions import NAMES
+from rewards.dimensions import NAMES, SOTOPIA_EVAL
 from rewards.judge import SYSTEM as JUDGE_SYSTEM
 from rewards.judge import Judge
 from rewards.labeling import label_episodes
@@ -155,6 +155,7 @@ def test_each_raw_record_names_the_settings_that_made_it_and_records_made_otherw
         "judge_model": "flaky-judge",
         "rejudge": False,
         "prompt_versions": ["judge-v1", "attribution-v1"],
+        "dimension_set": SOTOPIA_EVAL.identity(),
     }
     again = label_episodes(episodes_path, out, judge, AttributionConfig(method="direct"), progress=False)
     assert again["labelled_now"] == 0
