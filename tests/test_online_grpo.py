@@ -104,8 +104,9 @@ def test_turn_credit_trains_on_candidates_the_env_scored_and_records_every_dialo
             if not trained:
                 continue
             _, completions, group_advs, masks = next(groups)
-            # (float32 in the trainer against float64 here: two close rewards over their small spread.)
-            assert group_advs == pytest.approx([a for _, a in trained], rel=1e-5, abs=1e-6)
+            # Two candidates whose rewards differ by ~1e-3 divide rounding noise by their spread (std + 1e-4): the
+            # trainer's advantages and these agree to ~1e-5, a wrong candidate or sign would be off by ~1.
+            assert group_advs == pytest.approx([a for _, a in trained], abs=1e-4)
             # What is trained of each candidate is what it played, and the end the sampler produced.
             for (candidate, _), ids, mask in zip(trained, completions, masks):
                 text = tokenizer.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=False)
