@@ -119,9 +119,9 @@ def test_turn_credit_stops_or_drops_and_counts_groups_with_a_non_finite_reward(
         rollout="env",
         credit="turn",
         partner="scripted",
-        max_turns=6,
+        max_turns=4,
         group_size=4,
-        steps=2,
+        steps=1,
         nonfinite_rewards=mode,
         temperature=1.5,
     )
