@@ -16,12 +16,9 @@ model its episode records for that seat; raters never see it.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,7 +29,7 @@ from sotopia_env.cli import config_error
 from sotopia_env.jsonio import write_text_atomic
 
 from .hard_tasks import benchmark_policy
-from .report import _code
+from .report import _code, _csv
 from .stats import Estimate, bootstrap_ci, bootstrap_correlation, krippendorff_alpha_interval
 
 
@@ -293,14 +290,6 @@ def _corr(e: Estimate) -> str:
 
 def _signed(e: Estimate) -> str:
     return "n/a" if e.n == 0 else f"{e.mean:+.2f} [{e.low:+.2f}, {e.high:+.2f}]"
-
-
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def scatter(d: DimensionAgreement, path: Path) -> None:
