@@ -42,9 +42,9 @@ SLOW_FIXTURES = {
 # two workers finish together instead of one running a long file alone at the end. Seconds: one worker's time for
 # each, measured 2026-12-05 on the 2-core VM with `-n 2` (one thread per worker); only the order uses them.
 LONG_UNITS = {
-    "tests/test_online_grpo.py::test_grpo_in_the_env_raises_the_learned_reward_on_held_out_dialogues[episode]": 298,
-    "tests/test_online_grpo.py::test_grpo_in_the_env_raises_the_learned_reward_on_held_out_dialogues[turn]": 231,
-    "tests/test_reward_model.py::test_grpo_on_dialogue_states_raises_the_learned_reward_on_held_out_states": 242,
+    "tests/test_online_grpo.py::test_grpo_in_the_env_raises_the_learned_reward_on_held_out_dialogues[episode]": 260,
+    "tests/test_online_grpo.py::test_grpo_in_the_env_raises_the_learned_reward_on_held_out_dialogues[turn]": 200,
+    "tests/test_reward_model.py::test_grpo_on_dialogue_states_raises_the_learned_reward_on_held_out_states": 200,
     "tests/test_benchmark.py::test_benchmark_end_to_end_and_resume_after_a_kill_at_concurrency_4_gives_the_same_report": 216,
 }
 LONG_FILES = {  # whole files that start early (estimates from the same run's slowest tests)
