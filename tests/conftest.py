@@ -36,18 +36,18 @@ SLOW_FIXTURES = {
 }
 
 
-# Scheduling under pytest-xdist (scripts/test.sh: `-n 2 --dist loadgroup --no-loadscope-reorder`). A test file is
-# one unit of work, so its module fixtures (a training run, a server) load once, on one worker; the long tests below
-# are each a unit of their own (they use no module fixture), and the units listed start first, longest first, so the
-# two workers finish together instead of one running a long file alone at the end. Seconds: one worker's time for
-# each, measured 2026-12-05 on the 2-core VM with `-n 2` (one thread per worker); only the order uses them.
+# Scheduling under pytest-xdist (scripts/test.sh: `-n 2 --dist loadgroup --no-loadscope-reorder`): each test is a
+# unit of work of its own (a module fixture may load on both workers), handed out in collection order, which puts the
+# long tests below first, longest first, then the tests of the long files, so the two workers finish together
+# instead of one running a long test alone at the end. Seconds: one worker's time for each, measured 2026-12-05 on
+# the 2-core VM with `-n 2` (one thread per worker); only the order uses them.
 LONG_UNITS = {
     "tests/test_online_grpo.py::test_grpo_in_the_env_raises_the_learned_reward_on_held_out_dialogues[episode]": 260,
     "tests/test_online_grpo.py::test_grpo_in_the_env_raises_the_learned_reward_on_held_out_dialogues[turn]": 200,
     "tests/test_reward_model.py::test_grpo_on_dialogue_states_raises_the_learned_reward_on_held_out_states": 200,
     "tests/test_benchmark.py::test_benchmark_end_to_end_and_resume_after_a_kill_at_concurrency_4_gives_the_same_report": 216,
 }
-LONG_FILES = {  # whole files that start early (estimates from the same run's slowest tests)
+LONG_FILES = {  # files whose tests start early (estimates from the same run's slowest tests)
     "tests/test_distributed.py": 400,
     "tests/test_online_grpo.py": 220,
     "tests/test_reward_model.py": 210,
@@ -59,22 +59,17 @@ LONG_FILES = {  # whole files that start early (estimates from the same run's sl
 }
 
 
-def work_unit(item: pytest.Item) -> str:
-    """The xdist group of a test: its own node id if it is a long unit, else its file."""
-    return item.nodeid if item.nodeid in LONG_UNITS else item.nodeid.split("::")[0]
+def start_order(item: pytest.Item) -> int:
+    """How early a test starts under xdist: a long test by its own time, another by its file's."""
+    return -LONG_UNITS.get(item.nodeid, LONG_FILES.get(item.nodeid.split("::")[0], 0))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("vllm"):
             item.add_marker(pytest.mark.slow)
-    if config.getoption("dist", "no") == "loadgroup" or os.environ.get("PYTEST_XDIST_WORKER"):
-        cost = {**LONG_FILES, **LONG_UNITS}
-        for item in items:
-            item.add_marker(pytest.mark.xdist_group(work_unit(item)))
-        # Longest units first; the rest keep their order (sorted() is stable).
-        items.sort(key=lambda item: -cost.get(work_unit(item), 0))
+    if config.getoption("dist", "no") != "no" or os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=start_order)  # stable: the rest keep their order
 
 
 @pytest.fixture

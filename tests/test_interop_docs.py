@@ -78,6 +78,7 @@ def test_the_trl_snippet_trains_with_the_env_as_environment_factory():
     assert len(envs) == 2 and all(env._session.start in starts for env in envs)  # reset(**row) started each
     assert all(env._session.rewards for env in envs)  # the replies reached the env as say() calls
     logged = [log for log in trainer.state.log_history if "rewards/SocialEnv/mean" in log]
+    assert [log["step"] for log in logged] == [1, 2]  # two GRPOTrainer steps, each logging the env's rewards
     episode_rewards = [env.get_reward() for env in envs]
     assert logged[-1]["rewards/SocialEnv/mean"] == pytest.approx(sum(episode_rewards) / len(envs))
     assert any(r > 0 for r in episode_rewards)  # the env's rewards, not zeros, reached TRL's reward column
