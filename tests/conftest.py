@@ -36,32 +36,36 @@ SLOW_FIXTURES = {
 }
 
 
-# Scheduling under pytest-xdist (scripts/test.sh: `-n 2 --dist loadgroup --no-loadscope-reorder`): each test is a
-# unit of work of its own (a module fixture may load on both workers), handed out in collection order, which puts the
-# long tests below first, longest first, then the tests of the long files, so the two workers finish together
-# instead of one running a long test alone at the end. Seconds: one worker's time for each, measured 2026-12-05 on
-# the 2-core VM with `-n 2` (one thread per worker); only the order uses them.
-LONG_UNITS = {
-    "tests/test_online_grpo.py::test_grpo_in_the_env_raises_the_learned_reward_on_held_out_dialogues[episode]": 260,
-    "tests/test_online_grpo.py::test_grpo_in_the_env_raises_the_learned_reward_on_held_out_dialogues[turn]": 200,
-    "tests/test_reward_model.py::test_grpo_on_dialogue_states_raises_the_learned_reward_on_held_out_states": 200,
-    "tests/test_benchmark.py::test_benchmark_end_to_end_and_resume_after_a_kill_at_concurrency_4_gives_the_same_report": 216,
-}
-LONG_FILES = {  # files whose tests start early (estimates from the same run's slowest tests)
-    "tests/test_distributed.py": 400,
-    "tests/test_online_grpo.py": 220,
-    "tests/test_reward_model.py": 210,
+# Scheduling under pytest-xdist (scripts/test.sh: `-n 2 --dist loadfile --no-loadscope-reorder`): a test file is one
+# unit of work, so its module fixtures (a training run, a server, a browser) load once, on one worker. Files are
+# handed out in collection order, which puts the long files below first, longest first, so the two workers finish
+# together instead of one running a long file alone at the end; each long learning run and the benchmark's
+# kill-and-resume test is a file of its own for that reason. (Not `--dist loadgroup` with xdist_group marks:
+# pytest-xdist 3.8 groups by a node-id suffix that pytest 9 no longer lets it set, so every test ran alone.)
+# Seconds: one worker's time for each file, measured 2026-12-05 on the 2-core VM with `-n 2` (one thread per
+# worker); only the order uses them, so a stale figure costs minutes, never a failure.
+FILE_SECONDS = {
+    "tests/test_distributed.py": 330,
+    "tests/test_learning_episode.py": 292,
+    "tests/test_reward_model.py": 260,
     "tests/test_fleet.py": 250,
-    "tests/test_openai_engine.py": 200,
-    "tests/test_finite.py": 150,
-    "tests/test_trainers.py": 120,
+    "tests/test_learning_offline.py": 242,
+    "tests/test_online_grpo.py": 220,
+    "tests/test_openai_engine.py": 220,
+    "tests/test_benchmark_resume.py": 218,
+    "tests/test_learning_turn.py": 217,
+    "tests/test_trainers.py": 200,
     "tests/test_viewer.py": 110,
+    "tests/test_finite.py": 100,
+    "tests/test_interop_docs.py": 100,
+    "tests/test_rewards.py": 90,
+    "tests/test_taskgen.py": 80,
 }
 
 
 def start_order(item: pytest.Item) -> int:
-    """How early a test starts under xdist: a long test by its own time, another by its file's."""
-    return -LONG_UNITS.get(item.nodeid, LONG_FILES.get(item.nodeid.split("::")[0], 0))
+    """How early a test's file starts under xdist: longest first, the rest in collection order."""
+    return -FILE_SECONDS.get(item.nodeid.split("::")[0], 0)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -69,7 +73,7 @@ def pytest_collection_modifyitems(config, items) -> None:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("vllm"):
             item.add_marker(pytest.mark.slow)
     if config.getoption("dist", "no") != "no" or os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=start_order)  # stable: the rest keep their order
+        items.sort(key=start_order)  # stable: a file's tests stay together and in their order
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """`sotopia-env eval-general` (benchmarks/general_qa.py): EleutherAI's lm-evaluation-harness, for real, on the shipped
-ten-question task (lm-eval's task format, local JSON data), the embedded model against the same model with a LoRA
-adapter. The adapter is the session's random one (tests/conftest.py `random_loras`): the harness's path for a
-trained adapter is the same, and a random one moves the log-likelihoods for certain."""
+ten-question task (lm-eval's task format, local JSON data), the embedded model against the same model with an adapter
+trained here by behaviour cloning (trainers.bc), as Sotopia-pi compares its base and trained agents."""
 
 from __future__ import annotations
 
@@ -37,9 +36,26 @@ def test_the_table_puts_base_and_trained_side_by_side_with_the_difference():
         EvalGeneralConfig(model="embedded+lora:x").validate()
 
 
+@pytest.fixture(scope="module")
+def bc_adapter(embedded_dir, tmp_path_factory) -> Path:
+    """A trained policy: a LoRA adapter behaviour-cloned on the replies of two judged episodes."""
+    from test_trainers import judged_episodes
+
+    from trainers.bc import BCConfig, train_bc
+
+    tmp = tmp_path_factory.mktemp("bc")
+    judged_episodes(tmp / "episodes.jsonl", [(9, 8), (8, 9)])
+    cfg = BCConfig(
+        episodes=str(tmp / "episodes.jsonl"), out=str(tmp / "bc"), batch_size=2, max_length=320, lora_layers=2, lr=2e-3
+    )
+    summary = train_bc(cfg, progress=False)
+    assert summary["steps"] >= 2
+    return tmp / "bc" / "adapter"
+
+
 @pytest.mark.slow
-def test_eval_general_runs_lm_eval_on_base_and_adapter_and_writes_one_table(random_loras, tmp_path, capsys):
-    adapter = random_loras[0]
+def test_eval_general_runs_lm_eval_on_base_and_a_trained_adapter_and_writes_one_table(bc_adapter, tmp_path, capsys):
+    adapter = bc_adapter
     out = tmp_path / "general"
     assert main(["eval-general", "--adapter", str(adapter), "--out", str(out), "--batch-size", "16"]) == 0
     with open(out / "general.csv", encoding="utf-8") as f:

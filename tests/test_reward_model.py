@@ -1,7 +1,7 @@
 """The learned reward model: learning is shown on a known label, plus scoring, wrappers and resume.
 
 Learning is shown on hand-written rows (an utterance that asks the partner a question scores 10, else 0). What
-GRPO must raise, here and in tests/test_online_grpo.py, is the reward of a known preference learned from the
+GRPO must raise, in tests/test_learning_*.py (tests/learning.py), is the reward of a known preference learned from the
 embedded policy's own samples (benchmarks.preference: an utterance that addresses the partner scores 10, else
 0; that model is committed, since learning it takes 300+ steps, minutes on a GPU and over an hour here)."""
 
@@ -14,22 +14,14 @@ import pytest
 
 from agents.llm_agent import build_messages
 from benchmarks.preference import (
-    BRIEF_LIBRARY,
-    LEARNING,
     PREFERENCE_RM,
     PREFERENCE_ROWS,
-    addresses_partner,
     preference_label,
     preference_states,
 )
 from rewards.reward_model import RewardModel, RewardModelConfig
 from sotopia_env import SocialParallelEnv, split
-from trainers.grpo import GRPOConfig, train_grpo
 from trainers.train_reward_model import RMTrainConfig, load_rows, pearson, split_rows, train_reward_model
-
-# By how much the GRPO learning runs (benchmarks.preference.LEARNING, here and in tests/test_online_grpo.py) must
-# raise the preference model's held-out reward: labels are 0 / 10, so a tenth of the scale.
-LEARNING_MARGIN = 1.0
 
 QUESTIONS = [
     "Could you lower the price a bit?",
@@ -139,31 +131,6 @@ def test_the_committed_preference_model_scores_held_out_policy_samples_as_the_ru
     assert [preference_label(x) for x in fresh] == [10.0, 10.0, 0.0, 0.0]
     scores = rm.score([state] * 4, fresh)
     assert min(scores[:2]) > max(scores[2:]), scores
-
-
-@pytest.mark.slow
-def test_grpo_on_dialogue_states_raises_the_learned_reward_on_held_out_states(tmp_path):
-    """Offline (single-turn) GRPO on the embedded model, rewarded by the preference's reward model: the held-out
-    mean reward (states never trained on, same sampling seeds before and after) rises clearly, the KL to the
-    starting policy stays bounded, and more held-out samples address the partner than before."""
-    cfg = GRPOConfig(
-        reward_model=str(PREFERENCE_RM),
-        library=str(BRIEF_LIBRARY),
-        out=str(tmp_path / "grpo"),
-        **LEARNING,
-        prompts_per_step=4,
-        heldout_states=8,
-        eval_samples=4,
-    )
-    summary = train_grpo(cfg, progress=False)
-    before, after = summary["heldout_reward_before"], summary["heldout_reward_after"]
-    assert after >= before + LEARNING_MARGIN, summary  # labels are 0 / 10: a tenth of the scale, on unseen states
-    assert 0 < summary["max_kl"] < 0.5, summary
-    addressed = {
-        t: sum(addresses_partner(x) for x in json.loads((tmp_path / "grpo" / f"eval_{t}.json").read_text())["samples"])
-        for t in ("before", "after")
-    }
-    assert addressed["after"] > addressed["before"], addressed
 
 
 def test_training_resumes_from_its_checkpoint(embedded_dir, tmp_path):
