@@ -108,10 +108,10 @@ RM_TRAINING: dict[str, Any] = dict(epochs=6, batch_size=8, lr=1e-3, max_length=2
 
 
 # The GRPO settings the learning tests and the learning benchmark run with (plus each mode's own sizes). Sized for
-# the suite's budget on a 2-core CPU: 4 steps at lr 4.5e-3 since 2026-12-05 (seed 0 gained +3.9 offline, +4.5 turn,
-# +5.0 episode at 8 steps and lr 2.5e-3, and +4.0, +4.5, +3.8 at 5 steps and lr 3.5e-3, against the tests' +1.0
-# margin; at 12 steps and lr 1.5e-3 the CPU runs gained 2.5 offline, 5.1 turn, 4.5 episode, the settings of the H200
-# runs in benchmarks/results/preference_learning_h200.log).
+# the suite's budget on a 2-core CPU: 4 steps at lr 4.5e-3 since 2026-12-05. Three seeds there (docs/figures.md,
+# "GRPO learning by mode"): offline +3.46..+4.05, turn +2.42..+3.87, episode +0.59..+5.69 against the tests' +1.0
+# margin (the tests run seed 0; episode credit's seed 2 barely moves in 4 steps, and gained +1.82 at 8 steps and
+# lr 2.5e-3). The H200 runs in benchmarks/results/preference_learning_h200.log used 12 steps at lr 1.5e-3.
 LEARNING: dict[str, Any] = dict(
     steps=4,
     group_size=4,

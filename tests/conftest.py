@@ -42,24 +42,26 @@ SLOW_FIXTURES = {
 # together instead of one running a long file alone at the end; each long learning run and the benchmark's
 # kill-and-resume test is a file of its own for that reason. (Not `--dist loadgroup` with xdist_group marks:
 # pytest-xdist 3.8 groups by a node-id suffix that pytest 9 no longer lets it set, so every test ran alone.)
-# Seconds: one worker's time for each file, measured 2026-12-05 on the 2-core VM with `-n 2` (one thread per
-# worker); only the order uses them, so a stale figure costs minutes, never a failure.
+# Seconds: one worker's time for each file (setup, call and teardown of its tests), measured 2026-12-05 at bbf7b2e
+# on the 2-core VM with `-n 2` (one thread per worker); only the order uses them, so a stale figure costs minutes,
+# never a failure. The files not listed took under 30 s each.
 FILE_SECONDS = {
-    "tests/test_distributed.py": 330,
-    "tests/test_learning_episode.py": 292,
-    "tests/test_reward_model.py": 260,
-    "tests/test_fleet.py": 250,
-    "tests/test_learning_offline.py": 242,
-    "tests/test_online_grpo.py": 220,
-    "tests/test_openai_engine.py": 220,
-    "tests/test_benchmark_resume.py": 218,
-    "tests/test_learning_turn.py": 217,
-    "tests/test_trainers.py": 200,
-    "tests/test_viewer.py": 110,
-    "tests/test_finite.py": 100,
-    "tests/test_interop_docs.py": 100,
-    "tests/test_rewards.py": 90,
-    "tests/test_taskgen.py": 80,
+    "tests/test_learning_episode.py": 305,
+    "tests/test_distributed.py": 261,
+    "tests/test_reward_model.py": 245,
+    "tests/test_benchmark_resume.py": 214,
+    "tests/test_learning_offline.py": 204,
+    "tests/test_fleet.py": 199,
+    "tests/test_learning_turn.py": 185,
+    "tests/test_online_grpo.py": 182,
+    "tests/test_openai_engine.py": 163,
+    "tests/test_trainers.py": 155,
+    "tests/test_interop_docs.py": 140,
+    "tests/test_rewards.py": 82,
+    "tests/test_taskgen.py": 72,
+    "tests/test_viewer.py": 71,
+    "tests/test_openenv_env.py": 41,
+    "tests/test_finite.py": 40,
 }
 
 
