@@ -106,17 +106,10 @@ def time_split(metrics: Path) -> dict[str, Any]:
 
 
 def learning_run(mode: str, rm: Path, out: Path, seed: int, steps: int, rollout_mode: str = "auto") -> dict[str, Any]:
-    from benchmarks.preference import BRIEF_LIBRARY, LEARNING
-    from trainers.grpo import GRPOConfig, train_grpo
+    from benchmarks.preference import learning_config
+    from trainers.grpo import train_grpo
 
-    settings = {**LEARNING, "steps": steps, "seed": seed, "rollout_mode": rollout_mode}
-    common = dict(reward_model=str(rm), library=str(BRIEF_LIBRARY), out=str(out / f"{mode}-{seed}"), heldout_states=8)
-    if mode == "offline":
-        cfg = GRPOConfig(prompts_per_step=4, eval_samples=4, **common, **settings)
-    else:
-        cfg = GRPOConfig(
-            rollout="env", credit=mode, partner="scripted", max_turns=4, prompts_per_step=2, **common, **settings
-        )
+    cfg = learning_config(mode, out / f"{mode}-{seed}", rm, steps=steps, seed=seed, rollout_mode=rollout_mode)
     started = time.perf_counter()
     summary = train_grpo(cfg, progress=False)
     before, after = summary["heldout_reward_before"], summary["heldout_reward_after"]

@@ -124,6 +124,28 @@ LEARNING: dict[str, Any] = dict(
 )
 
 
+def learning_config(mode: str, out: str | Path, reward_model: str | Path = PREFERENCE_RM, **overrides: Any):
+    """The GRPOConfig of a learning run in `mode` ("offline", "turn" or "episode"), as the learning tests and
+    `benchmarks/online_grpo.py --learning` run it: LEARNING (with `overrides`) on the brief library, 8 held-out
+    states or episodes, and the mode's sizes for 16 trained utterances a step: offline 4 states x G=4 (4 samples per
+    held-out state), turn 2 starts x 2 learner turns x G=4 candidates, episode 2 starts x G=4 episodes x 2 learner
+    turns (max_turns 4, a scripted partner)."""
+    from trainers.grpo import GRPOConfig
+
+    if mode == "offline":
+        sizes: dict[str, Any] = dict(prompts_per_step=4, eval_samples=4)
+    else:
+        sizes = dict(rollout="env", credit=mode, partner="scripted", max_turns=4, prompts_per_step=2)
+    return GRPOConfig(
+        reward_model=str(reward_model),
+        library=str(BRIEF_LIBRARY),
+        out=str(out),
+        heldout_states=8,
+        **sizes,
+        **{**LEARNING, **overrides},
+    )
+
+
 def train_preference_rm(
     out: str | Path, data: str | Path = PREFERENCE_ROWS, seed: int = 0, progress: bool = False, **overrides: Any
 ) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """What the GRPO learning tests share (tests/test_learning_*.py, one test a file so that under `--dist loadfile`
 each long run is a unit of work of its own, started first by tests/conftest.py).
 
-Each runs GRPO from a fresh LoRA on the embedded model with the settings of benchmarks.preference.LEARNING,
-rewarded by the known preference's reward model (an utterance that addresses the partner scores 10, else 0;
-committed, since learning it takes 300+ steps), and asks that the held-out reward rise by LEARNING_MARGIN."""
+Each runs GRPO from a fresh LoRA on the embedded model with benchmarks.preference.learning_config (the learning
+benchmark's settings too), rewarded by the known preference's reward model (an utterance that addresses the partner
+scores 10, else 0; committed, since learning it takes 300+ steps), and asks that the held-out reward rise by
+LEARNING_MARGIN."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.runner import load_pool
-from benchmarks.preference import BRIEF_LIBRARY, LEARNING, PREFERENCE_RM
+from benchmarks.preference import BRIEF_LIBRARY, LEARNING, learning_config
 from sotopia_env import read_episodes
-from trainers.grpo import GRPOConfig, train_grpo
+from trainers.grpo import train_grpo
 
 # By how much the learning runs must raise the preference model's held-out reward: labels are 0 / 10, so a tenth
 # of the scale.
@@ -31,21 +32,8 @@ def assert_learned(summary: dict[str, Any]) -> None:
 def assert_env_grpo_learns(credit: str, out: Path) -> None:
     """GRPO in the env with `credit` ("turn" or "episode"), rewarded by the env's reward model (the preference's):
     the held-out on-policy reward (episodes in scenarios kept out of training, same starts and seeds before and
-    after) rises clearly, and the KL stays bounded. Both modes train on 16 utterances a step: turn 2 starts x 2
-    learner turns x G=4 candidates, episode 2 starts x G=4 episodes x 2 learner turns."""
-    cfg = GRPOConfig(
-        reward_model=str(PREFERENCE_RM),
-        library=str(BRIEF_LIBRARY),
-        out=str(out),
-        rollout="env",
-        credit=credit,
-        partner="scripted",
-        max_turns=4,
-        prompts_per_step=2,
-        heldout_states=8,
-        **LEARNING,
-    )
-    assert_learned(train_grpo(cfg, progress=False))
+    after) rises clearly, and the KL stays bounded; each step trains 16 utterances (learning_config's sizes)."""
+    assert_learned(train_grpo(learning_config(credit, out), progress=False))
     library = {s.id for s in load_pool(BRIEF_LIBRARY)[0].values()}
     trained = {e.scenario.id for e in read_episodes(out / "episodes.jsonl")}
     evaluated = {e.scenario.id for e in read_episodes(out / "eval_after.jsonl")}

@@ -8,8 +8,8 @@ import json
 import pytest
 from learning import assert_learned
 
-from benchmarks.preference import BRIEF_LIBRARY, LEARNING, PREFERENCE_RM, addresses_partner
-from trainers.grpo import GRPOConfig, train_grpo
+from benchmarks.preference import addresses_partner, learning_config
+from trainers.grpo import train_grpo
 
 
 @pytest.mark.slow
@@ -17,16 +17,7 @@ def test_grpo_on_dialogue_states_raises_the_learned_reward_on_held_out_states(tm
     """Offline GRPO on the embedded model: the held-out mean reward (states never trained on, same sampling seeds
     before and after) rises clearly, the KL to the starting policy stays bounded, and more held-out samples address
     the partner than before."""
-    cfg = GRPOConfig(
-        reward_model=str(PREFERENCE_RM),
-        library=str(BRIEF_LIBRARY),
-        out=str(tmp_path / "grpo"),
-        **LEARNING,
-        prompts_per_step=4,
-        heldout_states=8,
-        eval_samples=4,
-    )
-    assert_learned(train_grpo(cfg, progress=False))
+    assert_learned(train_grpo(learning_config("offline", tmp_path / "grpo"), progress=False))
     addressed = {
         t: sum(addresses_partner(x) for x in json.loads((tmp_path / "grpo" / f"eval_{t}.json").read_text())["samples"])
         for t in ("before", "after")
